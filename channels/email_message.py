@@ -1,0 +1,154 @@
+"""Build each recipient's message as wire bytes from a template prepared once per issue.
+
+Everything that is the same for every recipient (headers, MIME structure, the bodies split at
+their placeholders) is prepared once. Per recipient we fill two short values, encode each part
+in base64 and join bytes. Base64 lines never start with a dot nor hold a bare LF, and headers
+are written with CRLF by hand, so the result needs no dot-stuffing or line-ending pass before
+SMTP. Headers are written, not folded by the email package, so a long List-Unsubscribe URL
+reaches the receiver whole.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import html
+from dataclasses import dataclass
+from email.header import Header
+from email.utils import format_datetime, formataddr
+
+from distributor.errors import InputError
+from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
+from distributor.settings import EmailSettings
+
+_CRLF = b"\r\n"
+_MAX_HEADER_LINE = 998
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    name: str | None = None
+    subscriber_id: str | None = None  # the opaque id inside the unsubscribe token
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """What the message says, independent of who receives it."""
+
+    issue_key: str
+    channel: str
+    subject: str
+    text: str
+    html: str | None          # None: a text/plain-only message
+
+
+class MessageTemplate:
+    """Prepare the message once per issue, then render it per recipient with `render()`."""
+
+    def __init__(self, parts: MessageParts, settings: EmailSettings, *, date: dt.datetime):
+        for what, value in (("subject", parts.subject), ("from_name", settings.from_name),
+                            ("from_address", settings.from_address), ("list_id", settings.list_id),
+                            ("reply_to", settings.reply_to or "")):
+            require_single_line(value, what)
+        self.parts = parts
+        self.domain = settings.from_address.rpartition("@")[2] or "localhost"
+        self.mailto = settings.unsubscribe_mailto
+        self.envelope_from = settings.return_path or settings.from_address
+        self._boundary = "=_" + hashlib.sha256(f"{parts.issue_key}|{parts.channel}".encode()).hexdigest()[:32]
+        self._head = _header_block(parts, settings, date)
+        self._text_pieces = _split(parts.text)
+        self._html_pieces = _split(parts.html) if parts.html is not None else None
+
+    def message_id(self, address: str) -> str:
+        """Return the Message-ID for `address`: the same on every attempt, so duplicates show."""
+        digest = hashlib.sha256(f"{self.parts.issue_key}|{self.parts.channel}|{address.lower()}".encode())
+        return f"<{digest.hexdigest()[:40]}@{self.domain}>"
+
+    def render(self, recipient: Recipient, unsubscribe_url: str) -> bytes:
+        """Return the complete message for one recipient as SMTP-ready bytes (CRLF, no dot-stuffing needed)."""
+        require_single_line(recipient.address, "recipient address")
+        require_single_line(unsubscribe_url, "unsubscribe URL")
+        shown_name = recipient.name or recipient.address
+        headers = [
+            self._head,
+            _line("To", recipient.address),
+            _line("Message-ID", self.message_id(recipient.address)),
+            _list_unsubscribe(unsubscribe_url, self.mailto),
+        ]
+        text = _fill(self._text_pieces, shown_name, unsubscribe_url)
+        if self._html_pieces is None:
+            headers.append(b'Content-Type: text/plain; charset="utf-8"\r\n'
+                           b"Content-Transfer-Encoding: base64\r\n")
+            return b"".join(headers) + _CRLF + _base64(text)
+        page = _fill(self._html_pieces, html.escape(shown_name), html.escape(unsubscribe_url))
+        boundary = self._boundary.encode()
+        headers.append(b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n')
+        return b"".join(headers) + _CRLF + b"".join((
+            b"--", boundary, _CRLF, _part_head(b"text/plain"), _base64(text),
+            b"--", boundary, _CRLF, _part_head(b"text/html"), _base64(page),
+            b"--", boundary, b"--", _CRLF,
+        ))
+
+
+def require_single_line(value: str, what: str) -> None:
+    """Refuse a header value holding a line break: it would let the value write headers of its own."""
+    if "\r" in value or "\n" in value:
+        raise InputError(f"{what} contains a line break, which is not allowed in a mail header")
+
+
+def _header_block(parts: MessageParts, settings: EmailSettings, date: dt.datetime) -> bytes:
+    subject = Header(parts.subject, "utf-8", header_name="Subject").encode(linesep="\r\n")
+    lines = [
+        _line("From", formataddr((settings.from_name, settings.from_address), charset="utf-8")),
+        b"Subject: " + subject.encode("ascii") + _CRLF,
+        _line("Date", format_datetime(date)),
+        _line("MIME-Version", "1.0"),
+        _line("List-Id", f"<{settings.list_id}>"),
+        _line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+    if settings.reply_to:
+        lines.append(_line("Reply-To", settings.reply_to))
+    return b"".join(lines)
+
+
+def _list_unsubscribe(url: str, mailto: str | None) -> bytes:
+    # One item per line, so that only the line break between items ever folds the header.
+    items = [f"<{url}>"] + ([f"<mailto:{mailto}?subject=unsubscribe>"] if mailto else [])
+    value = ",\r\n ".join(items)
+    if any(len(item) + 20 > _MAX_HEADER_LINE for item in items):
+        raise InputError("unsubscribe URL is too long for a mail header line")
+    return _line("List-Unsubscribe", value)
+
+
+def _line(name: str, value: str) -> bytes:
+    return f"{name}: {value}".encode("utf-8") + _CRLF
+
+
+def _part_head(mime: bytes) -> bytes:
+    return b"Content-Type: " + mime + b'; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+
+
+def _split(body: str) -> list[bytes]:
+    """Split a body at its placeholders: [text, marker, text, marker, ...] as UTF-8 bytes."""
+    pieces: list[bytes] = []
+    rest = body
+    markers = (NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER)
+    while True:
+        found = [(rest.find(marker), marker) for marker in markers if marker in rest]
+        if not found:
+            pieces.append(rest.encode("utf-8"))
+            return pieces
+        position, marker = min(found)
+        pieces += [rest[:position].encode("utf-8"), marker.encode("ascii")]
+        rest = rest[position + len(marker):]
+
+
+def _fill(pieces: list[bytes], name: str, unsubscribe_url: str) -> bytes:
+    values = {NAME_PLACEHOLDER.encode(): name.encode("utf-8"),
+              UNSUBSCRIBE_PLACEHOLDER.encode(): unsubscribe_url.encode("utf-8")}
+    return b"".join(values.get(piece, piece) for piece in pieces)
+
+
+def _base64(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", _CRLF)

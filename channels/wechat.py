@@ -1,0 +1,61 @@
+"""The WeChat Official Account rendition: an article within the draft API's rules and limits."""
+from __future__ import annotations
+
+from dataclasses import replace
+from urllib.parse import urljoin
+
+from distributor.models import Body, Issue, WechatRendition
+from distributor.settings import Settings
+from distributor.templating import common_context, render_template
+from distributor.wechat_html import to_wechat_html
+
+# Limits of the draft API (draft/add), in characters unless the name says bytes.
+TITLE_LIMIT = 32
+AUTHOR_LIMIT = 16
+DIGEST_LIMIT = 128
+CONTENT_LIMIT = 20_000
+CONTENT_BYTES_LIMIT = 1024 * 1024
+
+
+def render_wechat(issue: Issue, body: Body, settings: Settings) -> WechatRendition:
+    """Render the article; a field over its limit is a warning here and an error at publish."""
+    wechat = settings.channels.wechat
+    converted = to_wechat_html(body.html)
+    context = common_context(issue, settings, body.page_url)
+    content = render_template(settings, "wechat/article.html", **context, content=converted.html)
+    cover = issue.cover or wechat.default_cover
+    if cover and not cover.startswith(("http://", "https://")):
+        cover = urljoin(settings.site.base_url.rstrip("/") + "/", cover.lstrip("/"))
+    rendition = WechatRendition(
+        title=issue.title,
+        author=issue.author or wechat.author or "",
+        digest=issue.description or _shorten(body.summary, DIGEST_LIMIT),
+        content=content,
+        content_source_url=body.page_url or "",
+        cover=cover,
+        references=converted.references,
+        images=converted.image_urls,
+        warnings=body.warnings,
+    )
+    return replace(rendition, warnings=rendition.warnings + tuple(limit_violations(rendition)))
+
+
+def limit_violations(rendition: WechatRendition) -> list[str]:
+    """Say which fields of the article break the draft API's limits (empty when none does)."""
+    problems = []
+    for field, value, limit in (("title", rendition.title, TITLE_LIMIT),
+                                ("author", rendition.author, AUTHOR_LIMIT),
+                                ("digest", rendition.digest, DIGEST_LIMIT)):
+        if len(value) > limit:
+            problems.append(f"wechat {field} is {len(value)} characters; the limit is {limit}")
+    if len(rendition.content) >= CONTENT_LIMIT:
+        problems.append(f"wechat content is {len(rendition.content)} characters; "
+                        f"the limit is under {CONTENT_LIMIT}")
+    size = len(rendition.content.encode("utf-8"))
+    if size >= CONTENT_BYTES_LIMIT:
+        problems.append(f"wechat content is {size} bytes; the limit is under 1 MB")
+    return problems
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,68 @@
+"""The `distributor` command. Exit status: 0 done, 1 some deliveries failed or are uncertain,
+2 bad input, 3 the run stopped early (a later run resumes it)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import InputError
+from .pipeline import CHANNELS, render_issue
+from .preview import preview_files, summarise, write_files
+from .settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` and return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.settings or os.environ.get("DISTRIBUTOR_SETTINGS"))
+        return args.run(args, settings)
+    except InputError as exc:
+        print(f"distributor: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("distributor: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distributor", description=__doc__.split("\n")[0])
+    parser.add_argument("--settings", metavar="FILE",
+                        help="settings YAML (default: $DISTRIBUTOR_SETTINGS, else built-in defaults)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    preview = commands.add_parser("preview", help="write every rendition to a folder; send nothing")
+    preview.add_argument("issue", type=Path)
+    preview.add_argument("--channel", choices=(*CHANNELS, "all"), default="all")
+    preview.add_argument("--out", type=Path, default=Path("preview"), help="folder (default: ./preview)")
+    preview.set_defaults(run=_preview)
+
+    publish = commands.add_parser("publish", help="deliver the issue on every enabled channel")
+    publish.add_argument("issue", type=Path)
+    publish.add_argument("--channel", choices=CHANNELS, action="append",
+                         help="only this channel (repeatable)")
+    publish.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    publish.set_defaults(run=_publish)
+    return parser
+
+
+def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    channels = CHANNELS if args.channel == "all" else (args.channel,)
+    renditions = render_issue(args.issue, settings, channels)
+    write_files(preview_files(renditions, settings), args.out)
+    print(f"{renditions.issue.title}  [{renditions.issue.key}]  → {args.out}/")
+    for summary in summarise(renditions):
+        print("  " + summary.line())
+        for warning in summary.warnings:
+            print(f"    warning: {warning}")
+    return EXIT_OK
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from .publishing import publish   # the delivery stack is only imported when something is sent
+    return publish(args, settings)

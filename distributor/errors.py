@@ -1,0 +1,73 @@
+"""The exception tree of the distributor.
+
+    DistributorError
+    ├── InputError               bad input: one line on stderr, exit status 2, nothing sent
+    │   └── SettingsError        a settings key that is unknown, mistyped or missing
+    └── DeliveryError            raised by a channel for one delivery attempt
+        ├── TransientDeliveryError   may succeed if tried again (the core retry policy decides)
+        ├── PermanentDeliveryError   will fail again: recorded, never retried
+        ├── UncertainDeliveryError   handed over, outcome unknown: not retried automatically
+        └── ChannelStoppedError      the channel cannot go on (relay refused the session, quota):
+                                     stop it, leave the remaining deliveries untouched
+
+Adapters translate library errors into these at their edge, so the core never imports
+aiosmtplib or wechatpy.
+"""
+from __future__ import annotations
+
+
+class DistributorError(Exception):
+    """Base of every error the distributor raises on purpose."""
+
+
+class InputError(DistributorError):
+    """Bad input from the user: a file, a front matter field, a command-line value."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        self.path = path
+        self.line = line
+        where = path or ""
+        if path and line:
+            where = f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SettingsError(InputError):
+    """A settings file that cannot be used; the message names the key path."""
+
+
+class DeliveryError(DistributorError):
+    """One delivery attempt failed; `reply` is what the other side said, when it said anything."""
+
+    def __init__(self, message: str, *, reply: str | None = None):
+        self.reply = reply
+        super().__init__(message)
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth another attempt; `retry_after_seconds` is the least wait the other side asked for,
+    and `reconnect` asks the core to reopen the channel's connection before the next attempt."""
+
+    def __init__(self, message: str, *, reply: str | None = None,
+                 retry_after_seconds: float | None = None, reconnect: bool = False):
+        super().__init__(message, reply=reply)
+        self.retry_after_seconds = retry_after_seconds
+        self.reconnect = reconnect
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Will fail again whatever we do; `suppress` marks an address that must not be mailed again
+    (a hard bounce)."""
+
+    def __init__(self, message: str, *, reply: str | None = None, suppress: bool = False):
+        super().__init__(message, reply=reply)
+        self.suppress = suppress
+
+
+class UncertainDeliveryError(DeliveryError):
+    """The message was handed over but no answer came back: it may have been delivered."""
+
+
+class ChannelStoppedError(DeliveryError):
+    """The whole channel must stop now (session refused, relay unreachable, quota reached);
+    deliveries not yet made stay as they are, so a later run resumes them."""

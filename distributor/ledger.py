@@ -1,0 +1,191 @@
+"""The ledger: one SQLite file that remembers what was sent, to whom, and what must not be sent.
+
+Deliveries are unique on (issue key, channel, recipient) and move pending → sending → sent or
+failed. A row left in `sending` is uncertain: the message may have been handed over, so it is
+not sent again unless asked. The file runs in WAL mode with synchronous=NORMAL: a commit
+costs tens of microseconds and survives a killed process (only a power cut can lose the
+last commits, and then the row is still `sending`, i.e. uncertain, not lost).
+"""
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import InputError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    issue_key TEXT NOT NULL, channel TEXT NOT NULL, recipient TEXT NOT NULL,
+    name TEXT, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, reply TEXT, message_id TEXT, content_hash TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (issue_key, channel, recipient)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriber_ids (
+    id TEXT PRIMARY KEY, address TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS suppressions (
+    address TEXT PRIMARY KEY, reason TEXT, source TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    issue_key TEXT NOT NULL, channel TEXT NOT NULL, step TEXT NOT NULL, value TEXT NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY (issue_key, channel, step));
+CREATE TABLE IF NOT EXISTS cache (
+    kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL,
+    PRIMARY KEY (kind, key));
+"""
+STATUSES = ("pending", "sending", "sent", "failed")
+_PLAN_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    recipient: str
+    name: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    reply: str | None
+    message_id: str | None
+    content_hash: str | None
+
+
+class Ledger:
+    """The SQLite ledger at `path` (":memory:" for one that vanishes, as a dry run wants)."""
+
+    def __init__(self, path: str | Path, *, clock=time.time):
+        self.clock = clock
+        target = str(path)
+        if target != ":memory:":
+            target_path = Path(target).expanduser()
+            try:
+                target_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create the ledger folder: {exc}", path=str(target_path)) from exc
+            target = str(target_path)
+        self.db = sqlite3.connect(target, isolation_level=None, timeout=30.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- subscribers and suppression -------------------------------------------------------
+
+    def subscriber_id(self, address: str) -> str:
+        """Return the opaque id that stands for `address` in unsubscribe links, making one if new."""
+        folded = address.lower()
+        row = self.db.execute("SELECT id FROM subscriber_ids WHERE address = ?", (folded,)).fetchone()
+        if row:
+            return row[0]
+        new_id = secrets.token_urlsafe(12)
+        self.db.execute("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, ?)", (new_id, folded))
+        return self.db.execute("SELECT id FROM subscriber_ids WHERE address = ?", (folded,)).fetchone()[0]
+
+    def address_for(self, subscriber_id: str) -> str | None:
+        row = self.db.execute("SELECT address FROM subscriber_ids WHERE id = ?", (subscriber_id,)).fetchone()
+        return row[0] if row else None
+
+    def suppress(self, address: str, *, reason: str, source: str) -> None:
+        """Never send to `address` again (until `unsuppress`); repeating it changes nothing."""
+        self.db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)",
+                        (address.lower(), reason, source, self.clock()))
+
+    def unsuppress(self, address: str) -> bool:
+        return self.db.execute("DELETE FROM suppressions WHERE address = ?", (address.lower(),)).rowcount > 0
+
+    def suppressions(self) -> Iterator[tuple[str, str, str, float]]:
+        yield from self.db.execute("SELECT address, reason, source, created_at FROM suppressions ORDER BY address")
+
+    def is_suppressed(self, address: str) -> bool:
+        return self.db.execute("SELECT 1 FROM suppressions WHERE address = ?", (address.lower(),)).fetchone() is not None
+
+    # --- deliveries ------------------------------------------------------------------------
+
+    def plan(self, issue_key: str, channel: str, content_hash: str,
+             recipients: Iterable[tuple[str, str | None]]) -> None:
+        """Add a pending row for each (address, name) not yet known for this issue and channel."""
+        now = self.clock()
+        batch: list[tuple] = []
+        for address, name in recipients:
+            batch.append((issue_key, channel, address, name, content_hash, now, now))
+            if len(batch) >= _PLAN_BATCH:
+                self._insert(batch)
+                batch = []
+        self._insert(batch)
+
+    def _insert(self, batch: list[tuple]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO deliveries (issue_key, channel, recipient, name, content_hash,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+
+    def rows(self, issue_key: str, channel: str, statuses: Iterable[str]) -> Iterator[DeliveryRow]:
+        """Yield the rows of this issue and channel whose status is one of `statuses`."""
+        wanted = tuple(statuses)
+        marks = ",".join("?" * len(wanted))
+        cursor = self.db.execute(
+            "SELECT recipient, name, status, attempts, last_error, reply, message_id, content_hash"
+            f" FROM deliveries WHERE issue_key = ? AND channel = ? AND status IN ({marks})"
+            " ORDER BY created_at, recipient", (issue_key, channel, *wanted))
+        for row in cursor.fetchall():
+            yield DeliveryRow(*row)
+
+    def mark_sending(self, issue_key: str, channel: str, recipient: str, message_id: str) -> None:
+        """Record that the message is about to be handed over: from now on a crash leaves it uncertain."""
+        self.db.execute(
+            "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, message_id = ?,"
+            " updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?",
+            (message_id, self.clock(), issue_key, channel, recipient))
+
+    def mark(self, issue_key: str, channel: str, recipient: str, status: str, *,
+             reply: str | None = None, error: str | None = None) -> None:
+        """Set the row's status with what the other side said (`sent`, `failed`, or back to `pending`)."""
+        if status not in STATUSES:
+            raise ValueError(status)
+        self.db.execute(
+            "UPDATE deliveries SET status = ?, reply = COALESCE(?, reply), last_error = ?, updated_at = ?"
+            " WHERE issue_key = ? AND channel = ? AND recipient = ?",
+            (status, reply, error, self.clock(), issue_key, channel, recipient))
+
+    def counts(self, issue_key: str) -> dict[str, dict[str, int]]:
+        """Return {channel: {status: count}} for the issue."""
+        result: dict[str, dict[str, int]] = {}
+        for channel, status, count in self.db.execute(
+                "SELECT channel, status, COUNT(*) FROM deliveries WHERE issue_key = ?"
+                " GROUP BY channel, status", (issue_key,)):
+            result.setdefault(channel, {})[status] = count
+        return result
+
+    def content_hashes(self, issue_key: str, channel: str) -> set[str]:
+        rows = self.db.execute("SELECT DISTINCT content_hash FROM deliveries WHERE issue_key = ? AND"
+                               " channel = ? AND status != 'pending'", (issue_key, channel))
+        return {row[0] for row in rows if row[0]}
+
+    # --- step checkpoints and caches ---------------------------------------------------------
+
+    def checkpoint(self, issue_key: str, channel: str, step: str) -> str | None:
+        row = self.db.execute("SELECT value FROM checkpoints WHERE issue_key = ? AND channel = ? AND step = ?",
+                              (issue_key, channel, step)).fetchone()
+        return row[0] if row else None
+
+    def save_checkpoint(self, issue_key: str, channel: str, step: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
+                        (issue_key, channel, step, value, self.clock()))
+
+    def cached(self, kind: str, key: str) -> str | None:
+        """Return the cached value unless it has expired."""
+        row = self.db.execute("SELECT value, expires_at FROM cache WHERE kind = ? AND key = ?",
+                              (kind, key)).fetchone()
+        if row is None or (row[1] is not None and row[1] <= self.clock()):
+            return None
+        return row[0]
+
+    def cache(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (kind, key, value, expires_at))
+
+    def uncache(self, kind: str, key: str) -> None:
+        self.db.execute("DELETE FROM cache WHERE kind = ? AND key = ?", (kind, key))

@@ -1,0 +1,80 @@
+"""The values handed from stage to stage: an issue, its rendered body, and one rendition per channel."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+# Per-recipient values are left in the email rendition as these markers and filled in by the
+# email channel for each recipient, so rendering happens once per issue.
+NAME_PLACEHOLDER = "%%RECIPIENT_NAME%%"
+UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One newsletter issue as its source file says it."""
+
+    source_path: Path
+    key: str                      # what the ledger knows the issue by: permalink, else file slug
+    content_hash: str             # sha256 of the source file's bytes
+    title: str
+    body_markdown: str
+    body_first_line: int          # line of the source file where the body starts
+    author: str | None = None
+    date: dt.datetime | None = None
+    permalink: str | None = None
+    tags: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    license: str | None = None
+    draft: bool = False
+    description: str | None = None
+    cover: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)   # front matter keys we do not know
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Body:
+    """The issue body rendered once: a clean HTML fragment with absolute URLs, shared by every channel."""
+
+    html: str
+    summary: str                  # the description, else the first paragraph's text
+    page_url: str | None          # the permalink as an absolute URL
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EmailRendition:
+    subject: str
+    html: str                     # complete document, styles inlined, with the per-recipient placeholders
+    text: str                     # the text/plain alternative, with the same placeholders
+    preheader: str
+    links: tuple[str, ...]
+    images: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WechatRendition:
+    title: str
+    author: str
+    digest: str
+    content: str                  # article HTML: inline styles, links as numbered references
+    content_source_url: str
+    cover: str | None             # absolute URL of the cover image, if the issue names one
+    references: tuple[str, ...]
+    images: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextRendition:
+    subject: str
+    text: str
+    links: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+Rendition = EmailRendition | WechatRendition | TextRendition

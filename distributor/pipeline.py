@@ -1,0 +1,49 @@
+"""Load an issue and render it once for each channel asked for."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from channels.email import render_email
+from channels.text import render_text
+from channels.wechat import render_wechat
+
+from .body import render_body
+from .issue import load_issue
+from .models import Body, EmailRendition, Issue, TextRendition, WechatRendition
+from .settings import Settings
+
+CHANNELS = ("email", "wechat", "text")
+
+
+@dataclass(frozen=True)
+class Renditions:
+    """An issue with its body and the renditions of the channels asked for (None for the others)."""
+
+    issue: Issue
+    body: Body
+    email: EmailRendition | None
+    wechat: WechatRendition | None
+    text: TextRendition | None
+
+    def by_channel(self) -> dict[str, EmailRendition | WechatRendition | TextRendition]:
+        """Return the renditions that were made, keyed by channel name."""
+        made = {"email": self.email, "wechat": self.wechat, "text": self.text}
+        return {name: rendition for name, rendition in made.items() if rendition is not None}
+
+
+def render_issue(path: str | Path, settings: Settings, channels: Iterable[str] = CHANNELS) -> Renditions:
+    """Load the issue at `path` and render it for `channels`; Markdown is rendered once for all."""
+    wanted = set(channels)
+    issue = load_issue(path, settings.site)
+    body = render_body(issue, settings.site)
+    # The email's text part is the text rendition, so email needs it even when text is not asked for.
+    text = render_text(issue, body, settings) if wanted & {"text", "email"} else None
+    return Renditions(
+        issue=issue,
+        body=body,
+        email=render_email(issue, body, text, settings) if "email" in wanted else None,
+        wechat=render_wechat(issue, body, settings) if "wechat" in wanted else None,
+        text=text if "text" in wanted else None,
+    )

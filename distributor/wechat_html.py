@@ -1,0 +1,251 @@
+"""Rewrite rendered issue HTML into article HTML that the WeChat Official Account editor keeps.
+
+WeChat drops `<style>`, classes and outside links, and mangles lists whose item text is not wrapped
+in a block, so every element carries its look in an inline `style`, outside links become numbered
+plain-text references listed at the end, and each list item's loose text sits in a `<section>`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import lxml.html
+
+MONO = "Menlo,Monaco,Consolas,'Courier New',monospace"
+LINK_COLOR = "#576b95"
+BASE_STYLE = ("font-size:15px;line-height:1.75;color:#3f3f3f;letter-spacing:0.5px;"
+              "overflow-wrap:break-word;word-break:break-word;text-align:left")
+HEADING_STYLES = {
+    "h1": "margin:1.2em 0 0.8em;padding-bottom:6px;border-bottom:2px solid #2b7a78;"
+          "font-size:22px;font-weight:bold;line-height:1.4;color:#222222",
+    "h2": "margin:1.2em 0 0.8em;padding-bottom:4px;border-bottom:1px solid #2b7a78;"
+          "font-size:19px;font-weight:bold;line-height:1.4;color:#222222",
+    "h3": "margin:1.1em 0 0.7em;padding-left:10px;border-left:4px solid #2b7a78;"
+          "font-size:17px;font-weight:bold;line-height:1.4;color:#222222",
+}
+MINOR_HEADING_STYLE = "margin:1em 0 0.6em;font-size:16px;font-weight:bold;line-height:1.4;color:#222222"
+TAG_STYLES = {
+    **HEADING_STYLES,
+    "h4": MINOR_HEADING_STYLE, "h5": MINOR_HEADING_STYLE, "h6": MINOR_HEADING_STYLE,
+    "p": "margin:0 0 1em",
+    "blockquote": "margin:1em 0;padding:8px 14px;border-left:4px solid #d0d7de;"
+                  "background:#f6f8fa;color:#57606a",
+    "pre": "margin:1em 0;padding:12px 14px;background:#f6f8fa;border-radius:6px;color:#24292f;"
+           f"font-family:{MONO};font-size:13px;line-height:1.6;white-space:pre-wrap;"
+           "overflow-x:auto;word-break:normal;overflow-wrap:break-word;letter-spacing:0",
+    "code": f"padding:2px 4px;margin:0 2px;background:#f0f1f2;border-radius:3px;color:#c7254e;"
+            f"font-family:{MONO};font-size:13px;letter-spacing:0",
+    "table": "border-collapse:collapse;width:100%;margin:0;font-size:14px;line-height:1.6",
+    "th": "border:1px solid #d0d7de;padding:6px 10px;background:#eef1f4;font-weight:bold",
+    "td": "border:1px solid #d0d7de;padding:6px 10px",
+    "img": "max-width:100%;height:auto;display:block;margin:12px auto",
+    "hr": "margin:1.5em 0;height:0;border:0;border-top:1px solid #dddddd",
+    "li": "margin:4px 0",
+    "strong": "font-weight:bold;color:#222222",
+    "a": f"color:{LINK_COLOR}",
+}
+LIST_STYLE = "margin:0.5em 0 1em;padding-left:1.8em"
+NESTED_LIST_STYLE = "margin:0.2em 0;padding-left:1.5em"
+BULLETS = ("disc", "circle", "square")
+PRE_CODE_STYLE = ("padding:0;margin:0;background:none;color:inherit;font-family:inherit;"
+                  "font-size:inherit;white-space:inherit")
+LI_TEXT_STYLE = "margin:0"
+LI_PARAGRAPH_STYLE = "margin:0 0 0.5em"
+QUOTE_PARAGRAPH_STYLE = "margin:0.3em 0"
+MARKER_STYLE = f"font-size:12px;color:{LINK_COLOR}"
+TABLE_FRAME_STYLE = "margin:1em 0;overflow-x:auto"
+REFERENCES_STYLE = "margin-top:2em;font-size:13px;line-height:1.6;color:#888888;word-break:break-all"
+REFERENCE_STYLE = "margin:0 0 4px"
+REFERENCE_HEADING = "参考链接"
+
+# Tags with behaviour or media the article cannot carry: removed with their content.
+DROPPED = {"script", "style", "template", "iframe", "object", "embed", "applet", "form", "input",
+           "button", "select", "textarea", "link", "meta", "base", "title", "svg", "canvas",
+           "audio", "video", "source", "track", "map", "area", "frame", "frameset", "noembed"}
+RENAMED = {  # tag -> (tag the editor keeps, style it needs for the same look)
+    "center": ("section", "text-align:center"), "div": ("section", ""),
+    "article": ("section", ""), "aside": ("section", ""), "header": ("section", ""),
+    "footer": ("section", ""), "main": ("section", ""), "nav": ("section", ""),
+    "figure": ("section", ""), "details": ("section", ""), "dl": ("section", ""),
+    "address": ("section", ""), "summary": ("section", "font-weight:bold"),
+    "figcaption": ("section", "text-align:center;font-size:13px;color:#888888"),
+    "dt": ("section", "margin:0.6em 0 0.2em;font-weight:bold"), "dd": ("section", "margin:0 0 0.6em 2em"),
+    "b": ("strong", ""), "i": ("em", ""), "strike": ("s", ""), "ins": ("u", ""),
+    "small": ("span", "font-size:13px"), "big": ("span", "font-size:18px"),
+    "mark": ("span", "background:#fff5b1"), "kbd": ("code", ""), "samp": ("code", ""),
+    "tt": ("code", ""), "var": ("em", ""),
+}
+KEPT = {"section", "p", "span", "strong", "em", "u", "s", "del", "sub", "sup", "br", "hr",
+        "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "blockquote", "pre", "code", "a",
+        "table", "caption", "colgroup", "col", "thead", "tbody", "tfoot", "tr", "th", "td", "img"}
+BLOCKS = {"section", "p", "ul", "ol", "blockquote", "pre", "table", "hr",
+          "h1", "h2", "h3", "h4", "h5", "h6"}
+TEXTLESS = {"ul", "ol", "table", "thead", "tbody", "tfoot", "tr", "colgroup"}
+KEPT_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt"}, "ol": {"start"},
+                   "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan"}}
+TEXT_ALIGN = re.compile(r"text-align\s*:\s*(left|right|center|justify)\b", re.I)
+
+
+@dataclass(frozen=True)
+class WechatBody:
+    """A WeChat article body: its HTML, the outside links it cites, and the images it shows."""
+
+    html: str                        # the article content for draft/add's `content`
+    references: tuple[str, ...]      # distinct outside link URLs, in order; [1] is references[0]
+    image_urls: tuple[str, ...]      # every <img src> in the content, in order, deduplicated
+
+
+def to_wechat_html(fragment: str) -> WechatBody:
+    """Rewrite an HTML fragment (an issue body rendered from Markdown and cleaned; URLs already absolute)
+    into HTML that the WeChat article editor keeps."""
+    root = (lxml.html.fragment_fromstring(fragment, create_parent="section") if fragment.strip()
+            else lxml.html.Element("section"))
+    _drop_unwanted(root)
+    for element in list(root.iter()):
+        _clean_attributes(element)
+        _rename(element)
+    for element in root.iter():
+        _apply_style(element)
+    references = _replace_links(root)
+    for element in list(root.iter()):
+        _shape_block(element)
+    root.set("style", BASE_STYLE)
+    if references:
+        _append_references(root, references)
+    image_urls = tuple(dict.fromkeys(img.get("src") for img in root.iter("img")))
+    return WechatBody(lxml.html.tostring(root, encoding="unicode"), references, image_urls)
+
+
+def _drop_unwanted(root: lxml.html.HtmlElement) -> None:
+    for node in list(root.iter()):
+        if not isinstance(node.tag, str) or node.tag in DROPPED:
+            node.drop_tree()
+        elif node.tag == "img" and not (node.get("src") or "").strip():
+            node.drop_tree()
+
+
+def _clean_attributes(element: lxml.html.HtmlElement) -> None:
+    kept = KEPT_ATTRIBUTES.get(element.tag, set())
+    align = TEXT_ALIGN.search(element.get("style", "")) or TEXT_ALIGN.search(
+        f"text-align:{element.get('align', '')}")
+    values = {name: value.strip() for name, value in element.attrib.items() if name in kept}
+    element.attrib.clear()
+    element.attrib.update(values)
+    if align and element.tag != "img":
+        element.set("style", f"text-align:{align.group(1).lower()}")
+
+
+def _rename(element: lxml.html.HtmlElement) -> None:
+    if element.tag in RENAMED:
+        element.tag, extra = RENAMED[element.tag]
+        if extra:
+            element.set("style", ";".join(filter(None, (extra, element.get("style")))))
+    elif element.tag not in KEPT:
+        element.drop_tag()
+
+
+def _apply_style(element: lxml.html.HtmlElement) -> None:
+    parent = element.getparent()
+    parent_tag = parent.tag if parent is not None else None
+    if element.tag in ("ul", "ol"):
+        depth = sum(1 for ancestor in element.iterancestors() if ancestor.tag in ("ul", "ol"))
+        marker = "decimal" if element.tag == "ol" else BULLETS[min(depth, len(BULLETS) - 1)]
+        style = f"list-style-type:{marker};{NESTED_LIST_STYLE if depth else LIST_STYLE}"
+    elif element.tag == "code" and parent_tag == "pre":
+        style = PRE_CODE_STYLE
+    elif element.tag == "p" and parent_tag in ("li", "blockquote"):
+        style = LI_PARAGRAPH_STYLE if parent_tag == "li" else QUOTE_PARAGRAPH_STYLE
+    else:
+        style = TAG_STYLES.get(element.tag, "")
+    combined = ";".join(filter(None, (style, element.get("style"))))
+    if combined:
+        element.set("style", combined)
+
+
+def _replace_links(root: lxml.html.HtmlElement) -> tuple[str, ...]:
+    """Turn each link into plain text, numbering outside URLs in order of first appearance."""
+    numbers: dict[str, int] = {}
+    for link in list(root.iter("a")):
+        href = link.attrib.pop("href", "")
+        if not href.lower().startswith(("http://", "https://")):
+            link.drop_tag()
+            continue
+        number = numbers.setdefault(href, len(numbers) + 1)
+        link.tag = "span"
+        marker = _new("sup", MARKER_STYLE, f"[{number}]")
+        marker.tail, link.tail = link.tail, None
+        link.addnext(marker)
+    return tuple(numbers)
+
+
+def _shape_block(element: lxml.html.HtmlElement) -> None:
+    _drop_layout_whitespace(element)
+    if element.tag == "li":
+        _wrap_loose_text(element)
+    elif element.tag == "table":
+        frame = _new("section", TABLE_FRAME_STYLE)
+        frame.tail, element.tail = element.tail, None
+        element.addprevious(frame)
+        frame.append(element)
+
+
+def _drop_layout_whitespace(element: lxml.html.HtmlElement) -> None:
+    """Drop whitespace-only text beside blocks, which the editor may turn into empty lines."""
+    if element.tag == "pre" or any(ancestor.tag == "pre" for ancestor in element.iterancestors()):
+        return
+    textless = element.tag in TEXTLESS
+    children = list(element)
+    if _blank(element.text) and (textless or (children and children[0].tag in BLOCKS)):
+        element.text = None
+    for child, following in zip(children, children[1:] + [None]):
+        beside_block = child.tag in BLOCKS or (following is not None and following.tag in BLOCKS)
+        if _blank(child.tail) and (textless or beside_block):
+            child.tail = None
+
+
+def _blank(text: str | None) -> bool:
+    return text is not None and not text.strip()
+
+
+def _wrap_loose_text(item: lxml.html.HtmlElement) -> None:
+    """Move each run of text and inline elements of a list item into its own `<section>`."""
+    nodes: list[str | lxml.html.HtmlElement] = [item.text or ""]
+    for child in list(item):
+        nodes += [child, child.tail or ""]
+        child.tail = None
+        item.remove(child)
+    item.text = None
+    run = None
+    for node in nodes:
+        if isinstance(node, str) or node.tag not in BLOCKS:
+            if run is None and (not isinstance(node, str) or node.strip()):
+                run = _new("section", LI_TEXT_STYLE)
+                item.append(run)
+            if run is not None:
+                _append_inline(run, node)
+        else:
+            run = None
+            item.append(node)
+
+
+def _append_inline(run: lxml.html.HtmlElement, node: str | lxml.html.HtmlElement) -> None:
+    if not isinstance(node, str):
+        run.append(node)
+    elif len(run):
+        run[-1].tail = (run[-1].tail or "") + node
+    else:
+        run.text = (run.text or "") + node
+
+
+def _append_references(root: lxml.html.HtmlElement, references: tuple[str, ...]) -> None:
+    listing = _new("section", REFERENCES_STYLE)
+    listing.append(_new("h3", HEADING_STYLES["h3"], REFERENCE_HEADING))
+    for number, url in enumerate(references, start=1):
+        listing.append(_new("p", REFERENCE_STYLE, f"[{number}] {url}"))
+    root.append(listing)
+
+
+def _new(tag: str, style: str, text: str | None = None) -> lxml.html.HtmlElement:
+    element = lxml.html.Element(tag, style=style)
+    element.text = text
+    return element

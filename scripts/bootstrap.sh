@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv with the distributor installed in it; `bootstrap.sh test` adds the test tools.
+# On a bare Debian or Ubuntu machine python3 has no venv module: install python3-venv when
+# running as root, or say what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+        echo "bootstrap: python3 has no venv module; run 'sudo apt-get install python3-venv' first" >&2
+        exit 1
+    fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+extras=""
+[ "${1:-}" = "test" ] && extras="[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"

@@ -1,0 +1,272 @@
+"""The SMTP transport against a real, fault-injecting aiosmtpd server on 127.0.0.1."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import Awaitable
+
+import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+from channels.smtp_transport import SmtpConfig, SmtpPool, check_relay, to_wire
+from distributor.errors import (
+    ChannelStoppedError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+from tests.smtp_server import FaultySmtpServer
+
+# aiosmtpd itself sets the deprecated Session.login_data after every successful AUTH.
+pytestmark = pytest.mark.filterwarnings("ignore:Session.login_data is deprecated")
+
+SENDER = "news@sender.test"
+PASSWORD = "s3cret-Pa55word"
+TEST_SECONDS = 10.0
+
+
+def run(coroutine: Awaitable[object]) -> object:
+    return asyncio.run(asyncio.wait_for(coroutine, TEST_SECONDS))
+
+
+def config_for(server: FaultySmtpServer, **overrides: object) -> SmtpConfig:
+    settings: dict[str, object] = dict(
+        host=server.host, port=server.port, security="plain", username=None, password=None,
+        timeout_seconds=2.0, pool_size=1, local_hostname="client.test",
+    )
+    settings.update(overrides)
+    return SmtpConfig(**settings)  # type: ignore[arg-type]
+
+
+async def send_all(config: SmtpConfig, *sends: tuple[str, bytes]) -> list[object]:
+    """Send in order over one pool; return each reply or the error raised."""
+    outcomes: list[object] = []
+    async with SmtpPool(config) as pool:
+        for recipient, wire in sends:
+            try:
+                outcomes.append(await pool.send(SENDER, recipient, wire))
+            except Exception as exc:  # noqa: BLE001 - the outcome under test
+                outcomes.append(exc)
+    return outcomes
+
+
+SMALL = to_wire(b"Subject: hello\n\nhello\n")
+
+
+@pytest.mark.parametrize(("message", "wire"), [
+    (b"", b"\r\n"),
+    (b"a", b"a\r\n"),
+    (b"a\nb\n", b"a\r\nb\r\n"),
+    (b"a\r\nb", b"a\r\nb\r\n"),
+    (b"a\rb\r", b"a\r\nb\r\n"),
+    (b"a\r\r\nb", b"a\r\n\r\nb\r\n"),
+    (b".", b"..\r\n"),
+    (b".a\n..b\n.\nc.d\n", b"..a\r\n...b\r\n..\r\nc.d\r\n"),
+    (b"x\r\n.\r\n", b"x\r\n..\r\n"),
+    (b"x\r.y", b"x\r\n..y\r\n"),
+])
+def test_to_wire_normalises_line_endings_and_stuffs_dots(message: bytes, wire: bytes) -> None:
+    assert to_wire(message) == wire
+    assert to_wire(message) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message))
+
+
+def test_server_receives_exactly_the_intended_bytes() -> None:
+    chinese = "本周 Linux 内核动态：调度器、内存管理与 RISC-V 支持。\n".encode() * 40
+    encoded = base64.encodebytes(chinese)  # 76-character lines ending in LF
+    long_line = b"L" * 998
+    message = (b"From: news@sender.test\r\nTo: reader@x.test\r\nSubject: =?utf-8?b?5pys5ZGo?=\r\n"
+               b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+               b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+               b".leading dot\r\n..two dots\r\n.\r\nbare LF follows\nend of part\r\n" + long_line + b"\r\n"
+               b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+               + encoded + b"--b--")
+    expected = message.replace(b"bare LF follows\n", b"bare LF follows\r\n").replace(b"\r\n", b"\n") \
+        .replace(b"\n", b"\r\n") + b"\r\n"
+    with FaultySmtpServer() as server:
+        [reply] = run(send_all(config_for(server), ("reader@x.test", to_wire(message))))
+        [received] = server.messages
+    assert reply == "250 2.0.0 Ok: queued as M1"
+    assert received.data == expected
+    assert (received.mail_from, received.rcpt_tos) == (SENDER, ("reader@x.test",))
+    body = received.data.split(b"Content-Transfer-Encoding: base64\r\n\r\n")[1].split(b"--b--")[0]
+    assert base64.b64decode(body) == chinese
+
+
+def test_twenty_messages_over_a_pool_of_three_open_three_connections() -> None:
+    async def send_twenty(config: SmtpConfig) -> list[str]:
+        async with SmtpPool(config) as pool:
+            return await asyncio.gather(*(pool.send(SENDER, f"r{n}@x.test", SMALL) for n in range(20)))
+
+    with FaultySmtpServer() as server:
+        replies = run(send_twenty(config_for(server, pool_size=3)))
+        assert server.connections_opened == 3
+        messages = server.messages
+    assert all(reply.startswith("250 ") for reply in replies)
+    assert sorted(m.rcpt_tos[0] for m in messages) == sorted(f"r{n}@x.test" for n in range(20))
+    assert {m.connection for m in messages} == {1, 2, 3}
+
+
+def test_temporary_rcpt_refusal_is_transient_then_succeeds_on_the_same_connection() -> None:
+    with FaultySmtpServer(rcpt_replies={"later@x.test": ["451 4.3.0 try later", None]}) as server:
+        first, second = run(send_all(config_for(server), ("later@x.test", SMALL), ("later@x.test", SMALL)))
+        assert server.rcpt_attempts == {"later@x.test": 2}
+        assert server.connections_opened == 1
+        assert len(server.messages) == 1
+    assert isinstance(first, TransientDeliveryError)
+    assert (first.reply, first.reconnect) == ("451 4.3.0 try later", False)
+    assert second == "250 2.0.0 Ok: queued as M1"
+
+
+def test_unknown_mailbox_is_permanent_and_suppressed_and_the_pool_goes_on() -> None:
+    rejected = {"gone@x.test": "550 5.1.1 <gone@x.test>: mailbox unknown",
+                "policy@x.test": "550 5.7.1 relaying denied"}
+    with FaultySmtpServer(rejected_recipients=rejected) as server:
+        gone, policy, ok = run(send_all(config_for(server), ("gone@x.test", SMALL), ("policy@x.test", SMALL),
+                                        ("ok@x.test", SMALL)))
+        assert server.connections_opened == 1
+    assert isinstance(gone, PermanentDeliveryError) and gone.suppress is True
+    assert gone.reply == "550 5.1.1 <gone@x.test>: mailbox unknown"
+    assert isinstance(policy, PermanentDeliveryError) and policy.suppress is False
+    assert ok == "250 2.0.0 Ok: queued as M1"
+
+
+def test_end_of_data_refusals_are_classified() -> None:
+    replies = {"a@x.test": ["452 4.3.1 insufficient storage", "554 5.6.0 content rejected", None]}
+    with FaultySmtpServer(data_replies=replies) as server:
+        busy, refused, ok = run(send_all(config_for(server), *[("a@x.test", SMALL)] * 3))
+        assert server.connections_opened == 1
+    assert isinstance(busy, TransientDeliveryError) and busy.reply == "452 4.3.1 insufficient storage"
+    assert isinstance(refused, PermanentDeliveryError) and refused.suppress is False
+    assert ok.startswith("250 ")
+
+
+def test_service_closing_reply_is_transient_and_reconnects() -> None:
+    with FaultySmtpServer(rcpt_replies={"a@x.test": ["421 4.7.0 too busy, closing"]}) as server:
+        closing, ok = run(send_all(config_for(server), ("a@x.test", SMALL), ("a@x.test", SMALL)))
+        assert server.connections_opened == 2
+    assert isinstance(closing, TransientDeliveryError) and closing.reconnect is True
+    assert closing.reply == "421 4.7.0 too busy, closing"
+    assert ok.startswith("250 ")
+
+
+def test_sender_refusals() -> None:
+    with FaultySmtpServer(mail_replies=["451 4.3.2 later", "553 5.7.1 sender not allowed", None]) as server:
+        later, stopped, ok = run(send_all(config_for(server), *[("a@x.test", SMALL)] * 3))
+    assert isinstance(later, TransientDeliveryError) and later.reply == "451 4.3.2 later"
+    assert isinstance(stopped, ChannelStoppedError) and stopped.reply == "553 5.7.1 sender not allowed"
+    assert ok.startswith("250 ")
+
+
+@pytest.mark.parametrize(("fault", "message_bytes"), [
+    ("drop_on_data", 1_000),
+    # The body must outgrow the socket buffers for the client to see the reset before its final '.'.
+    ("drop_in_data", 12_000_000),
+])
+def test_connection_dropped_during_data_is_transient_and_the_pool_recovers(fault: str, message_bytes: int) -> None:
+    big = to_wire((b"y" * 70 + b"\n") * (message_bytes // 71))
+    with FaultySmtpServer(**{fault: {"drop@x.test": 1}}) as server:
+        dropped, ok = run(send_all(config_for(server), ("drop@x.test", big), ("ok@x.test", SMALL)))
+        assert server.connections_opened == 2
+        assert [m.rcpt_tos for m in server.messages] == [("ok@x.test",)]
+    assert isinstance(dropped, TransientDeliveryError) and dropped.reconnect is True
+    assert ok.startswith("250 ")
+
+
+def test_reply_withheld_after_the_dot_is_uncertain() -> None:
+    with FaultySmtpServer(withhold_after_dot={"slow@x.test": 2.0}) as server:
+        withheld, ok = run(send_all(config_for(server, timeout_seconds=0.5),
+                                    ("slow@x.test", SMALL), ("ok@x.test", SMALL)))
+        assert [m.rcpt_tos for m in server.withheld] == [("slow@x.test",)]
+        assert server.connections_opened == 2
+    assert isinstance(withheld, UncertainDeliveryError)
+    assert ok.startswith("250 ")
+
+
+def test_refused_authentication_stops_the_channel_without_revealing_the_password() -> None:
+    with FaultySmtpServer(username="sender", password="right-password") as server:
+        config = config_for(server, username="sender", password=PASSWORD)
+        with pytest.raises(ChannelStoppedError) as caught:
+            run(SmtpPool(config).open())
+        assert server.auth_attempts >= 1
+    error = caught.value
+    assert error.reply is not None and error.reply.startswith("535 5.7.8")
+    for text in (str(error), repr(error), str(error.__cause__), error.reply, repr(config)):
+        assert PASSWORD not in text
+
+
+def test_authenticated_session_delivers() -> None:
+    with FaultySmtpServer(username="sender", password=PASSWORD) as server:
+        [reply] = run(send_all(config_for(server, username="sender", password=PASSWORD), ("a@x.test", SMALL)))
+        assert server.auth_attempts == 1
+    assert reply.startswith("250 ")
+
+
+def test_unreachable_relay_stops_the_channel() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = SmtpConfig(host="127.0.0.1", port=port, security="plain", username=None, password=None,
+                        timeout_seconds=1.0, pool_size=2)
+    with pytest.raises(ChannelStoppedError, match="cannot reach relay"):
+        run(SmtpPool(config).open())
+    with pytest.raises(ChannelStoppedError):
+        run(check_relay(config))
+
+
+def test_refusing_greeting_stops_the_channel() -> None:
+    with FaultySmtpServer(greeting="554 5.3.2 no service here") as server:
+        with pytest.raises(ChannelStoppedError) as caught:
+            run(check_relay(config_for(server)))
+    assert caught.value.reply == "554 5.3.2 no service here"
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_tls_sessions_verify_the_certificate_and_deliver(tls: str) -> None:
+    security = "starttls" if tls == "starttls" else "tls"
+    with FaultySmtpServer(tls=tls, username="sender", password=PASSWORD) as server:
+        config = config_for(server, security=security, username="sender", password=PASSWORD,
+                            cafile=str(server.ca_path))
+        summary = run(check_relay(config))
+        [reply] = run(send_all(config, ("a@x.test", SMALL)))
+        untrusted = config_for(server, security=security, username="sender", password=PASSWORD)
+        with pytest.raises(ChannelStoppedError):
+            run(check_relay(untrusted))
+    assert "TLSv1" in summary and "authenticated as sender" in summary
+    assert reply.startswith("250 ")
+
+
+def test_slow_server_within_the_timeout_still_delivers() -> None:
+    with FaultySmtpServer(command_delay_seconds=0.05) as server:
+        replies = run(send_all(config_for(server, timeout_seconds=1.0), *[("a@x.test", SMALL)] * 2))
+    assert all(reply.startswith("250 ") for reply in replies)
+
+
+def test_one_recipient_failing_does_not_break_the_pool_for_the_others() -> None:
+    async def send_concurrently(config: SmtpConfig) -> list[object]:
+        async with SmtpPool(config) as pool:
+            return await asyncio.gather(*(pool.send(SENDER, f"r{n}@x.test", SMALL) for n in range(12)),
+                                        return_exceptions=True)
+
+    faults = dict(rejected_recipients={"r1@x.test": "550 5.1.1 unknown"},
+                  rcpt_replies={"r4@x.test": ["421 4.7.0 closing"]}, drop_on_data={"r7@x.test": 1},
+                  data_replies={"r9@x.test": ["451 4.3.0 later"]})
+    with FaultySmtpServer(**faults) as server:
+        outcomes = run(send_concurrently(config_for(server, pool_size=3)))
+        delivered = sorted(m.rcpt_tos[0] for m in server.messages)
+    failed = {f"r{n}@x.test" for n in (1, 4, 7, 9)}
+    assert delivered == sorted(f"r{n}@x.test" for n in range(12) if f"r{n}@x.test" not in failed)
+    assert [type(o).__name__ for n, o in enumerate(outcomes) if n in (1, 4, 7, 9)] == [
+        "PermanentDeliveryError", "TransientDeliveryError", "TransientDeliveryError", "TransientDeliveryError"]
+
+
+def test_config_refuses_plain_to_a_remote_host_and_hides_the_password() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        SmtpConfig(host="smtp.example.com", port=25, security="plain", username=None, password=None,
+                   timeout_seconds=1.0, pool_size=1)
+    with pytest.raises(ValueError, match="security"):
+        SmtpConfig(host="127.0.0.1", port=25, security="ssl", username=None, password=None,
+                   timeout_seconds=1.0, pool_size=1)
+    config = SmtpConfig(host="::1", port=25, security="plain", username="u", password=PASSWORD,
+                        timeout_seconds=1.0, pool_size=1)
+    assert PASSWORD not in repr(config)

@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lxml.html
+import markdown
+import pytest
+
+from distributor.wechat_html import WechatBody, to_wechat_html
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS_DIRS = ("tinylab", "this-week-in-rust", "python-weekly", "rust-gamedev")
+PURE_BLACK = re.compile(r"#000(?:000)?\b|\bblack\b|rgba?\(\s*0\s*,\s*0\s*,\s*0\s*[,)]", re.I)
+KEY_VALUE_LINE = re.compile(r"[A-Za-z][\w -]*:\s")
+
+
+def parse(html: str) -> lxml.html.HtmlElement:
+    return lxml.html.fragment_fromstring(html, create_parent="div")
+
+
+def text_of(element: lxml.html.HtmlElement) -> str:
+    return " ".join(element.text_content().split())
+
+
+def style_of(element: lxml.html.HtmlElement) -> str:
+    return element.get("style", "").replace(" ", "")
+
+
+def check_links_numbered(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert body.references == ("https://a.example/x", "https://b.example/y")
+    assert "See the docs[1], the blog[2] and the docs again[1]." in text_of(tree)
+    assert [sup.text for sup in tree.iter("sup")] == ["[1]", "[2]", "[1]"]
+    spans = [span for span in tree.iter("span") if span.text == "the blog"]
+    assert len(spans) == 1 and "color:" in style_of(spans[0])
+    entries = [text_of(p) for p in tree.iter("p")][-2:]
+    assert entries == ["[1] https://a.example/x", "[2] https://b.example/y"]
+    assert "参考链接" in text_of(tree)
+
+
+def check_url_text_numbered(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert body.references == ("http://c.example/",)
+    assert "Home: http://c.example/[1]" in text_of(tree)
+
+
+def check_mailto_and_anchor_plain(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert body.references == ()
+    assert text_of(tree) == "Write to me@example.org, see note 1."
+    assert "参考链接" not in body.html and "<sup" not in body.html
+
+
+def check_footnotes_plain(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert body.references == ()
+    assert "Claim1" in text_of(tree) and "The source." in text_of(tree)
+
+
+def check_nested_lists(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    innermost = tree.xpath("//ul/li/ul/li/ol/li")
+    assert [text_of(li) for li in innermost] == ["three"]
+    markers = [re.search(r"list-style-type:(\w+)", style_of(lst)).group(1)
+               for lst in tree.iter("ul", "ol")]
+    assert markers == ["disc", "circle", "decimal"]
+    for item in tree.iter("li"):
+        assert not (item.text or "").strip(), "list item text must sit in a block"
+        assert all(child.tag in ("section", "p", "ul", "ol", "blockquote", "pre") for child in item)
+    first = tree.xpath("//li")[0][0]
+    assert first.tag == "section" and "margin:0" in style_of(first)
+    assert text_of(first) == "one bold"
+
+
+def check_blockquote_in_item(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    quotes = tree.xpath("//ul/li/blockquote")
+    assert len(quotes) == 1 and text_of(quotes[0]) == "quoted"
+    assert "border-left:" in style_of(quotes[0]) and "background:" in style_of(quotes[0])
+    assert [child.tag for child in tree.xpath("//li")[0]] == ["p", "blockquote", "section"]
+
+
+def check_images(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert body.image_urls == ("https://img.example/1.png", "https://img.example/2.png")
+    first = next(tree.iter("img"))
+    assert first.get("src") == "https://img.example/1.png" and first.get("alt") == "chart"
+    assert first.get("width") is None and first.get("height") is None
+    style = style_of(first)
+    for part in ("max-width:100%", "height:auto", "display:block", "margin:"):
+        assert part in style
+
+
+def check_table(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    header, cell = next(tree.iter("th")), next(tree.iter("td"))
+    assert "background:" in style_of(header) and "text-align:left" in style_of(header)
+    assert "border:1px" in style_of(cell) and "padding:" in style_of(cell)
+    assert cell.get("colspan") == "2"
+    assert "border-collapse:collapse" in style_of(next(tree.iter("table")))
+
+
+def check_code(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    pre = next(tree.iter("pre"))
+    assert pre.text_content() == "fn main() {\n\n    let  x = 1;\t// <tag> & co\n}\n"
+    for part in ("white-space:pre-wrap", "overflow-x:auto", "monospace", "font-size:13px",
+                 "background:"):
+        assert part in style_of(pre)
+    inline = tree.xpath("//p/code")[0]
+    assert "background:" in style_of(inline) and "monospace" in style_of(inline)
+
+
+def check_headings(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert "border-bottom:" in style_of(next(tree.iter("h2")))
+    assert "border-left:" in style_of(next(tree.iter("h3")))
+
+
+def check_unknown_tags(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    centred = tree.xpath("//section[contains(@style, 'text-align:center')]")
+    assert [text_of(section) for section in centred] == ["图片源自网络"]
+    assert "<center" not in body.html and "<div" not in body.html and "<blink" not in body.html
+    assert text_of(tree) == "图片源自网络boxedodd"
+
+
+def check_behaviour_dropped(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert text_of(tree) == "kept"
+    assert "text-align:right" in style_of(next(tree.iter("p")))
+    for banned in ("<script", "alert", "<!--", "onclick", "data-", "target=", "rel=", "id="):
+        assert banned not in body.html
+
+
+def check_layout_whitespace(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
+    assert "\n" not in body.html, "whitespace between blocks must go"
+    assert text_of(next(tree.iter("p"))) == "bold italic", "spaces between inline elements stay"
+
+
+CASES: list[tuple[str, str, Callable[[WechatBody, lxml.html.HtmlElement], None]]] = [
+    ("links-numbered-and-deduplicated",
+     '<p>See <a href="https://a.example/x" target="_blank" rel="noopener">the docs</a>, '
+     '<a href="https://b.example/y">the blog</a> and '
+     '<a href=" https://a.example/x ">the docs again</a>.</p>', check_links_numbered),
+    ("url-as-text-link", '<p>Home: <a href="http://c.example/">http://c.example/</a></p>',
+     check_url_text_numbered),
+    ("mailto-and-anchor", '<p>Write to <a href="mailto:me@example.org">me@example.org</a>, '
+     'see note <a href="#fn1">1</a>.</p>', check_mailto_and_anchor_plain),
+    ("footnotes", markdown.markdown("Claim[^1]\n\n[^1]: The source.\n", extensions=["extra"]),
+     check_footnotes_plain),
+    ("nested-lists", "<ul>\n<li>one <strong>bold</strong>\n<ul>\n<li>two\n<ol>\n<li>three</li>\n"
+     "</ol>\n</li>\n</ul>\n</li>\n</ul>", check_nested_lists),
+    ("blockquote-in-item", "<ul>\n<li>\n<p>lead</p>\n<blockquote>\n<p>quoted</p>\n</blockquote>\n"
+     "after</li>\n</ul>", check_blockquote_in_item),
+    ("images", '<p><img height="300px" width="500px" src="https://img.example/1.png" alt="chart" '
+     'title="t"></p><img src="https://img.example/2.png"><img src="https://img.example/1.png">',
+     check_images),
+    ("table", '<table>\n<thead>\n<tr>\n<th style="text-align: left;">h</th>\n</tr>\n</thead>\n'
+     '<tbody>\n<tr>\n<td colspan="2">c</td>\n</tr>\n</tbody>\n</table>', check_table),
+    ("code", "<pre><code>fn main() {\n\n    let  x = 1;\t// &lt;tag&gt; &amp; co\n}\n</code></pre>"
+     "<p>Run <code>make</code>.</p>", check_code),
+    ("layout-whitespace", "<ul>\n<li>a</li>\n</ul>\n<p><strong>bold</strong> <em>italic</em></p>\n"
+     "<blockquote>\n<p>q</p>\n</blockquote>\n<table>\n<tr>\n<td>c</td>\n</tr>\n</table>\n",
+     check_layout_whitespace),
+    ("headings", "<h2>Two</h2><h3>Three</h3>", check_headings),
+    ("unknown-tags", "<center>图片源自网络</center><div>boxed</div><blink>odd</blink>",
+     check_unknown_tags),
+    ("behaviour-dropped", '<style>p { color: black }</style><script>alert(1)</script><!-- note -->'
+     '<p id="x" class="lead" onclick="go()" data-k="v" style="color:#000;text-align:right">kept</p>',
+     check_behaviour_dropped),
+]
+
+
+def assert_wechat_safe(body: WechatBody) -> lxml.html.HtmlElement:
+    """Check the rules every output keeps and return its parsed tree."""
+    for banned in ("href", "<a ", "<a>", "<style", "class="):
+        assert banned not in body.html
+    for style in re.findall(r'style="([^"]*)"', body.html):
+        assert not PURE_BLACK.search(style), style
+    assert body.html.startswith("<section style=")
+    root = lxml.html.fragment_fromstring(body.html)
+    assert root.tag == "section"
+    assert "font-size:15px" in style_of(root) and "line-height:1.75" in style_of(root)
+    assert lxml.html.tostring(root, encoding="unicode") == body.html
+    return root
+
+
+@pytest.mark.parametrize(("fragment", "check"), [case[1:] for case in CASES],
+                         ids=[case[0] for case in CASES])
+def test_rule(fragment: str, check: Callable[[WechatBody, lxml.html.HtmlElement], None]) -> None:
+    body = to_wechat_html(fragment)
+    check(body, assert_wechat_safe(body))
+
+
+def test_empty_fragment_gives_empty_article() -> None:
+    body = to_wechat_html("  \n")
+    assert_wechat_safe(body)
+    assert (body.references, body.image_urls) == ((), ())
+    assert text_of(parse(body.html)) == ""
+
+
+def corpus_files() -> list[Path]:
+    return sorted(path for folder in CORPUS_DIRS for pattern in ("*.md", "*.markdown")
+                  for path in (CORPUS / folder).rglob(pattern))
+
+
+def strip_front_matter(text: str) -> str:
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    if text.startswith("---\n"):
+        closing = re.search(r"^---[ \t]*$", text[4:], re.M)
+        return text[4 + closing.end():] if closing else text
+    lines = text.split("\n")
+    if not KEY_VALUE_LINE.match(lines[0]):
+        return text
+    blank = next((index for index, line in enumerate(lines) if not line.strip()), len(lines))
+    return "\n".join(lines[blank:])
+
+
+def render_corpus_file(path: Path) -> str:
+    text = strip_front_matter(path.read_text(encoding="utf-8"))
+    return markdown.markdown(text, extensions=["extra", "sane_lists"])
+
+
+@pytest.mark.parametrize("name", [str(path.relative_to(CORPUS)) for path in corpus_files()] or ["-"])
+def test_corpus_issue(name: str) -> None:
+    if not CORPUS.is_dir():
+        pytest.skip(f"corpus absent: {CORPUS}")
+    fragment = render_corpus_file(CORPUS / name)
+    body = to_wechat_html(fragment)
+    source = parse(fragment)
+    tree = assert_wechat_safe(body)
+    hrefs = [(link.get("href") or "").strip() for link in source.iter("a")]
+    outside = {href for href in hrefs if href.lower().startswith(("http://", "https://"))}
+    assert len(body.references) == len(outside) and set(body.references) == outside
+    output_text = text_of(tree)
+    for link in source.iter("a"):
+        assert text_of(link) in output_text
+    assert [pre.text_content() for pre in tree.iter("pre")] == [
+        pre.text_content() for pre in source.iter("pre")]
+    sources = ((img.get("src") or "").strip() for img in source.iter("img"))
+    assert body.image_urls == tuple(dict.fromkeys(src for src in sources if src))
+
+
+def test_corpus_size_and_time() -> None:
+    files = corpus_files()
+    if not files:
+        pytest.skip(f"corpus absent: {CORPUS}")
+    fragments = {path.name: render_corpus_file(path) for path in files}
+    started = time.perf_counter()
+    sizes = {name: len(to_wechat_html(fragment).html) for name, fragment in fragments.items()}
+    elapsed = time.perf_counter() - started
+    largest = max(sizes, key=sizes.__getitem__)
+    print(f"\n{len(files)} issues converted in {elapsed * 1000:.0f} ms; "
+          f"largest output {sizes[largest]} characters ({largest})")
+    assert elapsed < 10
+    assert all(size > 0 for size in sizes.values())
