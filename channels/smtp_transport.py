@@ -144,8 +144,9 @@ def _stop_for_session_failure(config: SmtpConfig, exc: BaseException) -> Deliver
         return ChannelStoppedError(f"relay {where} refused the session", reply=_reply(exc.code, exc.message))
     if isinstance(exc, SMTPResponseException):
         return ChannelStoppedError(f"relay {where} refused the session setup", reply=_reply(exc.code, exc.message))
-    if isinstance(exc, ssl.SSLError):
-        return ChannelStoppedError(f"TLS with relay {where} failed: {exc.__class__.__name__}: {exc.reason}")
+    tls_error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(tls_error, ssl.SSLError):
+        return ChannelStoppedError(f"TLS with relay {where} failed: {tls_error.__class__.__name__}: {tls_error.reason}")
     if isinstance(exc, SMTPConnectError):
         return ChannelStoppedError(f"cannot reach relay {where}: {exc}")
     return ChannelStoppedError(f"session with relay {where} failed: {exc.__class__.__name__}: {exc}")
@@ -253,6 +254,10 @@ class _PooledConnection:
         client = await self.ensure_open()
         try:
             return await _transact(client, envelope_from, recipient, wire)
+        except TransientDeliveryError as exc:
+            if exc.reconnect:
+                client.close()
+            raise
         except DeliveryError:
             raise
         except BaseException:

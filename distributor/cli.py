@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--channel", choices=CHANNELS, action="append",
                          help="only this channel (repeatable)")
     publish.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    publish.add_argument("--to", metavar="ADDRESS", help="send one test copy to ADDRESS, outside the ledger")
+    publish.add_argument("--yes", action="store_true", help="do not ask before sending (cron)")
+    publish.add_argument("--force", action="store_true", help="publish even with draft: true")
+    publish.add_argument("--resend-failed", action="store_true", help="try recipients recorded as failed again")
+    publish.add_argument("--resend-uncertain", action="store_true",
+                         help="send again to recipients whose delivery is uncertain (may duplicate)")
     publish.set_defaults(run=_publish)
     return parser
 
@@ -64,5 +70,8 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from .publishing import publish   # the delivery stack is only imported when something is sent
-    return publish(args, settings)
+    from .publishing import PublishOptions, publish   # the delivery stack loads only when needed
+    options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,
+                             to=args.to, yes=args.yes, force=args.force, resend_failed=args.resend_failed,
+                             resend_uncertain=args.resend_uncertain)
+    return publish(options, settings)

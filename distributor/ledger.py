@@ -49,6 +49,7 @@ class DeliveryRow:
     reply: str | None
     message_id: str | None
     content_hash: str | None
+    subscriber_id: str | None
 
 
 class Ledger:
@@ -68,6 +69,20 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+
+    @classmethod
+    def snapshot(cls, path: str | Path) -> "Ledger":
+        """Return an in-memory copy of the ledger at `path` (empty if there is none): a dry run
+        sees what a real run would see, and whatever it writes is gone when it ends."""
+        copy = cls(":memory:")
+        source = Path(path).expanduser()
+        if source.exists():
+            original = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            try:
+                original.backup(copy.db)
+            finally:
+                original.close()
+        return copy
 
     def close(self) -> None:
         self.db.close()
@@ -106,7 +121,8 @@ class Ledger:
 
     def plan(self, issue_key: str, channel: str, content_hash: str,
              recipients: Iterable[tuple[str, str | None]]) -> None:
-        """Add a pending row for each (address, name) not yet known for this issue and channel."""
+        """Add a pending row for each (address, name) not yet known for this issue and channel,
+        and give each new address its opaque subscriber id, in batched transactions."""
         now = self.clock()
         batch: list[tuple] = []
         for address, name in recipients:
@@ -122,17 +138,43 @@ class Ledger:
             self.db.executemany(
                 "INSERT OR IGNORE INTO deliveries (issue_key, channel, recipient, name, content_hash,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+            self.db.executemany("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, ?)",
+                                [(secrets.token_urlsafe(12), row[2].lower()) for row in batch])
 
     def rows(self, issue_key: str, channel: str, statuses: Iterable[str]) -> Iterator[DeliveryRow]:
-        """Yield the rows of this issue and channel whose status is one of `statuses`."""
+        """Yield the rows of this issue and channel whose status is one of `statuses`, leaving out
+        suppressed addresses; a page at a time in recipient order, so rows may be updated while
+        this runs and none is seen twice."""
         wanted = tuple(statuses)
         marks = ",".join("?" * len(wanted))
-        cursor = self.db.execute(
-            "SELECT recipient, name, status, attempts, last_error, reply, message_id, content_hash"
-            f" FROM deliveries WHERE issue_key = ? AND channel = ? AND status IN ({marks})"
-            " ORDER BY created_at, recipient", (issue_key, channel, *wanted))
-        for row in cursor.fetchall():
-            yield DeliveryRow(*row)
+        last = ""
+        while True:
+            page = self.db.execute(
+                "SELECT d.recipient, d.name, d.status, d.attempts, d.last_error, d.reply, d.message_id,"
+                " d.content_hash, s.id FROM deliveries d LEFT JOIN subscriber_ids s"
+                " ON s.address = lower(d.recipient) WHERE d.issue_key = ? AND d.channel = ?"
+                f" AND d.status IN ({marks}) AND d.recipient > ?"
+                " AND lower(d.recipient) NOT IN (SELECT address FROM suppressions)"
+                " ORDER BY d.recipient LIMIT 500",
+                (issue_key, channel, *wanted, last)).fetchall()
+            if not page:
+                return
+            for row in page:
+                yield DeliveryRow(*row)
+            last = page[-1][0]
+
+    def count(self, issue_key: str, channel: str, statuses: Iterable[str]) -> int:
+        """Count the rows that `rows()` would yield."""
+        wanted = tuple(statuses)
+        return self.db.execute(
+            f"SELECT COUNT(*) FROM deliveries WHERE issue_key = ? AND channel = ? AND status IN"
+            f" ({','.join('?' * len(wanted))}) AND lower(recipient) NOT IN (SELECT address FROM suppressions)",
+            (issue_key, channel, *wanted)).fetchone()[0]
+
+    def sent_since(self, since: float) -> int:
+        """Count messages handed to the relay (or being handed over) since `since`, for its caps."""
+        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE status IN ('sent', 'sending')"
+                               " AND updated_at >= ?", (since,)).fetchone()[0]
 
     def mark_sending(self, issue_key: str, channel: str, recipient: str, message_id: str) -> None:
         """Record that the message is about to be handed over: from now on a crash leaves it uncertain."""

@@ -1,0 +1,275 @@
+"""`distributor publish`: validate everything first, plan the deliveries, then send.
+
+Nothing is sent until the issue, the settings, the subscriber files and every rendition have
+been checked, so bad input never leaves a run half-sent. A dry run is this same path with a
+console sink for the relay and an in-memory copy of the ledger.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from channels.email_message import MessageParts, MessageTemplate, Recipient
+from channels.mail import MailChannel, MailTransport
+from channels.sinks import ConsoleSink
+from channels.smtp_transport import SmtpConfig, SmtpPool
+from channels.wechat import limit_violations
+
+from . import unsubscribe
+from .errors import ChannelStoppedError, DeliveryError, InputError
+from .ledger import Ledger
+from .models import UNSUBSCRIBE_PLACEHOLDER
+from .orchestrator import ChannelOutcome, MailRun
+from .pipeline import CHANNELS, Renditions, render_issue
+from .progress import Progress
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy
+from .settings import Settings, secret_from_env
+from .subscribers import BadRow, read_subscribers
+
+MAIL_CHANNELS = ("email", "text")
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+_BAD_ROWS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    issue: Path
+    channels: tuple[str, ...]          # empty: every channel enabled in settings
+    dry_run: bool = False
+    to: str | None = None
+    yes: bool = False
+    force: bool = False
+    resend_failed: bool = False
+    resend_uncertain: bool = False
+
+    def statuses(self) -> tuple[str, ...]:
+        """The ledger states this run sends to: new rows, plus those the operator asked again."""
+        return ("pending",) + ("failed",) * self.resend_failed + ("sending",) * self.resend_uncertain
+
+
+def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.stdout,
+            err: TextIO = sys.stderr) -> int:
+    """Publish the issue on the chosen channels and return the exit status."""
+    channels = options.channels or tuple(name for name in CHANNELS
+                                         if getattr(settings.channels, name).enabled)
+    renditions = render_issue(options.issue, settings, channels)
+    _check_publishable(renditions, options, settings, channels)
+    if options.dry_run:
+        print(f"dry run: {renditions.issue.title} [{renditions.issue.key}]; nothing is sent", file=out)
+    secret = _unsubscribe_secret(settings, options.dry_run, out)
+    transport = _transport(settings, options.dry_run, out)
+    if options.to:
+        return asyncio.run(_send_test_copy(options.to, renditions, settings, transport, secret, out))
+    ledger = Ledger.snapshot(settings.ledger.path) if options.dry_run else Ledger(settings.ledger.path)
+    try:
+        mail = [name for name in channels if name in MAIL_CHANNELS and _subscriber_file(settings, name)]
+        for name in mail:
+            _plan(ledger, renditions, name, _subscriber_file(settings, name), err)
+        totals = {name: ledger.count(renditions.issue.key, name, options.statuses()) for name in mail}
+        _describe(renditions, settings, channels, totals, out)
+        if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
+            print("nothing sent", file=out)
+            return EXIT_OK
+        outcomes = asyncio.run(_send_mail(renditions, settings, options, ledger, transport, secret, totals, err))
+        _write_text_file(renditions, settings, options.dry_run, out)
+        return _report(outcomes, out, "handed to the dry-run sink" if options.dry_run else "sent")
+    finally:
+        ledger.close()
+
+
+def _check_publishable(renditions: Renditions, options: PublishOptions, settings: Settings,
+                       channels: tuple[str, ...]) -> None:
+    where = str(renditions.issue.source_path)
+    if renditions.issue.draft and not options.force:
+        raise InputError("the front matter says draft: true; publish with --force to send it anyway", path=where)
+    if "wechat" in channels and renditions.wechat is not None:
+        problems = limit_violations(renditions.wechat)
+        if problems:
+            raise InputError("; ".join(problems), path=where)
+        if not options.dry_run:
+            raise InputError("the WeChat channel cannot deliver yet; publish with --channel email/text, "
+                             "or set channels.wechat.enabled: false")
+    for name in channels:
+        if name in MAIL_CHANNELS and not options.dry_run and not options.to \
+                and not _subscriber_file(settings, name) and not (name == "text" and settings.channels.text.output_dir):
+            raise InputError(f"channels.{name}.subscribers is not set: no one to send the {name} channel to")
+
+
+def _subscriber_file(settings: Settings, channel: str) -> str | None:
+    return getattr(settings.channels, channel).subscribers
+
+
+def _unsubscribe_secret(settings: Settings, dry_run: bool, out: TextIO) -> str:
+    try:
+        return secret_from_env(settings.unsubscribe_secret_env, "unsubscribe links")
+    except InputError:
+        if not dry_run:
+            raise
+        print(f"  note: {settings.unsubscribe_secret_env} is not set; a real publish stops here", file=out)
+        return "dry-run"
+
+
+def _transport(settings: Settings, dry_run: bool, out: TextIO) -> MailTransport:
+    if dry_run:
+        return ConsoleSink(out)
+    smtp = settings.smtp
+    password = secret_from_env(smtp.password_env, "smtp.username is set") if smtp.username else None
+    try:
+        config = SmtpConfig(host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username,
+                            password=password, timeout_seconds=smtp.timeout_seconds, pool_size=smtp.pool_size)
+    except ValueError as exc:
+        raise InputError(f"smtp: {exc}") from exc
+    return SmtpPool(config)
+
+
+def _plan(ledger: Ledger, renditions: Renditions, channel: str, path: str, err: TextIO) -> None:
+    """Stream the subscriber file into pending ledger rows; report bad rows, skip suppressed ones."""
+    bad: list[BadRow] = []
+
+    def good_rows():
+        for row in read_subscribers(path):
+            if isinstance(row, BadRow):
+                bad.append(row)
+            elif not ledger.is_suppressed(row.address):
+                yield row.address, row.name
+
+    issue = renditions.issue
+    ledger.plan(issue.key, channel, issue.content_hash, good_rows())
+    for row in bad[:_BAD_ROWS_SHOWN]:
+        print(f"distributor: warning: skipped {row}", file=err)
+    if len(bad) > _BAD_ROWS_SHOWN:
+        print(f"distributor: warning: skipped {len(bad) - _BAD_ROWS_SHOWN} more bad rows", file=err)
+    earlier = ledger.content_hashes(issue.key, channel) - {issue.content_hash}
+    if earlier:
+        print(f"distributor: warning: {channel}: the issue file changed since earlier recipients got it",
+              file=err)
+
+
+def _describe(renditions: Renditions, settings: Settings, channels: tuple[str, ...],
+              totals: dict[str, int], out: TextIO) -> None:
+    """Print what each channel is about to deliver: target, subject, size."""
+    templates = _templates(renditions, settings)
+    for name in channels:
+        if name in totals:
+            size = len(templates[name].render(Recipient("size@example.org"), "https://example.org/u"))
+            print(f"  {name}: {totals[name]} recipients, subject {renditions.issue.title!r}, "
+                  f"{size / 1024:.1f} KB per message", file=out)
+        elif name in MAIL_CHANNELS:
+            print(f"  {name}: no subscriber file set (channels.{name}.subscribers): nobody to send to", file=out)
+        elif name == "wechat" and renditions.wechat is not None:
+            article = renditions.wechat
+            print(f"  wechat: a {settings.channels.wechat.mode} article {article.title!r} for account "
+                  f"{settings.channels.wechat.app_id or '(app_id not set)'}, {len(article.content)} characters, "
+                  f"{len(article.images)} images to upload", file=out)
+
+
+def _confirm() -> bool:
+    return input("Send now? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _templates(renditions: Renditions, settings: Settings) -> dict[str, MessageTemplate]:
+    now = dt.datetime.now(dt.timezone.utc)
+    key, templates = renditions.issue.key, {}
+    if renditions.email is not None:
+        parts = MessageParts(key, "email", renditions.email.subject, renditions.email.text, renditions.email.html)
+        templates["email"] = MessageTemplate(parts, settings.channels.email, date=now)
+    if renditions.text is not None:
+        parts = MessageParts(key, "text", renditions.text.subject, renditions.text.text, None)
+        templates["text"] = MessageTemplate(parts, settings.channels.email, date=now)
+    return templates
+
+
+def _unsubscribe_links(settings: Settings, secret: str):
+    pattern = settings.channels.email.unsubscribe_url
+    return lambda recipient: pattern.format(token=unsubscribe.sign(recipient.subscriber_id or "test", secret))
+
+
+async def _send_mail(renditions: Renditions, settings: Settings, options: PublishOptions, ledger: Ledger,
+                     transport: MailTransport, secret: str, totals: dict[str, int],
+                     err: TextIO) -> list[ChannelOutcome]:
+    if not any(totals.values()):
+        return []
+    policy = RetryPolicy.from_settings(settings.retry)
+    progress = Progress(err, live=err.isatty() and not options.dry_run)
+    for name, total in totals.items():
+        progress.expect(name, total)
+    smtp, now = settings.smtp, ledger.clock()
+    limiter = RateLimiter(smtp.per_second, hourly_cap=smtp.hourly_cap, daily_cap=smtp.daily_cap,
+                          sent_last_hour=ledger.sent_since(now - 3600), sent_last_day=ledger.sent_since(now - 86400))
+    templates = _templates(renditions, settings)
+    links = _unsubscribe_links(settings, secret)
+    try:
+        await transport.open()
+    except ChannelStoppedError as exc:
+        return [ChannelOutcome(name, 0, 0, 0, str(exc)) for name in totals]
+    display = asyncio.ensure_future(progress.show_while_running())
+    outcomes = []
+    try:
+        for name, total in totals.items():
+            if total:
+                channel = MailChannel(name, templates[name], transport, links)
+                run = MailRun(channel, ledger, renditions.issue.key, policy=policy, limiter=limiter,
+                              progress=progress, concurrency=smtp.pool_size)
+                outcomes.append(await run.run(options.statuses()))
+                if outcomes[-1].stopped:
+                    break
+    finally:
+        display.cancel()
+        await asyncio.gather(display, return_exceptions=True)
+        await transport.close()
+    return outcomes
+
+
+async def _send_test_copy(address: str, renditions: Renditions, settings: Settings, transport: MailTransport,
+                          secret: str, out: TextIO) -> int:
+    """Send one copy per mail channel to `address`, outside the ledger."""
+    policy = RetryPolicy.from_settings(settings.retry)
+    recipient = Recipient(address, None, "test")
+    await transport.open()
+    try:
+        for name, template in _templates(renditions, settings).items():
+            channel = MailChannel(name, template, transport, _unsubscribe_links(settings, secret))
+            try:
+                reply = await policy.run(lambda: channel.deliver(recipient))
+            except DeliveryError as exc:
+                print(f"  {name}: test copy to {address} failed: {exc}", file=out)
+                return EXIT_STOPPED if isinstance(exc, ChannelStoppedError) else EXIT_FAILED
+            print(f"  {name}: test copy sent to {address}: {reply}", file=out)
+    finally:
+        await transport.close()
+    return EXIT_OK
+
+
+def _write_text_file(renditions: Renditions, settings: Settings, dry_run: bool, out: TextIO) -> None:
+    folder = settings.channels.text.output_dir
+    if renditions.text is None or not folder:
+        return
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", renditions.issue.key).strip("-") or "issue"
+    target = Path(folder).expanduser() / f"{name}.txt"
+    if dry_run:
+        print(f"  text: would write {target}", file=out)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The file is for readers of an archive, not for a subscriber: no unsubscribe line.
+    lines = renditions.text.text.splitlines(keepends=True)
+    target.write_text("".join(line for line in lines if UNSUBSCRIBE_PLACEHOLDER not in line), encoding="utf-8")
+    print(f"  text: wrote {target}", file=out)
+
+
+def _report(outcomes: list[ChannelOutcome], out: TextIO, sent_label: str) -> int:
+    status = EXIT_OK
+    for outcome in outcomes:
+        print(f"  {outcome.channel}: {outcome.sent} {sent_label}, {outcome.failed} failed, "
+              f"{outcome.uncertain} uncertain", file=out)
+        if outcome.stopped:
+            print(f"  {outcome.channel}: stopped: {outcome.stopped}; publish again to resume", file=out)
+            status = EXIT_STOPPED
+        elif (outcome.failed or outcome.uncertain) and status == EXIT_OK:
+            status = EXIT_FAILED
+    return status

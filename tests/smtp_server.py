@@ -100,6 +100,7 @@ class FaultySmtpServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._live: set[_FaultySMTP] = set()
+        self._startup_error: OSError | None = None
 
     # Records, safe to read from any thread.
 
@@ -137,15 +138,12 @@ class FaultySmtpServer:
         """Listen on 127.0.0.1 on a free port, in a background thread; return self."""
         server_tls = self._make_tls_context() if self._tls != "none" else None
         self._loop = asyncio.new_event_loop()
-        listening: asyncio.Future[asyncio.AbstractServer] = self._loop.create_future()
+        listening = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(server_tls, listening), daemon=True,
                                         name=f"faulty-smtp-{id(self)}")
-        started = threading.Event()
-        listening.add_done_callback(lambda _: started.set())
         self._thread.start()
-        if not started.wait(_STOP_SECONDS):
-            raise RuntimeError("SMTP test server did not start")
-        self.port = listening.result().sockets[0].getsockname()[1]
+        if not listening.wait(_STOP_SECONDS) or not self.port:
+            raise RuntimeError("SMTP test server did not start") from self._startup_error
         return self
 
     def stop(self) -> None:
@@ -163,7 +161,7 @@ class FaultySmtpServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _run(self, server_tls: ssl.SSLContext | None, listening: asyncio.Future) -> None:
+    def _run(self, server_tls: ssl.SSLContext | None, listening: threading.Event) -> None:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
@@ -173,9 +171,12 @@ class FaultySmtpServer:
                 lambda: _FaultySMTP(self, tls_context=server_tls if self._tls == "starttls" else None),
                 HOST, 0, ssl=implicit))
         except OSError as exc:
-            listening.set_exception(exc)
+            self._startup_error = exc
+            loop.close()
+            listening.set()
             return
-        listening.set_result(server)
+        self.port = server.sockets[0].getsockname()[1]
+        listening.set()
         loop.run_forever()
         server.close()
         for protocol in list(self._live):

@@ -18,9 +18,6 @@ from distributor.errors import (
 )
 from tests.smtp_server import FaultySmtpServer
 
-# aiosmtpd itself sets the deprecated Session.login_data after every successful AUTH.
-pytestmark = pytest.mark.filterwarnings("ignore:Session.login_data is deprecated")
-
 SENDER = "news@sender.test"
 PASSWORD = "s3cret-Pa55word"
 TEST_SECONDS = 10.0
@@ -221,6 +218,13 @@ def test_refusing_greeting_stops_the_channel() -> None:
     assert caught.value.reply == "554 5.3.2 no service here"
 
 
+def test_busy_greeting_is_transient() -> None:
+    with FaultySmtpServer(greeting="421 4.3.2 too many connections") as server:
+        with pytest.raises(TransientDeliveryError) as caught:
+            run(SmtpPool(config_for(server)).open())
+    assert (caught.value.reply, caught.value.reconnect) == ("421 4.3.2 too many connections", True)
+
+
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
 def test_tls_sessions_verify_the_certificate_and_deliver(tls: str) -> None:
     security = "starttls" if tls == "starttls" else "tls"
@@ -230,7 +234,7 @@ def test_tls_sessions_verify_the_certificate_and_deliver(tls: str) -> None:
         summary = run(check_relay(config))
         [reply] = run(send_all(config, ("a@x.test", SMALL)))
         untrusted = config_for(server, security=security, username="sender", password=PASSWORD)
-        with pytest.raises(ChannelStoppedError):
+        with pytest.raises(ChannelStoppedError, match="TLS with relay .* failed: SSLCertVerificationError"):
             run(check_relay(untrusted))
     assert "TLSv1" in summary and "authenticated as sender" in summary
     assert reply.startswith("250 ")

@@ -1,0 +1,179 @@
+"""Send benchmark: `distributor publish` against Postfix's smtp-sink on 127.0.0.1, side by side
+with two references over the same number of connections: a bare aiosmtplib loop sending one
+pre-built message, and Postfix's C client `smtp-source -d` (the anchor, ratio 1.0).
+
+    .venv/bin/python bench/send.py                  # 20,000 subscribers, 20 connections
+    .venv/bin/python bench/send.py --count 5000 --sessions 10
+    .venv/bin/python bench/send.py --memory         # peak RSS of publish for 1,000 and 100,000
+
+See bench/README.md for the columns. Installs Postfix (unconfigured, disabled) when smtp-sink
+or smtp-source is missing. Every process started here is stopped on exit, Ctrl-C included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from measure import run_client, wait_for_quiet
+from postfix_sink import HOST, SMTP_SOURCE, SmtpSink, check_no_mta, ensure_postfix_tools, free_port
+from report import Row, machine_line, table, targets
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+MEMORY_COUNTS = (1_000, 100_000)
+MEMORY_LIMIT_MB = 50
+
+
+@dataclass(frozen=True)
+class Message:
+    """The issue's email as publish renders it: CRLF bytes for aiosmtplib, LF lines for smtp-source."""
+
+    issue: Path
+    crlf_path: Path
+    lf_path: Path
+    wire_bytes: int
+
+
+def python_executable() -> str:
+    """Return the repository's venv Python, else the one running this script."""
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def pick_issue(explicit: Path | None) -> Path:
+    """Return `explicit`, else the largest TinyLab corpus post, else the bundled example."""
+    if explicit is not None:
+        return explicit
+    posts = sorted((CORPUS / "tinylab").glob("*.md"), key=lambda path: path.stat().st_size)
+    if posts:
+        return posts[-1]
+    return sorted((REPO / "distributor" / "examples").glob("*.md"))[0]
+
+
+def prepare_message(issue: Path, workdir: Path) -> Message:
+    """Render the issue's email with `distributor preview` and keep its bytes in two forms."""
+    out = workdir / "preview"
+    subprocess.run([python_executable(), "-m", "distributor", "preview", str(issue), "--channel", "email",
+                    "--out", str(out)], cwd=REPO, check=True, timeout=180, stdout=subprocess.DEVNULL)
+    crlf = (out / "email.eml").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    crlf_path, lf_path = workdir / "message.crlf.eml", workdir / "message.lf.eml"
+    crlf_path.write_bytes(crlf)
+    lf_path.write_bytes(crlf.replace(b"\r\n", b"\n"))   # smtp-source -F adds the CR itself
+    return Message(issue, crlf_path, lf_path, len(crlf))
+
+
+def write_subscribers(path: Path, count: int) -> None:
+    """Write a subscriber CSV with `count` rows (the addresses the references send to, too)."""
+    with path.open("w", encoding="utf-8") as out:
+        out.write("email,name\n")
+        out.writelines(f"user{i:05d}@example.org,User {i}\n" for i in range(1, count + 1))
+
+
+def write_settings(path: Path, subscribers: Path, port: int, pool_size: int, ledger: Path) -> None:
+    """Write a settings file sending only email, plainly, to the sink on `port`."""
+    path.write_text(json.dumps({   # JSON is YAML
+        "channels": {"email": {"subscribers": str(subscribers), "from_address": "newsletter@example.org"},
+                     "text": {"enabled": False}, "wechat": {"enabled": False}},
+        "smtp": {"host": HOST, "port": port, "security": "plain", "pool_size": pool_size},
+        "ledger": {"path": str(ledger)},
+    }, indent=2))
+
+
+def run_smtp_source(sink: SmtpSink, message: Message, count: int, sessions: int, deadline: float,
+                    workdir: Path) -> Row:
+    """Run `smtp-source -d -s SESSIONS` for `count` messages, each to a unique recipient."""
+    command = [SMTP_SOURCE, "-s", str(sessions), "-d", "-N", "-m", str(count), "-F", str(message.lf_path),
+               "-f", "newsletter@example.org", "-t", "user@example.org", "-M", "bench.example.org",
+               f"{HOST}:{sink.port}"]
+    run = run_client(command, sink, count, deadline, workdir / "smtp-source.log")
+    return Row(f"smtp-source -s{sessions} -d", count, None, run)
+
+
+def run_bare_aiosmtplib(sink: SmtpSink, message: Message, count: int, sessions: int, deadline: float,
+                        workdir: Path) -> Row:
+    """Run the bare aiosmtplib loop in its own process and read the count it reports."""
+    log = workdir / "aiosmtplib.log"
+    command = [python_executable(), str(Path(__file__).with_name("aio_reference.py")), "--port",
+               str(sink.port), "--count", str(count), "--sessions", str(sessions), "--message",
+               str(message.crlf_path), "--deadline", str(deadline)]
+    run = run_client(command, sink, count, deadline + 30, log)
+    try:
+        sent = json.loads(log.read_text().strip().splitlines()[-1])["sent"]
+    except (ValueError, IndexError, KeyError):
+        sent = -1
+    return Row(f"aiosmtplib K={sessions} prebuilt", count, sent, run)
+
+
+def run_publish(sink: SmtpSink, message: Message, count: int, sessions: int, deadline: float,
+                workdir: Path) -> Row:
+    """Run `distributor publish` for `count` subscribers with a fresh ledger."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"publish-{count}-", dir=workdir))
+    subscribers, settings = run_dir / "subscribers.csv", run_dir / "settings.yaml"
+    write_subscribers(subscribers, count)
+    write_settings(settings, subscribers, sink.port, sessions, run_dir / "ledger.sqlite3")
+    command = [python_executable(), "-m", "distributor", "--settings", str(settings), "publish",
+               str(message.issue), "--channel", "email", "--yes"]
+    env = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": "bench-only-secret"}
+    env.pop("DISTRIBUTOR_SETTINGS", None)
+    run = run_client(command, sink, count, deadline, run_dir / "publish.log", env=env)
+    return Row(f"publish pool={sessions} n={count}", count, None, run)
+
+
+def throughput(args: argparse.Namespace, sink: SmtpSink, message: Message, workdir: Path) -> None:
+    """Run the anchor, the bare aiosmtplib loop and publish for --count messages; print the table."""
+    run_smtp_source(sink, message, 200, args.sessions, args.deadline, workdir)   # warm-up, not shown
+    anchor = run_smtp_source(sink, message, args.count, args.sessions, args.deadline, workdir)
+    bare = run_bare_aiosmtplib(sink, message, args.count, args.sessions, args.deadline, workdir)
+    publish = run_publish(sink, message, args.count, args.sessions, args.deadline, workdir)
+    print(table([anchor, bare, publish], anchor, message.wire_bytes))
+    print(targets(publish, anchor, bare))
+
+
+def memory(args: argparse.Namespace, sink: SmtpSink, message: Message, workdir: Path) -> None:
+    """Run publish for 1,000 and 100,000 subscribers and compare their peak RSS."""
+    rows = [run_publish(sink, message, count, args.sessions, args.deadline, workdir) for count in MEMORY_COUNTS]
+    print(table(rows, None, message.wire_bytes))
+    small, large = (row.run.peak_rss_kb / 1024 for row in rows)
+    verdict = "met" if large - small < MEMORY_LIMIT_MB and not any(row.problems() for row in rows) else "NOT MET"
+    print(f"memory: peak RSS {small:.1f} MB at {MEMORY_COUNTS[0]:,}, {large:.1f} MB at {MEMORY_COUNTS[1]:,}; "
+          f"difference {large - small:.1f} MB (< {MEMORY_LIMIT_MB} MB: {verdict})")
+
+
+def main() -> None:
+    """Set up, start the sink, run the chosen measurement and stop everything on the way out."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=20_000, help="subscribers / messages (default 20000)")
+    parser.add_argument("--sessions", type=int, default=20, help="SMTP connections for every client")
+    parser.add_argument("--memory", action="store_true", help="peak RSS of publish for 1,000 and 100,000")
+    parser.add_argument("--issue", type=Path, help="issue to send (default: largest TinyLab post)")
+    parser.add_argument("--port", type=int, default=2525, help="first port to try for the sink")
+    parser.add_argument("--deadline", type=float, default=600.0, help="seconds per client before TERM")
+    parser.add_argument("--quiet-wait", type=float, default=60.0, help="max seconds to wait for idle CPUs")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # run the clean-up below on TERM too
+    ensure_postfix_tools()
+    check_no_mta()
+    with tempfile.TemporaryDirectory(prefix="distributor-bench-") as tmp:
+        workdir = Path(tmp)
+        message = prepare_message(pick_issue(args.issue), workdir)
+        others = wait_for_quiet(args.quiet_wait)
+        print(machine_line())
+        print(f"# issue={message.issue.name}  message={message.wire_bytes:,} B on the wire  "
+              f"sessions={args.sessions}  others busy before start: {others:.2f} cores")
+        with SmtpSink(free_port(args.port), workdir, max_seconds=int(4 * args.deadline + 600)) as sink:
+            if args.memory:
+                memory(args, sink, message, workdir)
+            else:
+                print(f"# count={args.count:,}")
+                throughput(args, sink, message, workdir)
+
+
+if __name__ == "__main__":
+    main()
