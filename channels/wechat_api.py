@@ -114,6 +114,11 @@ class WechatApi:
     def __repr__(self) -> str:
         return f"WechatApi(app_id={self._config.app_id!r}, base_url={self._config.base_url!r})"
 
+    @property
+    def app_id(self) -> str:
+        """Return the app id of the account this client talks to."""
+        return self._config.app_id
+
     def access_token(self) -> str:
         """Return the cached token unless it is about to expire; otherwise fetch a stable token."""
         cached = self._tokens.load(self._config.app_id)

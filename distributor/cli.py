@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--resend-uncertain", action="store_true",
                          help="send again to recipients whose delivery is uncertain (may duplicate)")
     publish.set_defaults(run=_publish)
+
+    status = commands.add_parser("status", help="who got the issue, and who did not")
+    status.add_argument("issue", type=Path)
+    formats = status.add_mutually_exclusive_group()
+    formats.add_argument("--json", dest="format", action="store_const", const="json")
+    formats.add_argument("--csv", dest="format", action="store_const", const="csv")
+    status.set_defaults(run=_status, format="table")
+
+    check = commands.add_parser("check", help="connect and log in to the relay (and WeChat) without sending")
+    check.set_defaults(run=_check)
     return parser
 
 
@@ -67,6 +77,25 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
         for warning in summary.warnings:
             print(f"    warning: {warning}")
     return EXIT_OK
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from .issue import load_issue
+    from .ledger import Ledger
+    from .status import write_status
+    if not Path(settings.ledger.path).expanduser().exists():
+        raise InputError("no ledger yet: nothing has been published", path=settings.ledger.path)
+    ledger = Ledger(settings.ledger.path)
+    try:
+        write_status(ledger, load_issue(args.issue, settings.site).key, args.format, sys.stdout)
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from .checks import check_services
+    return EXIT_OK if check_services(settings, sys.stdout) else EXIT_FAILED
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:

@@ -65,7 +65,9 @@ class Ledger:
             except OSError as exc:
                 raise InputError(f"cannot create the ledger folder: {exc}", path=str(target_path)) from exc
             target = str(target_path)
-        self.db = sqlite3.connect(target, isolation_level=None, timeout=30.0)
+        # Blocking channel calls run in worker threads and reach the ledger from there (the WeChat
+        # token store); SQLite's serialized mode makes one shared connection safe for that.
+        self.db = sqlite3.connect(target, isolation_level=None, timeout=30.0, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
@@ -141,10 +143,11 @@ class Ledger:
             self.db.executemany("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, ?)",
                                 [(secrets.token_urlsafe(12), row[2].lower()) for row in batch])
 
-    def rows(self, issue_key: str, channel: str, statuses: Iterable[str]) -> Iterator[DeliveryRow]:
-        """Yield the rows of this issue and channel whose status is one of `statuses`, leaving out
-        suppressed addresses; a page at a time in recipient order, so rows may be updated while
-        this runs and none is seen twice."""
+    def rows(self, issue_key: str, channel: str, statuses: Iterable[str], *,
+             skip_suppressed: bool = True) -> Iterator[DeliveryRow]:
+        """Yield the rows of this issue and channel whose status is one of `statuses` (leaving out
+        suppressed addresses unless asked); a page at a time in recipient order, so rows may be
+        updated while this runs and none is seen twice."""
         wanted = tuple(statuses)
         marks = ",".join("?" * len(wanted))
         last = ""
@@ -154,9 +157,9 @@ class Ledger:
                 " d.content_hash, s.id FROM deliveries d LEFT JOIN subscriber_ids s"
                 " ON s.address = lower(d.recipient) WHERE d.issue_key = ? AND d.channel = ?"
                 f" AND d.status IN ({marks}) AND d.recipient > ?"
-                " AND lower(d.recipient) NOT IN (SELECT address FROM suppressions)"
+                f" AND (? OR lower(d.recipient) NOT IN (SELECT address FROM suppressions))"
                 " ORDER BY d.recipient LIMIT 500",
-                (issue_key, channel, *wanted, last)).fetchall()
+                (issue_key, channel, *wanted, last, not skip_suppressed)).fetchall()
             if not page:
                 return
             for row in page:

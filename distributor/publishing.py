@@ -17,10 +17,11 @@ from typing import TextIO
 from channels.email_message import MessageParts, MessageTemplate, Recipient
 from channels.mail import MailChannel, MailTransport
 from channels.sinks import ConsoleSink
-from channels.smtp_transport import SmtpConfig, SmtpPool
+from channels.smtp_transport import SmtpPool
 from channels.wechat import limit_violations
 
 from . import unsubscribe
+from .checks import smtp_config
 from .errors import ChannelStoppedError, DeliveryError, InputError
 from .ledger import Ledger
 from .models import UNSUBSCRIBE_PLACEHOLDER
@@ -118,14 +119,7 @@ def _unsubscribe_secret(settings: Settings, dry_run: bool, out: TextIO) -> str:
 def _transport(settings: Settings, dry_run: bool, out: TextIO) -> MailTransport:
     if dry_run:
         return ConsoleSink(out)
-    smtp = settings.smtp
-    password = secret_from_env(smtp.password_env, "smtp.username is set") if smtp.username else None
-    try:
-        config = SmtpConfig(host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username,
-                            password=password, timeout_seconds=smtp.timeout_seconds, pool_size=smtp.pool_size)
-    except ValueError as exc:
-        raise InputError(f"smtp: {exc}") from exc
-    return SmtpPool(config)
+    return SmtpPool(smtp_config(settings))
 
 
 def _plan(ledger: Ledger, renditions: Renditions, channel: str, path: str, err: TextIO) -> None:

@@ -67,6 +67,9 @@ class WechatSettings:
     need_open_comment: bool = False
     only_fans_can_comment: bool = False
     timeout_seconds: float = 15.0
+    # Mode publish: how often to ask whether the article is out, and how long to wait at most.
+    publish_poll_seconds: float = 5.0
+    publish_wait_seconds: float = 600.0
 
 
 @dataclass(frozen=True)

@@ -228,3 +228,38 @@ def test_killed_run_resumes_without_double_sends(tmp_path):
     assert all(counts.get(address, 0) == 1 for address in addresses if address not in uncertain), counts
     assert all(counts.get(address, 0) <= 1 for address in uncertain)
     assert {row[0] for address, row in rows.items() if address not in uncertain} == {"sent"}
+
+
+def cli(settings: Path, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET}
+    if password is not None:
+        environment["SMTP_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "distributor", "--settings", str(settings), *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=environment)
+
+
+def test_status_lists_who_did_not_get_it(tmp_path):
+    import csv
+    import json
+    bounced = "gone@example.org"
+    with FaultySmtpServer(rejected_recipients={bounced: "550 5.1.1 no such user"}) as server:
+        settings = configure(tmp_path, server, ["a@example.org", bounced])
+        assert run_publish(settings)[0] == 1
+    report = json.loads(cli(settings, "status", str(EXAMPLE), "--json").stdout)
+    assert report["counts"] == {"email": {"sent": 1, "failed": 1}}
+    assert [(p["recipient"], p["state"]) for p in report["problems"]] == [(bounced, "failed")]
+    assert "5.1.1" in report["problems"][0]["reply"]
+    rows = list(csv.DictReader(io.StringIO(cli(settings, "status", str(EXAMPLE), "--csv").stdout)))
+    assert [(row["recipient"], row["state"]) for row in rows] == [(bounced, "failed")]
+    table = cli(settings, "status", str(EXAMPLE)).stdout
+    assert "email: 1 sent, 1 failed" in table and bounced in table
+
+
+@pytest.mark.parametrize("password, status, expected", [("right", 0, "authenticated as user"),
+                                                         ("wrong", 1, "535")])
+def test_check_logs_in_without_sending(tmp_path, password, status, expected):
+    with FaultySmtpServer(username="user", password="right") as server:
+        settings = configure(tmp_path, server, [], smtp_extra="  username: user")
+        result = cli(settings, "check", password=password)
+    assert result.returncode == status and expected in result.stdout
+    assert server.messages == [] and password not in result.stdout + result.stderr.replace("right", "")

@@ -1,0 +1,309 @@
+"""Publish an issue to a WeChat Official Account: draft, then publish or mass send, resumably.
+
+Each step's result goes into the ledger the moment WeChat returns it, so a re-run starts after
+the last recorded step: never a second draft, never a second publish or mass send. draft/add and
+freepublish/submit take no idempotency key, so a "<step>_started" checkpoint is written before
+each; when the reply is lost, or a run died during the call, the account is searched for what the
+call may have made (same title and original URL, updated after the attempt began) before it is
+made again. Every call goes through the core retry policy, in a worker thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable
+
+from distributor.errors import InputError, PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError
+from distributor.ledger import Ledger
+from distributor.models import Issue, WechatRendition
+from distributor.retry import RetryPolicy
+from distributor.settings import Settings, secret_from_env
+
+from .wechat import limit_violations
+from .wechat_api import WechatApi, WechatApiConfig
+from .wechat_images import LoadedImage, load_content_image, load_cover, needs_upload, replace_image_sources
+
+CHANNEL = "wechat"
+TOKEN_KIND, IMAGE_KIND, COVER_KIND = "wechat-token", "wechat-image", "wechat-cover"
+POLL_CAP_SECONDS = 60.0
+# Server and local clocks may disagree; a found item this much older than the attempt still counts.
+CLOCK_SKEW_SECONDS = 600.0
+# Lists are newest first; what an attempt of this run made is on the first page.
+LOOK_COUNT = 20
+PUBLISH_FAILURES = {
+    2: "the originality check failed", 3: "publishing failed", 4: "the platform's review rejected it",
+    5: "the account deleted it after publishing", 6: "the platform banned it after publishing",
+}
+NO_COVER = "WeChat needs a cover: set cover in the front matter or channels.wechat.default_cover"
+
+
+@dataclass(frozen=True)
+class WechatOutcome:
+    mode: str                 # "draft" | "publish" | "mass" | "preview"
+    media_id: str | None
+    detail: str               # one line for the terminal
+    resumed: bool             # True when a recorded step was reused
+
+
+class LedgerTokenStore:
+    """Keep access tokens in the ledger's cache, so separate runs share one token."""
+
+    def __init__(self, ledger: Ledger):
+        self._ledger = ledger
+
+    def load(self, app_id: str) -> tuple[str, float] | None:
+        """Return the saved (token, expires_at) unless it has expired."""
+        saved = self._ledger.cached(TOKEN_KIND, app_id)
+        if saved is None:
+            return None
+        value = json.loads(saved)
+        return value["token"], float(value["expires_at"])
+
+    def save(self, app_id: str, token: str, expires_at: float) -> None:
+        """Remember the token until `expires_at` (epoch seconds)."""
+        value = json.dumps({"token": token, "expires_at": expires_at})
+        self._ledger.cache(TOKEN_KIND, app_id, value, expires_at)
+
+    def drop(self, app_id: str) -> None:
+        """Forget the app's token."""
+        self._ledger.uncache(TOKEN_KIND, app_id)
+
+
+async def publish_wechat(rendition: WechatRendition, issue: Issue, settings: Settings, ledger: Ledger,
+                         policy: RetryPolicy, *, to_wechat: str | None = None,
+                         api: WechatApi | None = None) -> WechatOutcome:
+    """Checks limits and loads every image before any call (InputError on a violation, naming the field and limit),
+    then runs the steps above, skipping those the ledger records as done."""
+    problems = limit_violations(rendition)
+    if problems:
+        raise InputError("; ".join(problems))
+    run = _WechatRun(rendition, issue, settings, ledger, policy, api or _api_from_settings(settings, ledger))
+    media_id, resumed, detail = await run.draft()
+    mode = "preview" if to_wechat else settings.channels.wechat.mode
+    if mode == "draft":
+        return WechatOutcome(mode, media_id, detail, resumed)
+    if mode == "preview":
+        await run.call(run.api.send_preview, media_id, to_wechat)
+        return WechatOutcome(mode, media_id, f"preview sent to {to_wechat}; {detail}", resumed)
+    step = run.publish if mode == "publish" else run.mass_send
+    line, step_resumed = await step(media_id)
+    return WechatOutcome(mode, media_id, line, resumed or step_resumed)
+
+
+def _api_from_settings(settings: Settings, ledger: Ledger) -> WechatApi:
+    wechat = settings.channels.wechat
+    if not wechat.app_id:
+        raise InputError("channels.wechat.app_id is not set")
+    secret = secret_from_env(wechat.app_secret_env, "the WeChat AppSecret")
+    config = WechatApiConfig(wechat.app_id, secret, base_url=wechat.base_url, timeout_seconds=wechat.timeout_seconds)
+    return WechatApi(config, LedgerTokenStore(ledger))
+
+
+class _WechatRun:
+    """The steps of one publish, each recorded in the ledger under the issue key."""
+
+    def __init__(self, rendition: WechatRendition, issue: Issue, settings: Settings, ledger: Ledger,
+                 policy: RetryPolicy, api: WechatApi):
+        self.rendition, self.settings, self.ledger, self.policy, self.api = rendition, settings, ledger, policy, api
+        self.key = issue.key
+
+    async def call(self, function: Callable[..., Any], *args: Any, repeatable: bool = False, **kwargs: Any) -> Any:
+        """Run a blocking call in a thread under the retry policy; a `repeatable` call (one whose
+        repeat does no harm) is also retried when its reply was lost."""
+        async def attempt() -> Any:
+            try:
+                return await asyncio.to_thread(function, *args, **kwargs)
+            except UncertainDeliveryError as exc:
+                if not repeatable:
+                    raise
+                raise TransientDeliveryError(f"{exc}; repeating it is harmless", reply=exc.reply) from exc
+        return await self.policy.run(attempt)
+
+    def recorded(self, step: str) -> str | None:
+        return self.ledger.checkpoint(self.key, CHANNEL, step)
+
+    def record(self, step: str, value: str) -> None:
+        self.ledger.save_checkpoint(self.key, CHANNEL, step, value)
+
+    # --- draft ------------------------------------------------------------------------------
+
+    async def draft(self) -> tuple[str, bool, str]:
+        """Return (media_id, resumed, detail) of the issue's draft, making it if none is recorded."""
+        media_id = self.recorded("draft")
+        if media_id is not None:
+            return media_id, True, f"draft already created: media_id {media_id}"
+        if not self.rendition.cover:
+            raise InputError(NO_COVER)
+        images, cover = await self.policy.run(lambda: asyncio.to_thread(self._load_media))
+        found = await self._look_after_crash("draft", self._find_draft)
+        if found is not None:
+            return found, True, f"draft found from an interrupted run: media_id {found}"
+        article = await self._article(images, cover)
+        media_id, adopted = await self._create_once("draft", lambda: self.call(self.api.add_draft, article),
+                                                    self._find_draft)
+        how = "draft found after a lost reply" if adopted else "draft created"
+        return media_id, False, f"{how}: media_id {media_id}"
+
+    def _load_media(self) -> tuple[list[LoadedImage], LoadedImage]:
+        images = [load_content_image(url, self.settings) for url in self.rendition.images if needs_upload(url)]
+        return images, load_cover(self.rendition.cover or "", self.settings)
+
+    async def _article(self, images: list[LoadedImage], cover: LoadedImage) -> dict:
+        uploaded = {image.url: await self._upload_image(image) for image in images}
+        content = replace_image_sources(self.rendition.content, uploaded)
+        problems = limit_violations(replace(self.rendition, content=content))
+        if problems:
+            raise InputError("; ".join(problems))
+        wechat = self.settings.channels.wechat
+        return {"title": self.rendition.title, "author": self.rendition.author, "digest": self.rendition.digest,
+                "content": content, "content_source_url": self.rendition.content_source_url,
+                "thumb_media_id": await self._upload_cover(cover),
+                "need_open_comment": int(wechat.need_open_comment),
+                "only_fans_can_comment": int(wechat.only_fans_can_comment)}
+
+    async def _upload_image(self, image: LoadedImage) -> str:
+        url = self.ledger.cached(IMAGE_KIND, image.sha256)
+        if url is None:
+            url = await self.call(self.api.upload_image, image.filename, image.data, image.mime, repeatable=True)
+            self.ledger.cache(IMAGE_KIND, image.sha256, url)
+        return url
+
+    async def _upload_cover(self, cover: LoadedImage) -> str:
+        # A media_id belongs to one account, so the cache key names the account too.
+        key = f"{self.api.app_id}:{cover.sha256}"
+        media_id = self.ledger.cached(COVER_KIND, key)
+        if media_id is None:
+            media_id = await self.call(self.api.add_cover, cover.filename, cover.data, cover.mime, repeatable=True)
+            self.ledger.cache(COVER_KIND, key, media_id)
+        return media_id
+
+    async def _find_draft(self, since: float) -> str | None:
+        items = await self.call(self.api.list_drafts, 0, LOOK_COUNT)
+        return next((item["media_id"] for item in items if self._is_ours(item, since)), None)
+
+    # --- publish and mass send --------------------------------------------------------------
+
+    async def publish(self, media_id: str) -> tuple[str, bool]:
+        """Submit the draft (unless a submit is recorded) and poll until it is out; return
+        (detail, resumed)."""
+        url = self.recorded("published")
+        if url is not None:
+            return _published_line("already published", url), True
+        publish_id = self.recorded("publish_id")
+        resumed = publish_id is not None
+        if publish_id is None:
+            found = await self._look_after_crash("publish", self._find_published)
+            if found is not None:
+                return _published_line("published (found from an interrupted run)", found), True
+            publish_id, found = await self._submit(media_id)
+            if found is not None:
+                return _published_line("published (found after a lost reply)", found), False
+        return _published_line("published", await self._poll(publish_id)), resumed
+
+    async def _submit(self, media_id: str) -> tuple[str, None] | tuple[None, str]:
+        """Submit the draft and record its publish_id; after a lost reply, return instead the URL
+        of the article it published, if one is found."""
+        started = self.ledger.clock()
+        self.record("publish_started", repr(started))
+        try:
+            publish_id = await self.call(self.api.submit_publish, media_id)
+        except UncertainDeliveryError as exc:
+            found = await self._find_published(started)
+            if found is None:
+                # Publishing takes a while, so an empty list now does not prove nothing was submitted.
+                raise UncertainDeliveryError(
+                    f"{exc}; no published article found yet: check the account's publish records, "
+                    "then re-run, which looks again and submits only if nothing was published",
+                    reply=exc.reply) from exc
+            self.record("published", found)
+            return None, found
+        self.record("publish_id", publish_id)
+        return publish_id, None
+
+    async def _poll(self, publish_id: str) -> str:
+        """Ask freepublish/get with back-off until the job ends; return the article URL."""
+        wechat = self.settings.channels.wechat
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wechat.publish_wait_seconds
+        delay = wechat.publish_poll_seconds
+        while True:
+            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+            reply = await self.call(self.api.publish_status, publish_id)
+            status = reply.get("publish_status")
+            if status == 0:
+                items = (reply.get("article_detail") or {}).get("item") or [{}]
+                url = str(items[0].get("article_url", ""))
+                self.record("published", url)
+                return url
+            if status != 1:
+                meaning = PUBLISH_FAILURES.get(status, f"unknown publish_status {status}")
+                raise PermanentDeliveryError(f"wechat publish {publish_id}: {meaning} (publish_status {status})",
+                                             reply=json.dumps(reply, ensure_ascii=False)[:2000])
+            if loop.time() >= deadline:
+                raise UncertainDeliveryError(
+                    f"wechat publish {publish_id} is still publishing after {wechat.publish_wait_seconds:g} s; "
+                    "re-run later to check on it (it is not submitted again)")
+            delay = min(delay * 2, POLL_CAP_SECONDS)
+
+    async def _find_published(self, since: float) -> str | None:
+        items = await self.call(self.api.list_published, 0, LOOK_COUNT)
+        item = next((item for item in items if self._is_ours(item, since)), None)
+        return None if item is None else str(_first_article(item).get("url", ""))
+
+    async def mass_send(self, media_id: str) -> tuple[str, bool]:
+        """Send the draft to all followers (or the configured tag) once; return (detail, resumed)."""
+        msg_id = self.recorded("mass_msg_id")
+        if msg_id is not None:
+            return f"already mass-sent: msg_id {msg_id}", True
+        clientmsgid = "d-" + hashlib.sha256(self.key.encode("utf-8")).hexdigest()[:40]
+        # WeChat refuses a repeated clientmsgid (45065, counted as sent), so a lost reply may be retried.
+        reply = await self.call(self.api.send_to_all, media_id, tag_id=self.settings.channels.wechat.tag_id,
+                                clientmsgid=clientmsgid, repeatable=True)
+        msg_id = str(reply.get("msg_id", ""))
+        self.record("mass_msg_id", msg_id)
+        how = "mass send already accepted by WeChat" if reply.get("errcode") == 45065 else "mass send accepted"
+        return f"{how}: msg_id {msg_id}", False
+
+    # --- looking before making again ---------------------------------------------------------
+
+    async def _look_after_crash(self, step: str, find: Callable[[float], Awaitable[str | None]]) -> str | None:
+        """If a run died during `step`'s call, find what it made and record it."""
+        started = self.recorded(f"{step}_started")
+        if started is None:
+            return None
+        found = await find(float(started))
+        if found is not None:
+            self.record("published" if step == "publish" else step, found)
+        return found
+
+    async def _create_once(self, step: str, create: Callable[[], Awaitable[str]],
+                           find: Callable[[float], Awaitable[str | None]]) -> tuple[str, bool]:
+        """Make the thing once; after a lost reply look for it and make it again only if it is
+        not there. Return (value, adopted)."""
+        started = self.ledger.clock()
+        self.record(f"{step}_started", repr(started))
+        try:
+            value, adopted = await create(), False
+        except UncertainDeliveryError:
+            found = await find(started)
+            value, adopted = (found, True) if found is not None else (await create(), False)
+        self.record(step, value)
+        return value, adopted
+
+    def _is_ours(self, item: dict, since: float) -> bool:
+        article = _first_article(item)
+        updated = item.get("update_time") or (item.get("content") or {}).get("update_time")
+        return (article.get("title") == self.rendition.title
+                and article.get("content_source_url", "") == self.rendition.content_source_url
+                and (updated is None or float(updated) >= since - CLOCK_SKEW_SECONDS))
+
+
+def _published_line(how: str, url: str) -> str:
+    return f"{how}: {url or 'no article URL given'}"
+
+
+def _first_article(item: dict) -> dict:
+    news = (item.get("content") or {}).get("news_item") or [{}]
+    return news[0]

@@ -1,0 +1,33 @@
+"""`distributor check`: reach the configured relay (and WeChat) the way a publish would, send nothing."""
+from __future__ import annotations
+
+import asyncio
+from typing import TextIO
+
+from channels.smtp_transport import SmtpConfig, check_relay
+
+from .errors import DeliveryError, InputError
+from .settings import Settings, secret_from_env
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    """Return the relay's connection settings, with the password read from the environment."""
+    smtp = settings.smtp
+    password = secret_from_env(smtp.password_env, "smtp.username is set") if smtp.username else None
+    try:
+        return SmtpConfig(host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username,
+                          password=password, timeout_seconds=smtp.timeout_seconds, pool_size=smtp.pool_size)
+    except ValueError as exc:
+        raise InputError(f"smtp: {exc}") from exc
+
+
+def check_services(settings: Settings, out: TextIO) -> bool:
+    """Connect, secure and log in to every service an enabled channel needs; say how each went."""
+    healthy = True
+    if settings.channels.email.enabled or settings.channels.text.enabled:
+        try:
+            print(f"smtp: {asyncio.run(check_relay(smtp_config(settings)))}", file=out)
+        except DeliveryError as exc:
+            print(f"smtp: {exc}" + (f": {exc.reply}" if exc.reply else ""), file=out)
+            healthy = False
+    return healthy

@@ -1,0 +1,57 @@
+"""The settings example and the wheel: what a user gets from the project as shipped."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import zipfile
+
+import yaml
+
+from distributor.settings import Settings, load_settings
+
+from .conftest import ROOT
+
+
+def test_settings_example_names_every_key_with_its_default():
+    example = load_settings(ROOT / "settings.example.yaml")
+    assert example == Settings()
+
+    def keys(value, prefix=""):
+        for field in dataclasses.fields(value):
+            child = getattr(value, field.name)
+            yield prefix + field.name
+            if dataclasses.is_dataclass(child):
+                yield from keys(child, prefix + field.name + ".")
+
+    def written(mapping, prefix=""):
+        for key, value in mapping.items():
+            yield prefix + key
+            if isinstance(value, dict):
+                yield from written(value, prefix + key + ".")
+
+    text = (ROOT / "settings.example.yaml").read_text(encoding="utf-8")
+    assert set(keys(Settings())) == set(written(yaml.safe_load(text)))
+
+
+def test_installed_wheel_renders_outside_the_checkout(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, timeout=300,
+                   cwd=tmp_path, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("distributor-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "distributor/templates/email/issue.html" in names
+    assert not any(name.startswith("templates/") for name in names)
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    example = next(name for name in names if name.startswith("distributor/examples/") and name.endswith(".md"))
+    environment = {**os.environ, "PYTHONPATH": str(installed), "PYTHONSAFEPATH": "1"}
+    result = subprocess.run([sys.executable, "-P", "-m", "distributor", "preview", str(installed / example),
+                             "--out", str(tmp_path / "out")], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "email.html").stat().st_size > 1000
+    probe = subprocess.run([sys.executable, "-P", "-c", "import distributor; print(distributor.__file__)"],
+                           cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.startswith(str(installed))
