@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import html
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import lxml.html
 import requests
 
 from distributor.errors import InputError, TransientDeliveryError
@@ -28,7 +28,6 @@ SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8",
 MIME_TYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp"}
 # Images already on WeChat's own hosts need no upload.
 WECHAT_IMAGE_HOSTS = ("mmbiz.qpic.cn", "mmbiz.qlogo.cn")
-IMAGE_SOURCE = re.compile(r"(<img\b[^>]*?\bsrc\s*=\s*)(\"[^\"]*\"|'[^']*')", re.IGNORECASE)
 _CHUNK = 64 * 1024
 
 
@@ -67,13 +66,17 @@ def load_cover(url: str, settings: Settings) -> LoadedImage:
 
 def replace_image_sources(content: str, uploaded: dict[str, str]) -> str:
     """Return `content` with each `<img src>` found in `uploaded` (original URL to new URL)
-    replaced; values are compared unescaped, so `&amp;` in the HTML matches `&` in the URL."""
-    def swap(match: re.Match[str]) -> str:
-        original = html.unescape(match.group(2)[1:-1])
-        if original not in uploaded:
-            return match.group(0)
-        return f'{match.group(1)}"{html.escape(uploaded[original], quote=True)}"'
-    return IMAGE_SOURCE.sub(swap, content)
+    replaced. The HTML is parsed, so escaped values (`&amp;` for `&`) and quotes are handled."""
+    serialised = []
+    for part in lxml.html.fragments_fromstring(content) if content.strip() else []:
+        if isinstance(part, str):  # text before the first element
+            serialised.append(html.escape(part, quote=False))
+            continue
+        for image in part.iter("img"):
+            if image.get("src") in uploaded:
+                image.set("src", uploaded[image.get("src")])
+        serialised.append(lxml.html.tostring(part, encoding="unicode"))
+    return "".join(serialised)
 
 
 def _load(url: str, settings: Settings, what: str, kinds: tuple[str, ...], limit: int) -> LoadedImage:

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from distributor.errors import InputError, PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError
 from distributor.ledger import Ledger
@@ -48,7 +48,7 @@ class WechatOutcome:
 
 
 class LedgerTokenStore:
-    """Keep access tokens in the ledger's cache, so separate runs share one token."""
+    """Keep access tokens in the ledger's cache (kind "wechat-token"), so separate runs share one."""
 
     def __init__(self, ledger: Ledger):
         self._ledger = ledger
@@ -74,8 +74,10 @@ class LedgerTokenStore:
 async def publish_wechat(rendition: WechatRendition, issue: Issue, settings: Settings, ledger: Ledger,
                          policy: RetryPolicy, *, to_wechat: str | None = None,
                          api: WechatApi | None = None) -> WechatOutcome:
-    """Checks limits and loads every image before any call (InputError on a violation, naming the field and limit),
-    then runs the steps above, skipping those the ledger records as done."""
+    """Publish the article in the configured mode, or send a preview of its draft to the WeChat
+    account `to_wechat`. Check the limits and load every image and the cover before any call
+    (InputError naming the field, image or limit), then run the steps the ledger does not
+    record as done; `api` replaces the client otherwise built from the settings."""
     problems = limit_violations(rendition)
     if problems:
         raise InputError("; ".join(problems))
@@ -137,13 +139,20 @@ class _WechatRun:
         if not self.rendition.cover:
             raise InputError(NO_COVER)
         images, cover = await self.policy.run(lambda: asyncio.to_thread(self._load_media))
-        found = await self._look_after_crash("draft", self._find_draft)
+        started = self.recorded("draft_started")
+        found = None if started is None else await self._find_draft(float(started))
         if found is not None:
+            self.record("draft", found)
             return found, True, f"draft found from an interrupted run: media_id {found}"
         article = await self._article(images, cover)
-        media_id, adopted = await self._create_once("draft", lambda: self.call(self.api.add_draft, article),
-                                                    self._find_draft)
-        how = "draft found after a lost reply" if adopted else "draft created"
+        started = self._start("draft")
+        try:
+            media_id, how = await self.call(self.api.add_draft, article), "draft created"
+        except UncertainDeliveryError:
+            found = await self._find_draft(started)
+            media_id, how = ((found, "draft found after a lost reply") if found is not None
+                             else (await self.call(self.api.add_draft, article), "draft created"))
+        self.record("draft", media_id)
         return media_id, False, f"{how}: media_id {media_id}"
 
     def _load_media(self) -> tuple[list[LoadedImage], LoadedImage]:
@@ -192,21 +201,22 @@ class _WechatRun:
         if url is not None:
             return _published_line("already published", url), True
         publish_id = self.recorded("publish_id")
-        resumed = publish_id is not None
+        if publish_id is not None:
+            return _published_line("published", await self._poll(publish_id)), True
+        started = self.recorded("publish_started")
+        found = None if started is None else await self._find_published(float(started))
+        if found is not None:
+            self.record("published", found)
+            return _published_line("published (found from an interrupted run)", found), True
+        publish_id, found = await self._submit(media_id)
         if publish_id is None:
-            found = await self._look_after_crash("publish", self._find_published)
-            if found is not None:
-                return _published_line("published (found from an interrupted run)", found), True
-            publish_id, found = await self._submit(media_id)
-            if found is not None:
-                return _published_line("published (found after a lost reply)", found), False
-        return _published_line("published", await self._poll(publish_id)), resumed
+            return _published_line("published (found after a lost reply)", found or ""), False
+        return _published_line("published", await self._poll(publish_id)), False
 
     async def _submit(self, media_id: str) -> tuple[str, None] | tuple[None, str]:
         """Submit the draft and record its publish_id; after a lost reply, return instead the URL
         of the article it published, if one is found."""
-        started = self.ledger.clock()
-        self.record("publish_started", repr(started))
+        started = self._start("publish")
         try:
             publish_id = await self.call(self.api.submit_publish, media_id)
         except UncertainDeliveryError as exc:
@@ -268,29 +278,11 @@ class _WechatRun:
 
     # --- looking before making again ---------------------------------------------------------
 
-    async def _look_after_crash(self, step: str, find: Callable[[float], Awaitable[str | None]]) -> str | None:
-        """If a run died during `step`'s call, find what it made and record it."""
-        started = self.recorded(f"{step}_started")
-        if started is None:
-            return None
-        found = await find(float(started))
-        if found is not None:
-            self.record("published" if step == "publish" else step, found)
-        return found
-
-    async def _create_once(self, step: str, create: Callable[[], Awaitable[str]],
-                           find: Callable[[float], Awaitable[str | None]]) -> tuple[str, bool]:
-        """Make the thing once; after a lost reply look for it and make it again only if it is
-        not there. Return (value, adopted)."""
+    def _start(self, step: str) -> float:
+        """Record that `step`'s call is about to go out, so a later run knows to look first."""
         started = self.ledger.clock()
         self.record(f"{step}_started", repr(started))
-        try:
-            value, adopted = await create(), False
-        except UncertainDeliveryError:
-            found = await find(started)
-            value, adopted = (found, True) if found is not None else (await create(), False)
-        self.record(step, value)
-        return value, adopted
+        return started
 
     def _is_ours(self, item: dict, since: float) -> bool:
         article = _first_article(item)

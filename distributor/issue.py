@@ -10,7 +10,7 @@ from .errors import InputError
 from .liquid import resolve_liquid
 from .models import Issue
 from .settings import SiteSettings
-from .source import SourceFile, read_source
+from .source import read_source
 
 # Jekyll names posts YYYY-MM-DD-slug; TinyLab adds the time: YYYY-MM-DD-HH-MM-SS-slug.
 _DATED_NAME = re.compile(

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 EXAMPLE = next((ROOT / "distributor" / "examples").glob("*.md"))
+UNSUBSCRIBE_SECRET = "test-unsubscribe-secret"
 
 
 def corpus_files() -> list[Path]:
@@ -26,6 +27,13 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"corpus not found at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture
+def unsubscribe_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Set the secret that signs unsubscribe tokens, as a real publish needs."""
+    monkeypatch.setenv("DISTRIBUTOR_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET)
+    return UNSUBSCRIBE_SECRET
 
 
 @pytest.fixture(autouse=True)

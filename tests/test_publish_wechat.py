@@ -1,0 +1,376 @@
+"""The WeChat publish flow end to end: real wechatpy against the stand-in API on 127.0.0.1,
+images served by a real static HTTP server or read from a site folder, a real SQLite ledger."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from channels.wechat_api import WechatApi, WechatApiConfig
+from channels.wechat_images import replace_image_sources
+from channels.wechat_publisher import LedgerTokenStore, WechatOutcome, publish_wechat
+from distributor.errors import (
+    ChannelStoppedError,
+    InputError,
+    PermanentDeliveryError,
+    UncertainDeliveryError,
+)
+from distributor.ledger import Ledger
+from distributor.pipeline import render_issue
+from distributor.retry import RetryPolicy
+from distributor.settings import Settings, load_settings
+from tests.wechat_stub import IMAGE_SOURCE, LINK_TARGET, Fault, WechatStub, sample_png
+
+from .conftest import EXAMPLE
+
+TITLE = "泰晓资讯·第一期"
+IMAGES = {"images/a.png": sample_png(b"first"), "images/b.png": sample_png(b"second"),
+          "images/cover.png": sample_png(b"cover")}
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    served: list[str]
+
+    def do_GET(self) -> None:
+        self.served.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture
+def stub():
+    with WechatStub() as running:
+        yield running
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A folder holding the site's images."""
+    root = tmp_path / "site"
+    for name, data in IMAGES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def image_server(site):
+    """A static HTTP server on 127.0.0.1 serving the site folder; yields (base URL, served paths)."""
+    served: list[str] = []
+    handler = type("Handler", (_QuietHandler,), {"served": served})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def app_secret(monkeypatch, stub):
+    monkeypatch.setenv("WECHAT_APP_SECRET", stub.app_secret)
+
+
+def write_issue(folder: Path, name: str = "issue-1", *, title: str = TITLE,
+                images: tuple[str, ...] = ("/images/a.png?v=1&s=2", "/images/b.png"),
+                cover: str | None = "/images/cover.png") -> Path:
+    lines = [f"![图 {number}]({src})\n" for number, src in enumerate(images, start=1)]
+    cover_line = f"cover: {cover}\n" if cover else ""
+    path = folder / f"{name}.md"
+    path.write_text(f"---\ntitle: {title}\npermalink: /news/{name}/\nauthor: 泰晓科技\n{cover_line}---\n\n"
+                    f"本周 **Linux** 要闻，详见 [内核邮件列表](https://lore.kernel.org/)。\n\n" + "\n".join(lines),
+                    encoding="utf-8")
+    return path
+
+
+def configure(tmp_path: Path, stub: WechatStub, *, base_url: str = "https://example.org",
+              site_root: Path | None = None, mode: str = "draft", extra: str = "",
+              app_id: str | None = "stub") -> Settings:
+    root_line = f"  site_root: {site_root}\n" if site_root else ""
+    app_id = stub.app_id if app_id == "stub" else app_id
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"""
+site:
+  base_url: {base_url}
+{root_line}channels:
+  wechat:
+    app_id: {app_id or 'null'}
+    base_url: {stub.base_url}
+    mode: {mode}
+    timeout_seconds: 1.0
+    publish_poll_seconds: 0.01
+    publish_wait_seconds: 2.0
+{extra}
+retry:
+  attempts: 3
+  base_delay_seconds: 0.01
+  max_delay_seconds: 0.05
+ledger:
+  path: {tmp_path / 'ledger.sqlite3'}
+""", encoding="utf-8")
+    return load_settings(path)
+
+
+def run(settings: Settings, issue_path: Path, **options) -> WechatOutcome:
+    renditions = render_issue(issue_path, settings, ["wechat"])
+    ledger = Ledger(settings.ledger.path)
+    try:
+        return asyncio.run(publish_wechat(renditions.wechat, renditions.issue, settings, ledger,
+                                          RetryPolicy.from_settings(settings.retry), **options))
+    finally:
+        ledger.close()
+
+
+def checkpoint(settings: Settings, key: str, step: str) -> str | None:
+    ledger = Ledger(settings.ledger.path)
+    try:
+        return ledger.checkpoint(key, "wechat", step)
+    finally:
+        ledger.close()
+
+
+def the_draft(stub: WechatStub) -> dict:
+    (articles,) = stub.drafts().values()
+    return articles[0]
+
+
+def test_draft_from_a_served_site_uploads_each_image_once(tmp_path, stub, site, image_server):
+    base_url, served = image_server
+    settings = configure(tmp_path, stub, base_url=base_url)
+    outcome = run(settings, write_issue(tmp_path))
+    assert (outcome.mode, outcome.resumed) == ("draft", False)
+    assert outcome.detail == f"draft created: media_id {outcome.media_id}"
+    assert sorted(served) == ["/images/a.png?v=1&s=2", "/images/b.png", "/images/cover.png"]
+    assert sorted(stub.images().values()) == sorted([IMAGES["images/a.png"], IMAGES["images/b.png"]])
+    assert list(stub.materials().values()) == [IMAGES["images/cover.png"]]
+    article = the_draft(stub)
+    sources = IMAGE_SOURCE.findall(article["content"])
+    assert len(sources) == 2 and set(sources) == set(stub.images())
+    assert LINK_TARGET.findall(article["content"]) == [] and "lore.kernel.org" in article["content"]
+    assert (article["title"], article["author"]) == (TITLE, "泰晓科技")
+    assert article["content_source_url"] == f"{base_url}/news/issue-1/"
+    assert (article["need_open_comment"], article["only_fans_can_comment"]) == (0, 0)
+    sent = stub.requests("draft/add")[0].body_text
+    assert TITLE in sent and "\\u" not in sent
+    assert checkpoint(settings, "/news/issue-1/", "draft") == outcome.media_id
+
+    # The same issue again: recorded, nothing asked of WeChat. Another issue with the same
+    # images: a second draft and not a single upload.
+    before = len(stub.requests())
+    again = run(settings, write_issue(tmp_path))
+    assert (again.media_id, again.resumed, len(stub.requests())) == (outcome.media_id, True, before)
+    assert again.detail.startswith("draft already created")
+    other = run(settings, write_issue(tmp_path, "issue-2", title="泰晓资讯·第二期"))
+    assert other.media_id != outcome.media_id and len(stub.drafts()) == 2
+    assert len(stub.requests("media/uploadimg")) == 2 and len(stub.requests("material/add_material")) == 1
+    assert len(stub.requests("stable_token")) == 1
+
+
+def test_bundled_example_reads_images_from_the_site_root(tmp_path, stub, site):
+    # base_url is not loopback: fetching would trip the loopback guard, so the files must be read.
+    (site / "images" / "example").mkdir()
+    board = sample_png(b"riscv board")
+    (site / "images" / "example" / "riscv-board.jpg").write_bytes(board)
+    settings = configure(tmp_path, stub, site_root=site, extra="    default_cover: /images/cover.png")
+    outcome = run(settings, EXAMPLE)
+    assert outcome.media_id in stub.drafts()
+    assert list(stub.images().values()) == [board]
+    assert list(stub.materials().values()) == [IMAGES["images/cover.png"]]
+    assert IMAGE_SOURCE.findall(the_draft(stub)["content"]) == list(stub.images())
+    assert the_draft(stub)["thumb_media_id"] == next(iter(stub.materials()))
+
+
+def test_lost_draft_reply_adopts_the_draft_made(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site)
+    stub.inject("draft/add", Fault.lost_reply())
+    outcome = run(settings, write_issue(tmp_path))
+    assert outcome.detail == f"draft found after a lost reply: media_id {outcome.media_id}"
+    assert list(stub.drafts()) == [outcome.media_id]
+    assert len(stub.requests("draft/add")) == 1 and len(stub.requests("draft/batchget")) == 1
+    assert run(settings, write_issue(tmp_path)).media_id == outcome.media_id
+    assert len(stub.drafts()) == 1
+
+
+def test_dropped_draft_request_is_made_again_after_looking(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site)
+    stub.inject("draft/add", Fault.drop())
+    outcome = run(settings, write_issue(tmp_path))
+    assert outcome.detail.startswith("draft created")
+    assert len(stub.requests("draft/add")) == 2 and list(stub.drafts()) == [outcome.media_id]
+
+
+def test_run_that_died_during_draft_add_is_resumed_by_looking(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site)
+    stub.inject("draft/add", Fault.lost_reply())
+    stub.inject("draft/batchget", Fault.errcode(40164, "ip not in whitelist"))
+    with pytest.raises(PermanentDeliveryError, match="40164"):
+        run(settings, write_issue(tmp_path))
+    assert len(stub.drafts()) == 1 and checkpoint(settings, "/news/issue-1/", "draft") is None
+    outcome = run(settings, write_issue(tmp_path))
+    assert outcome.resumed and outcome.detail.startswith("draft found from an interrupted run")
+    assert list(stub.drafts()) == [outcome.media_id] and len(stub.requests("draft/add")) == 1
+
+
+def test_draft_then_publish_resumes_without_a_second_draft(tmp_path, stub, site):
+    issue = write_issue(tmp_path)
+    drafted = run(configure(tmp_path, stub, site_root=site), issue)
+    stub.publish_polls = 3
+    settings = configure(tmp_path, stub, site_root=site, mode="publish")
+    published = run(settings, issue)
+    assert (published.mode, published.media_id, published.resumed) == ("publish", drafted.media_id, True)
+    (article,) = stub.published().values()
+    url = article["news_item"][0]["url"]
+    assert published.detail == f"published: {url}"
+    assert len(stub.requests("draft/add")) == 1 and len(stub.requests("freepublish/submit")) == 1
+    assert len(stub.requests("freepublish/get")) == 3
+    assert checkpoint(settings, "/news/issue-1/", "published") == url
+    before = len(stub.requests())
+    assert run(settings, issue).detail == f"already published: {url}" and len(stub.requests()) == before
+
+
+@pytest.mark.parametrize(("status", "meaning"), [(2, "originality check"), (3, "publishing failed"),
+                                                 (4, "review rejected")])
+def test_failed_publish_is_permanent_with_its_meaning(tmp_path, stub, site, status, meaning):
+    stub.publish_final_status = status
+    with pytest.raises(PermanentDeliveryError, match=meaning) as caught:
+        run(configure(tmp_path, stub, site_root=site, mode="publish"), write_issue(tmp_path))
+    assert f"publish_status {status}" in str(caught.value)
+
+
+def test_still_publishing_at_the_deadline_is_uncertain_and_a_rerun_polls_on(tmp_path, stub, site):
+    stub.publish_polls = 1000
+    settings = configure(tmp_path, stub, site_root=site, mode="publish",
+                         extra="    publish_wait_seconds: 0.1")
+    with pytest.raises(UncertainDeliveryError, match="re-run"):
+        run(settings, write_issue(tmp_path))
+    assert 2 <= len(stub.requests("freepublish/get")) <= 10  # back-off: a few polls, not a busy loop
+    stub.publish_polls = 1
+    outcome = run(settings, write_issue(tmp_path))
+    assert outcome.resumed and outcome.detail.startswith("published: https://mp.weixin.qq.com/s/")
+    assert len(stub.requests("freepublish/submit")) == 1
+
+
+def test_lost_submit_reply_is_found_among_published_articles_on_the_rerun(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site, mode="publish")
+    stub.inject("freepublish/submit", Fault.lost_reply())
+    with pytest.raises(UncertainDeliveryError, match="re-run"):
+        run(settings, write_issue(tmp_path))
+    # Meanwhile WeChat finishes the job the lost reply was about.
+    (publish_id,) = stub.publish_jobs()
+    tokens = LedgerTokenStore(Ledger(settings.ledger.path))
+    api = WechatApi(WechatApiConfig(stub.app_id, stub.app_secret, base_url=stub.base_url), tokens)
+    assert api.publish_status(publish_id)["publish_status"] == 0
+    outcome = run(settings, write_issue(tmp_path))
+    (article,) = stub.published().values()
+    assert outcome.detail == f"published (found from an interrupted run): {article['news_item'][0]['url']}"
+    assert len(stub.requests("freepublish/submit")) == 1
+
+
+@pytest.mark.parametrize("invalidate", [
+    WechatStub.expire_tokens, WechatStub.revoke_tokens,
+    lambda stub: stub.inject("draft/add", Fault.errcode(40001, "invalid credential, access_token is invalid")),
+])
+def test_rejected_token_costs_exactly_one_fetch(tmp_path, stub, site, invalidate):
+    settings = configure(tmp_path, stub, site_root=site)
+    run(settings, write_issue(tmp_path, "issue-1"))
+    run(settings, write_issue(tmp_path, "issue-2", title="第二期"))
+    assert len(stub.requests("stable_token")) == 1   # the ledger shares the token between runs
+    invalidate(stub)
+    run(settings, write_issue(tmp_path, "issue-3", title="第三期", images=("/images/a.png",)))
+    assert len(stub.requests("stable_token")) == 2 and len(stub.drafts()) == 3
+    assert stub.app_secret.encode() not in (tmp_path / "ledger.sqlite3").read_bytes()
+
+
+def test_image_sources_are_replaced_in_parsed_html():
+    content = ('<p><img alt="see src=\'https://example.org/a.png?v=1&amp;s=2\'" '
+               'src="https://example.org/a.png?v=1&amp;s=2"> a &lt;b&gt;</p>\n<section>二</section>\n')
+    replaced = replace_image_sources(content, {"https://example.org/a.png?v=1&s=2": "http://mmbiz.qpic.cn/x?a=1&b=2"})
+    assert replaced == ('<p><img alt="see src=\'https://example.org/a.png?v=1&amp;s=2\'" '
+                        'src="http://mmbiz.qpic.cn/x?a=1&amp;b=2"> a &lt;b&gt;</p>\n<section>二</section>\n')
+
+
+def test_permanent_error_is_reported_and_not_retried(tmp_path, stub, site):
+    stub.inject("draft/add", Fault.errcode(40164, "invalid ip, not in whitelist"))
+    with pytest.raises(PermanentDeliveryError, match="IP whitelist"):
+        run(configure(tmp_path, stub, site_root=site), write_issue(tmp_path))
+    assert len(stub.requests("draft/add")) == 1 and stub.drafts() == {}
+
+
+def test_transient_errors_are_retried_by_the_core_policy(tmp_path, stub, site):
+    stub.inject("media/uploadimg", Fault.http_status(502), Fault.lost_reply())
+    outcome = run(configure(tmp_path, stub, site_root=site), write_issue(tmp_path, images=("/images/a.png",)))
+    assert outcome.media_id in stub.drafts()
+    assert len(stub.requests("media/uploadimg")) == 3
+
+
+def test_mass_send_uses_a_clientmsgid_and_a_refused_repeat_counts_as_sent(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site, mode="mass", extra="    tag_id: 7")
+    stub.inject("message/mass/sendall", Fault.lost_reply())
+    outcome = run(settings, write_issue(tmp_path))
+    (send,) = stub.mass_sends()
+    assert send["clientmsgid"] == "d-" + hashlib.sha256(b"/news/issue-1/").hexdigest()[:40]
+    assert send["filter"] == {"is_to_all": False, "tag_id": 7} and send["media_id"] == outcome.media_id
+    assert outcome.detail == f"mass send already accepted by WeChat: msg_id {send['msg_id']}"
+    assert len(stub.requests("message/mass/sendall")) == 2
+    assert checkpoint(settings, "/news/issue-1/", "mass_msg_id") == str(send["msg_id"])
+    again = run(settings, write_issue(tmp_path))
+    assert again.resumed and again.detail == f"already mass-sent: msg_id {send['msg_id']}"
+    assert len(stub.requests("message/mass/sendall")) == 2
+
+
+@pytest.mark.parametrize(("endpoint", "errcode"), [("message/mass/sendall", 45028),
+                                                   ("media/uploadimg", 45009)])
+def test_quota_stops_the_channel(tmp_path, stub, site, endpoint, errcode):
+    stub.inject(endpoint, Fault.errcode(errcode, "reach max api daily quota limit"))
+    with pytest.raises(ChannelStoppedError, match="quota reached; daily quotas reset"):
+        run(configure(tmp_path, stub, site_root=site, mode="mass"), write_issue(tmp_path))
+    assert len(stub.requests(endpoint)) == 1 and stub.mass_sends() == []
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"title": "长" * 33}, "wechat title is 33 characters; the limit is 32"),
+    ({"images": ("/images/missing.png",)}, "images/missing.png not found"),
+    ({"images": ("/images/anim.gif",)}, "is a gif file; it must be jpg or png"),
+    ({"images": ("/images/huge.png",)}, "too large: WeChat takes at most 1048575 bytes"),
+    ({"cover": "/images/missing-cover.png"}, "cover https://example.org/images/missing-cover.png not found"),
+    ({"cover": None}, "WeChat needs a cover"),
+])
+def test_bad_input_is_refused_before_any_request(tmp_path, stub, site, change, message):
+    (site / "images" / "anim.gif").write_bytes(b"GIF89a" + b"\x00" * 32)
+    (site / "images" / "huge.png").write_bytes(sample_png(b"x" * 1024 * 1024))
+    with pytest.raises(InputError) as caught:
+        run(configure(tmp_path, stub, site_root=site), write_issue(tmp_path, **change))
+    assert message in str(caught.value)
+    assert stub.requests() == []
+
+
+def test_missing_image_on_the_served_site_is_refused_before_any_request(tmp_path, stub, site, image_server):
+    base_url, served = image_server
+    with pytest.raises(InputError, match="images/gone.png not found: HTTP 404"):
+        run(configure(tmp_path, stub, base_url=base_url), write_issue(tmp_path, images=("/images/gone.png",)))
+    assert stub.requests() == [] and "/images/gone.png" in served
+
+
+def test_missing_app_id_is_refused(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site, app_id=None)
+    with pytest.raises(InputError, match="channels.wechat.app_id is not set"):
+        run(settings, write_issue(tmp_path))
+
+
+def test_preview_goes_to_one_account_from_the_recorded_draft(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site, mode="publish")
+    first = run(settings, write_issue(tmp_path), to_wechat="tinylab_editor")
+    second = run(settings, write_issue(tmp_path), to_wechat="tinylab_editor")
+    assert (first.mode, first.resumed, second.resumed) == ("preview", False, True)
+    assert first.detail.startswith("preview sent to tinylab_editor; draft created")
+    assert [p["towxname"] for p in stub.previews()] == ["tinylab_editor"] * 2
+    assert {p["media_id"] for p in stub.previews()} == {first.media_id} == set(stub.drafts())
+    assert stub.requests("freepublish/submit") == [] and stub.requests("message/mass/sendall") == []
