@@ -2,7 +2,7 @@
 
 The client's CPU time and peak RSS come from `os.wait4` (that child's own rusage). The sending
 phase is seen from the sink, the same way for every client: from the first poll (every 10 ms)
-that sees a new message counted to the first that sees the expected total; its rate is the
+that sees a new message counted to the last poll that sees the count go up; its rate is the
 messages counted between those two polls over the time between them. The CPUs are sampled from
 /proc/stat to report hypervisor steal and how many cores other processes kept busy meanwhile.
 """
@@ -19,6 +19,15 @@ from postfix_sink import SinkCounters, SmtpSink
 
 _POLL_SECONDS = 0.01
 _Seen = tuple[float, int]   # (monotonic time, sink message count) at one poll
+
+
+@dataclass(frozen=True)
+class _Exit:
+    status: int
+    usage: resource.struct_rusage
+    first: _Seen | None    # the first poll that saw a new message
+    last: _Seen | None     # the last poll that saw the count change
+    terminated: bool
 _GRACE_SECONDS = 3.0
 
 
@@ -38,7 +47,7 @@ class ClientRun:
     returncode: int
     timed_out: bool
     process_seconds: float         # start to exit of the whole process
-    phase_seconds: float | None    # sink-side: first poll seeing a new message to the one seeing them all
+    phase_seconds: float | None    # sink-side: first poll seeing a new message to the last seeing one more
     phase_messages: int            # messages the sink counted between those two polls
     sink_messages: int             # messages the sink counted during the run
     cpu_seconds: float             # the client's user+system CPU
@@ -77,8 +86,8 @@ def wait_for_quiet(max_seconds: float) -> float:
             return others
 
 
-def run_client(command: list[str], sink: SmtpSink, expected: int, deadline_seconds: float,
-               log_path: Path, env: dict[str, str] | None = None) -> ClientRun:
+def run_client(command: list[str], sink: SmtpSink, deadline_seconds: float, log_path: Path,
+               env: dict[str, str] | None = None) -> ClientRun:
     """Run `command` until it exits (TERM after `deadline_seconds`, KILL 3 s later) and measure it."""
     before = sink.counters()
     stat_start = cpu_sample()
@@ -87,42 +96,43 @@ def run_client(command: list[str], sink: SmtpSink, expected: int, deadline_secon
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
     try:
-        status, usage, first, last = _watch(process, sink, before, expected, started + deadline_seconds)
+        exit_ = _watch(process, sink, before, started + deadline_seconds)
     except BaseException:
         _end(process)
         raise
     ended = time.monotonic()
     time.sleep(0.2)   # let the sink print its last counters
     after = sink.counters()
-    client_cpu = usage.ru_utime + usage.ru_stime
+    client_cpu = exit_.usage.ru_utime + exit_.usage.ru_stime
     sink_cpu = after.cpu_seconds - before.cpu_seconds
     steal, others = busy_other_cores(stat_start, cpu_sample(), client_cpu + sink_cpu)
+    first, last = exit_.first, exit_.last
     phase = last[0] - first[0] if first and last and last[0] > first[0] else None
     return ClientRun(
-        returncode=os.waitstatus_to_exitcode(status), timed_out=ended - started >= deadline_seconds,
+        returncode=os.waitstatus_to_exitcode(exit_.status), timed_out=exit_.terminated,
         process_seconds=ended - started, phase_seconds=phase,
-        phase_messages=last[1] - first[1] if phase else 0,
+        phase_messages=last[1] - first[1] if first and last and phase else 0,
         sink_messages=after.messages - before.messages, cpu_seconds=client_cpu,
-        peak_rss_kb=usage.ru_maxrss, sink_cpu_seconds=sink_cpu, steal_percent=steal,
+        peak_rss_kb=exit_.usage.ru_maxrss, sink_cpu_seconds=sink_cpu, steal_percent=steal,
         other_cores=others, output_tail=_tail(log_path))
 
 
-def _watch(process: subprocess.Popen[bytes], sink: SmtpSink, before: SinkCounters, expected: int,
-           deadline: float) -> tuple[int, resource.struct_rusage, _Seen | None, _Seen | None]:
+def _watch(process: subprocess.Popen[bytes], sink: SmtpSink, before: SinkCounters,
+           deadline: float) -> _Exit:
     first: _Seen | None = None
     last: _Seen | None = None
     terminated_at: float | None = None
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         now = time.monotonic()
-        counters = sink.counters()
-        if first is None and counters.messages > before.messages:
-            first = (now, counters.messages)
-        if last is None and counters.messages >= before.messages + expected:
-            last = (now, counters.messages)
+        count = sink.counters().messages
+        if first is None and count > before.messages:
+            first = last = (now, count)
+        elif last is not None and count != last[1]:
+            last = (now, count)
         if pid:
             process.returncode = os.waitstatus_to_exitcode(status)
-            return status, usage, first, last
+            return _Exit(status, usage, first, last, terminated_at is not None)
         if terminated_at is None and now >= deadline:
             process.terminate()
             terminated_at = now

@@ -92,7 +92,7 @@ def run_smtp_source(sink: SmtpSink, message: Message, count: int, sessions: int,
     command = [SMTP_SOURCE, "-s", str(sessions), "-d", "-N", "-m", str(count), "-F", str(message.lf_path),
                "-f", "newsletter@example.org", "-t", "user@example.org", "-M", "bench.example.org",
                f"{HOST}:{sink.port}"]
-    run = run_client(command, sink, count, deadline, workdir / "smtp-source.log")
+    run = run_client(command, sink, deadline, workdir / "smtp-source.log")
     return Row(f"smtp-source -s{sessions} -d", count, None, run)
 
 
@@ -103,7 +103,7 @@ def run_bare_aiosmtplib(sink: SmtpSink, message: Message, count: int, sessions: 
     command = [python_executable(), str(Path(__file__).with_name("aio_reference.py")), "--port",
                str(sink.port), "--count", str(count), "--sessions", str(sessions), "--message",
                str(message.crlf_path), "--deadline", str(deadline)]
-    run = run_client(command, sink, count, deadline + 30, log)
+    run = run_client(command, sink, deadline + 30, log)
     try:
         sent = json.loads(log.read_text().strip().splitlines()[-1])["sent"]
     except (ValueError, IndexError, KeyError):
@@ -122,7 +122,7 @@ def run_publish(sink: SmtpSink, message: Message, count: int, sessions: int, dea
                str(message.issue), "--channel", "email", "--yes"]
     env = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": "bench-only-secret"}
     env.pop("DISTRIBUTOR_SETTINGS", None)
-    run = run_client(command, sink, count, deadline, run_dir / "publish.log", env=env)
+    run = run_client(command, sink, deadline, run_dir / "publish.log", env=env)
     return Row(f"publish pool={sessions} n={count}", count, None, run)
 
 

@@ -15,7 +15,12 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from distributor.errors import InputError, PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError
+from distributor.errors import (
+    InputError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
 from distributor.ledger import Ledger
 from distributor.models import Issue, WechatRendition
 from distributor.retry import RetryPolicy
@@ -99,7 +104,8 @@ def _api_from_settings(settings: Settings, ledger: Ledger) -> WechatApi:
     if not wechat.app_id:
         raise InputError("channels.wechat.app_id is not set")
     secret = secret_from_env(wechat.app_secret_env, "the WeChat AppSecret")
-    config = WechatApiConfig(wechat.app_id, secret, base_url=wechat.base_url, timeout_seconds=wechat.timeout_seconds)
+    config = WechatApiConfig(wechat.app_id, secret, base_url=wechat.base_url,
+                             timeout_seconds=wechat.timeout_seconds)
     return WechatApi(config, LedgerTokenStore(ledger))
 
 
@@ -111,7 +117,8 @@ class _WechatRun:
         self.rendition, self.settings, self.ledger, self.policy, self.api = rendition, settings, ledger, policy, api
         self.key = issue.key
 
-    async def call(self, function: Callable[..., Any], *args: Any, repeatable: bool = False, **kwargs: Any) -> Any:
+    async def call(self, function: Callable[..., Any], *args: Any, repeatable: bool = False,
+                   **kwargs: Any) -> Any:
         """Run a blocking call in a thread under the retry policy; a `repeatable` call (one whose
         repeat does no harm) is also retried when its reply was lost."""
         async def attempt() -> Any:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import InputError
@@ -103,4 +105,14 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,
                              to=args.to, yes=args.yes, force=args.force, resend_failed=args.resend_failed,
                              resend_uncertain=args.resend_uncertain)
-    return publish(options, settings)
+    interrupt = threading.Event()
+
+    def stop_gracefully(signum: int, frame: object) -> None:
+        if interrupt.is_set():          # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        print("\ndistributor: stopping after the messages in flight (again to stop at once)", file=sys.stderr)
+        interrupt.set()
+
+    signal.signal(signal.SIGINT, stop_gracefully)
+    signal.signal(signal.SIGTERM, stop_gracefully)
+    return publish(options, settings, interrupt=interrupt)

@@ -119,6 +119,11 @@ class Ledger:
     def is_suppressed(self, address: str) -> bool:
         return self.db.execute("SELECT 1 FROM suppressions WHERE address = ?", (address.lower(),)).fetchone() is not None
 
+    def suppression(self, address: str) -> tuple[str, str | None, str, float] | None:
+        """Return (address, reason, source, time) if `address` is suppressed, else None."""
+        return self.db.execute("SELECT address, reason, source, created_at FROM suppressions WHERE address = ?",
+                               (address.lower(),)).fetchone()
+
     # --- deliveries ------------------------------------------------------------------------
 
     def plan(self, issue_key: str, channel: str, content_hash: str,

@@ -7,6 +7,7 @@ Progress advances per recipient after the transport answered, never per batch. A
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 
 from channels.email_message import Recipient
@@ -33,7 +34,8 @@ class MailRun:
     """Send every row of one channel that is in one of `statuses`, `concurrency` at a time."""
 
     def __init__(self, channel: MailChannel, ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
-                 limiter: RateLimiter, progress: Progress, concurrency: int):
+                 limiter: RateLimiter, progress: Progress, concurrency: int,
+                 interrupt: threading.Event | None = None):
         self.channel = channel
         self.ledger = ledger
         self.issue_key = issue_key
@@ -42,6 +44,8 @@ class MailRun:
         self.progress = progress
         self.concurrency = max(1, concurrency)
         self.stopped: ChannelStoppedError | None = None
+        # Set from a signal handler: messages being handed over finish, no new one starts.
+        self.interrupt = interrupt or threading.Event()
 
     async def run(self, statuses: tuple[str, ...]) -> ChannelOutcome:
         """Deliver the rows and return the counts of this run."""
@@ -49,6 +53,8 @@ class MailRun:
 
         async def produce() -> None:
             for row in self.ledger.rows(self.issue_key, self.channel.name, statuses):
+                if self.interrupt.is_set() and not self.stopped:
+                    self.stopped = ChannelStoppedError("interrupted; publish again to send the rest")
                 if self.stopped:
                     break
                 await queue.put(row)
@@ -57,7 +63,7 @@ class MailRun:
 
         async def work() -> None:
             while (row := await queue.get()) is not None:
-                if not self.stopped:
+                if not self.stopped and not self.interrupt.is_set():
                     await self.deliver(row)
 
         await asyncio.gather(produce(), *(work() for _ in range(self.concurrency)))

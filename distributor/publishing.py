@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -55,8 +56,10 @@ class PublishOptions:
 
 
 def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.stdout,
-            err: TextIO = sys.stderr) -> int:
-    """Publish the issue on the chosen channels and return the exit status."""
+            err: TextIO = sys.stderr, interrupt: threading.Event | None = None) -> int:
+    """Publish the issue on the chosen channels and return the exit status. Setting `interrupt`
+    (from a signal handler) lets the messages being handed over finish and starts no new one:
+    the run then stops early (exit 3) and a later publish resumes it."""
     channels = options.channels or tuple(name for name in CHANNELS
                                          if getattr(settings.channels, name).enabled)
     renditions = render_issue(options.issue, settings, channels)
@@ -77,7 +80,8 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
         if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
             print("nothing sent", file=out)
             return EXIT_OK
-        outcomes = asyncio.run(_send_mail(renditions, settings, options, ledger, transport, secret, totals, err))
+        outcomes = asyncio.run(_send_mail(renditions, settings, options, ledger, transport, secret, totals, err,
+                                          interrupt))
         _write_text_file(renditions, settings, options.dry_run, out)
         return _report(outcomes, out, "handed to the dry-run sink" if options.dry_run else "sent")
     finally:
@@ -186,7 +190,7 @@ def _unsubscribe_links(settings: Settings, secret: str):
 
 async def _send_mail(renditions: Renditions, settings: Settings, options: PublishOptions, ledger: Ledger,
                      transport: MailTransport, secret: str, totals: dict[str, int],
-                     err: TextIO) -> list[ChannelOutcome]:
+                     err: TextIO, interrupt: threading.Event | None) -> list[ChannelOutcome]:
     if not any(totals.values()):
         return []
     policy = RetryPolicy.from_settings(settings.retry)
@@ -209,7 +213,7 @@ async def _send_mail(renditions: Renditions, settings: Settings, options: Publis
             if total:
                 channel = MailChannel(name, templates[name], transport, links)
                 run = MailRun(channel, ledger, renditions.issue.key, policy=policy, limiter=limiter,
-                              progress=progress, concurrency=smtp.pool_size)
+                              progress=progress, concurrency=smtp.pool_size, interrupt=interrupt)
                 outcomes.append(await run.run(options.statuses()))
                 if outcomes[-1].stopped:
                     break

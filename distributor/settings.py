@@ -102,6 +102,20 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    # IANA zone that --at times are read and shown in; the system's zone when unset.
+    timezone: str | None = None
+    # A job found this late (nothing was running at its time) is marked missed, not sent.
+    max_lateness_seconds: float = 6 * 3600.0
+    # How long a runner's claim on a job lasts unless renewed; a dead runner's job is taken over after it.
+    lease_seconds: float = 60.0
+    # The worker looks for due jobs at least this often.
+    poll_seconds: float = 30.0
+    # Where the short report after each job is mailed (through the smtp relay); nowhere when unset.
+    operator_email: str | None = None
+
+
+@dataclass(frozen=True)
 class LedgerSettings:
     path: str = "~/.local/share/distributor/ledger.sqlite3"
 
@@ -113,6 +127,7 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     unsubscribe_secret_env: str = "DISTRIBUTOR_UNSUBSCRIBE_SECRET"
 
 

@@ -86,8 +86,8 @@ def write_issue(folder: Path, name: str = "issue-1", *, title: str = TITLE,
     cover_line = f"cover: {cover}\n" if cover else ""
     path = folder / f"{name}.md"
     path.write_text(f"---\ntitle: {title}\npermalink: /news/{name}/\nauthor: 泰晓科技\n{cover_line}---\n\n"
-                    f"本周 **Linux** 要闻，详见 [内核邮件列表](https://lore.kernel.org/)。\n\n" + "\n".join(lines),
-                    encoding="utf-8")
+                    "本周 **Linux** 要闻，详见 [内核邮件列表](https://lore.kernel.org/)。\n\n"
+                    + "\n".join(lines), encoding="utf-8")
     return path
 
 
@@ -292,7 +292,8 @@ def test_rejected_token_costs_exactly_one_fetch(tmp_path, stub, site, invalidate
 def test_image_sources_are_replaced_in_parsed_html():
     content = ('<p><img alt="see src=\'https://example.org/a.png?v=1&amp;s=2\'" '
                'src="https://example.org/a.png?v=1&amp;s=2"> a &lt;b&gt;</p>\n<section>二</section>\n')
-    replaced = replace_image_sources(content, {"https://example.org/a.png?v=1&s=2": "http://mmbiz.qpic.cn/x?a=1&b=2"})
+    uploaded = {"https://example.org/a.png?v=1&s=2": "http://mmbiz.qpic.cn/x?a=1&b=2"}
+    replaced = replace_image_sources(content, uploaded)
     assert replaced == ('<p><img alt="see src=\'https://example.org/a.png?v=1&amp;s=2\'" '
                         'src="http://mmbiz.qpic.cn/x?a=1&amp;b=2"> a &lt;b&gt;</p>\n<section>二</section>\n')
 
