@@ -19,19 +19,17 @@ from pathlib import Path
 HOST = "127.0.0.1"   # loopback only, never configurable
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SMTP_SOURCE = "/usr/sbin/smtp-source"
-GNU_TIME = "/usr/bin/time"
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 _MESSAGES = re.compile(rb"mesg=(\d+)")   # -c prints "sess=S quit=Q mesg=M\r" on every change
 
 
 def ensure_postfix_tools() -> None:
-    """Install `postfix` (unconfigured, disabled) and GNU `time` when a binary is missing."""
-    if all(os.access(path, os.X_OK) for path in (SMTP_SINK, SMTP_SOURCE, GNU_TIME)):
+    """Install `postfix` (unconfigured, disabled) when smtp-sink or smtp-source is missing."""
+    if all(os.access(path, os.X_OK) for path in (SMTP_SINK, SMTP_SOURCE)):
         return
     if os.geteuid() != 0:
-        sys.exit(f"{SMTP_SINK}, {SMTP_SOURCE} or {GNU_TIME} is missing; run once as root to install them")
-    print("# installing postfix (for smtp-sink/smtp-source, unconfigured and disabled) and time",
-          file=sys.stderr)
+        sys.exit(f"{SMTP_SINK} or {SMTP_SOURCE} is missing; run once as root to install postfix")
+    print("# installing postfix for smtp-sink/smtp-source, unconfigured and disabled", file=sys.stderr)
     made_policy = not POLICY_RC_D.exists()
     if made_policy:
         POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
@@ -41,7 +39,7 @@ def ensure_postfix_tools() -> None:
                       "postfix postfix/mailname string localhost\n")
         subprocess.run(["debconf-set-selections"], input=selections, text=True, check=True)
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postfix", "time"],
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postfix"],
                        check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     finally:

@@ -86,7 +86,7 @@ async def publish_wechat(rendition: WechatRendition, issue: Issue, settings: Set
     problems = limit_violations(rendition)
     if problems:
         raise InputError("; ".join(problems))
-    run = _WechatRun(rendition, issue, settings, ledger, policy, api or _api_from_settings(settings, ledger))
+    run = _WechatRun(rendition, issue, settings, ledger, policy, api or wechat_api(settings, ledger))
     media_id, resumed, detail = await run.draft()
     mode = "preview" if to_wechat else settings.channels.wechat.mode
     if mode == "draft":
@@ -99,7 +99,8 @@ async def publish_wechat(rendition: WechatRendition, issue: Issue, settings: Set
     return WechatOutcome(mode, media_id, line, resumed or step_resumed)
 
 
-def _api_from_settings(settings: Settings, ledger: Ledger) -> WechatApi:
+def wechat_api(settings: Settings, ledger: Ledger) -> WechatApi:
+    """Return the API client the settings describe, its token cached in the ledger."""
     wechat = settings.channels.wechat
     if not wechat.app_id:
         raise InputError("channels.wechat.app_id is not set")

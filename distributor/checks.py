@@ -5,8 +5,10 @@ import asyncio
 from typing import TextIO
 
 from channels.smtp_transport import SmtpConfig, check_relay
+from channels.wechat_publisher import wechat_api
 
 from .errors import DeliveryError, InputError
+from .ledger import Ledger
 from .settings import Settings, secret_from_env
 
 
@@ -30,4 +32,15 @@ def check_services(settings: Settings, out: TextIO) -> bool:
         except DeliveryError as exc:
             print(f"smtp: {exc}" + (f": {exc.reply}" if exc.reply else ""), file=out)
             healthy = False
+    wechat = settings.channels.wechat
+    if wechat.enabled and wechat.app_id:
+        ledger = Ledger(settings.ledger.path)
+        try:
+            wechat_api(settings, ledger).access_token()
+            print(f"wechat: access token fetched for {wechat.app_id}", file=out)
+        except DeliveryError as exc:
+            print(f"wechat: {exc}", file=out)
+            healthy = False
+        finally:
+            ledger.close()
     return healthy

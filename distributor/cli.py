@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import serve, subscriber_commands
 from .errors import InputError
 from .pipeline import CHANNELS, render_issue
 from .preview import preview_files, summarise, write_files
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="only this channel (repeatable)")
     publish.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     publish.add_argument("--to", metavar="ADDRESS", help="send one test copy to ADDRESS, outside the ledger")
+    publish.add_argument("--to-wechat", metavar="WXNAME",
+                         help="send one preview of the WeChat article to this WeChat account (draft made if needed)")
     publish.add_argument("--yes", action="store_true", help="do not ask before sending (cron)")
     publish.add_argument("--force", action="store_true", help="publish even with draft: true")
     publish.add_argument("--resend-failed", action="store_true", help="try recipients recorded as failed again")
@@ -66,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="connect and log in to the relay (and WeChat) without sending")
     check.set_defaults(run=_check)
+
+    serve.add_commands(commands)
+    subscriber_commands.add_commands(commands)
     return parser
 
 
@@ -104,7 +110,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from .publishing import PublishOptions, publish   # the delivery stack loads only when needed
     options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,
                              to=args.to, yes=args.yes, force=args.force, resend_failed=args.resend_failed,
-                             resend_uncertain=args.resend_uncertain)
+                             resend_uncertain=args.resend_uncertain, to_wechat=args.to_wechat)
     interrupt = threading.Event()
 
     def stop_gracefully(signum: int, frame: object) -> None:

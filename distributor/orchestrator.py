@@ -28,6 +28,7 @@ class ChannelOutcome:
     failed: int
     uncertain: int
     stopped: str | None          # why the channel stopped early, if it did
+    detail: str | None = None    # a channel's own account of what it did (WeChat: the article's fate)
 
 
 class MailRun:

@@ -20,12 +20,14 @@ from channels.mail import MailChannel, MailTransport
 from channels.sinks import ConsoleSink
 from channels.smtp_transport import SmtpPool
 from channels.wechat import limit_violations
+from channels.wechat_publisher import publish_wechat
 
 from . import unsubscribe
 from .checks import smtp_config
-from .errors import ChannelStoppedError, DeliveryError, InputError
+from .errors import (ChannelStoppedError, DeliveryError, InputError, PermanentDeliveryError,
+                     TransientDeliveryError, UncertainDeliveryError)
 from .ledger import Ledger
-from .models import UNSUBSCRIBE_PLACEHOLDER
+from .models import UNSUBSCRIBE_PLACEHOLDER, WechatRendition
 from .orchestrator import ChannelOutcome, MailRun
 from .pipeline import CHANNELS, Renditions, render_issue
 from .progress import Progress
@@ -49,6 +51,7 @@ class PublishOptions:
     force: bool = False
     resend_failed: bool = False
     resend_uncertain: bool = False
+    to_wechat: str | None = None
 
     def statuses(self) -> tuple[str, ...]:
         """The ledger states this run sends to: new rows, plus those the operator asked again."""
@@ -62,15 +65,19 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
     the run then stops early (exit 3) and a later publish resumes it."""
     channels = options.channels or tuple(name for name in CHANNELS
                                          if getattr(settings.channels, name).enabled)
+    if options.to_wechat:
+        channels = ("wechat",)
     renditions = render_issue(options.issue, settings, channels)
     _check_publishable(renditions, options, settings, channels)
     if options.dry_run:
         print(f"dry run: {renditions.issue.title} [{renditions.issue.key}]; nothing is sent", file=out)
-    secret = _unsubscribe_secret(settings, options.dry_run, out)
-    transport = _transport(settings, options.dry_run, out)
+    mails = bool(options.to) or any(_subscriber_file(settings, name) for name in channels if name in MAIL_CHANNELS)
+    secret = _unsubscribe_secret(settings, options.dry_run, out) if mails else ""
+    transport = _transport(settings, options.dry_run, out) if mails else None
     if options.to:
         return asyncio.run(_send_test_copy(options.to, renditions, settings, transport, secret, out))
     ledger = Ledger.snapshot(settings.ledger.path) if options.dry_run else Ledger(settings.ledger.path)
+    wechat = renditions.wechat if "wechat" in channels and not options.dry_run else None
     try:
         mail = [name for name in channels if name in MAIL_CHANNELS and _subscriber_file(settings, name)]
         for name in mail:
@@ -80,8 +87,8 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
         if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
             print("nothing sent", file=out)
             return EXIT_OK
-        outcomes = asyncio.run(_send_mail(renditions, settings, options, ledger, transport, secret, totals, err,
-                                          interrupt))
+        outcomes = asyncio.run(_deliver(renditions, wechat, settings, options, ledger, transport, secret,
+                                        totals, err, interrupt))
         _write_text_file(renditions, settings, options.dry_run, out)
         return _report(outcomes, out, "handed to the dry-run sink" if options.dry_run else "sent")
     finally:
@@ -97,9 +104,6 @@ def _check_publishable(renditions: Renditions, options: PublishOptions, settings
         problems = limit_violations(renditions.wechat)
         if problems:
             raise InputError("; ".join(problems), path=where)
-        if not options.dry_run:
-            raise InputError("the WeChat channel cannot deliver yet; publish with --channel email/text, "
-                             "or set channels.wechat.enabled: false")
     for name in channels:
         if name in MAIL_CHANNELS and not options.dry_run and not options.to \
                 and not _subscriber_file(settings, name) and not (name == "text" and settings.channels.text.output_dir):
@@ -188,10 +192,36 @@ def _unsubscribe_links(settings: Settings, secret: str):
     return lambda recipient: pattern.format(token=unsubscribe.sign(recipient.subscriber_id or "test", secret))
 
 
+async def _deliver(renditions: Renditions, wechat: WechatRendition | None, settings: Settings,
+                   options: PublishOptions, ledger: Ledger, transport: MailTransport | None, secret: str,
+                   totals: dict[str, int], err: TextIO, interrupt: threading.Event | None) -> list[ChannelOutcome]:
+    """Deliver WeChat first (it loads and checks every image before its first call, so bad input
+    stops the run before any mail went out), then the mail channels."""
+    outcomes = []
+    if wechat is not None:
+        outcomes.append(await _deliver_wechat(wechat, renditions, settings, options, ledger))
+    return outcomes + await _send_mail(renditions, settings, options, ledger, transport, secret, totals, err,
+                                       interrupt)
+
+
+async def _deliver_wechat(rendition: WechatRendition, renditions: Renditions, settings: Settings,
+                          options: PublishOptions, ledger: Ledger) -> ChannelOutcome:
+    policy = RetryPolicy.from_settings(settings.retry)
+    try:
+        done = await publish_wechat(rendition, renditions.issue, settings, ledger, policy,
+                                    to_wechat=options.to_wechat)
+    except (PermanentDeliveryError, UncertainDeliveryError) as exc:
+        uncertain = isinstance(exc, UncertainDeliveryError)
+        return ChannelOutcome("wechat", 0, int(not uncertain), int(uncertain), None, detail=str(exc))
+    except (ChannelStoppedError, TransientDeliveryError) as exc:
+        return ChannelOutcome("wechat", 0, 0, 0, str(exc))
+    return ChannelOutcome("wechat", 1, 0, 0, None, detail=done.detail)
+
+
 async def _send_mail(renditions: Renditions, settings: Settings, options: PublishOptions, ledger: Ledger,
-                     transport: MailTransport, secret: str, totals: dict[str, int],
+                     transport: MailTransport | None, secret: str, totals: dict[str, int],
                      err: TextIO, interrupt: threading.Event | None) -> list[ChannelOutcome]:
-    if not any(totals.values()):
+    if transport is None or not any(totals.values()):
         return []
     policy = RetryPolicy.from_settings(settings.retry)
     progress = Progress(err, live=err.isatty() and not options.dry_run)
@@ -263,8 +293,11 @@ def _write_text_file(renditions: Renditions, settings: Settings, dry_run: bool, 
 def _report(outcomes: list[ChannelOutcome], out: TextIO, sent_label: str) -> int:
     status = EXIT_OK
     for outcome in outcomes:
-        print(f"  {outcome.channel}: {outcome.sent} {sent_label}, {outcome.failed} failed, "
-              f"{outcome.uncertain} uncertain", file=out)
+        if outcome.detail:
+            print(f"  {outcome.channel}: {outcome.detail}", file=out)
+        else:
+            print(f"  {outcome.channel}: {outcome.sent} {sent_label}, {outcome.failed} failed, "
+                  f"{outcome.uncertain} uncertain", file=out)
         if outcome.stopped:
             print(f"  {outcome.channel}: stopped: {outcome.stopped}; publish again to resume", file=out)
             status = EXIT_STOPPED

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from channels.wechat_api import WechatApi, WechatApiConfig
+from channels.wechat_api import MemoryTokenStore, WechatApi, WechatApiConfig
 from channels.wechat_images import replace_image_sources
-from channels.wechat_publisher import LedgerTokenStore, WechatOutcome, publish_wechat
+from channels.wechat_publisher import WechatOutcome, publish_wechat
 from distributor.errors import (
     ChannelStoppedError,
     InputError,
@@ -265,8 +265,7 @@ def test_lost_submit_reply_is_found_among_published_articles_on_the_rerun(tmp_pa
         run(settings, write_issue(tmp_path))
     # Meanwhile WeChat finishes the job the lost reply was about.
     (publish_id,) = stub.publish_jobs()
-    tokens = LedgerTokenStore(Ledger(settings.ledger.path))
-    api = WechatApi(WechatApiConfig(stub.app_id, stub.app_secret, base_url=stub.base_url), tokens)
+    api = WechatApi(WechatApiConfig(stub.app_id, stub.app_secret, base_url=stub.base_url), MemoryTokenStore())
     assert api.publish_status(publish_id)["publish_status"] == 0
     outcome = run(settings, write_issue(tmp_path))
     (article,) = stub.published().values()

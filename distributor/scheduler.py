@@ -1,0 +1,241 @@
+"""Run scheduled jobs: claim a due job under a lease, keep the lease while publishing, record the end.
+
+Any number of runners (cron's `run-due`, a `worker`) may share one ledger. A runner claims a job
+with one write transaction; the claim is a lease that a thread renews every lease/3 on its own
+SQLite connection. A runner that dies stops renewing; once the lease lapses another runner takes
+the job and publishes it again through the normal path, which never resends what the ledger
+records as sent (or as uncertain).
+"""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+from . import timezones
+from .errors import DeliveryError, InputError
+from .issue import load_issue
+from .ledger import Job, Ledger
+from .operator_report import JobReport, mail_report
+from .publishing import PublishOptions, publish
+from .settings import Settings
+from .status import problems
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+# A job started later than this after its time gets a warning (cron runs once a minute).
+_ON_TIME_SECONDS = 60.0
+# How often the lease thread looks for a stop request between renewals.
+_TICK_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: int
+    state: str            # the job's state afterwards: done, failed, missed, or scheduled (to resume)
+    exit_status: int
+    reason: str | None
+
+
+class LeaseKeeper:
+    """Renew `owner`'s lease on a job every lease/3 from a thread with its own ledger connection, and
+    pass a stop request on to the job. If the job turns out to be another runner's (`lost`), stop it."""
+
+    def __init__(self, ledger_path: str, job_id: int, owner: str, lease_seconds: float,
+                 now: Callable[[], float], stop_requested: threading.Event):
+        self.ledger_path, self.job_id, self.owner = ledger_path, job_id, owner
+        self.lease_seconds, self.now = lease_seconds, now
+        self.stop_requested = stop_requested
+        self.job_stop = threading.Event()    # what the job's publish watches
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-job-{job_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        ledger = Ledger(self.ledger_path)
+        interval = self.lease_seconds / 3
+        next_renewal = time.monotonic() + interval
+        try:
+            while not self._done.wait(min(_TICK_SECONDS, interval)):
+                if self.stop_requested.is_set():
+                    self.job_stop.set()
+                if time.monotonic() >= next_renewal:
+                    next_renewal += interval
+                    if not self._renew(ledger):
+                        self.lost = True
+                        self.job_stop.set()
+                        return
+        finally:
+            ledger.close()
+
+    def _renew(self, ledger: Ledger) -> bool:
+        try:
+            return ledger.renew_lease(self.job_id, self.owner, self.now() + self.lease_seconds)
+        except sqlite3.Error as exc:     # a busy ledger: try again next time, the lease still holds
+            print(f"distributor: warning: could not renew the lease on job {self.job_id}: {exc}", file=sys.stderr)
+            return True
+
+
+class Scheduler:
+    """Run the jobs in the ledger of `settings` that are due by the clock `now` (seconds since the epoch)."""
+
+    def __init__(self, settings: Settings, *, now: Callable[[], float] = time.time,
+                 out: TextIO = sys.stdout, err: TextIO = sys.stderr):
+        self.settings, self.now, self.out, self.err = settings, now, out, err
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.ledger_path = settings.ledger.path
+
+    def run_due(self, interrupt: threading.Event) -> int:
+        """Run every job that is due (or abandoned by a dead runner) and return the worst exit status;
+        stop taking jobs once `interrupt` is set."""
+        worst = EXIT_OK
+        ledger = Ledger(self.ledger_path)
+        try:
+            while not interrupt.is_set():
+                job = ledger.claim_job(self.owner, self.now(), self.settings.schedule.lease_seconds)
+                if job is None:
+                    break
+                worst = max(worst, self.run_job(ledger, job, interrupt).exit_status)
+        finally:
+            ledger.close()
+        return worst
+
+    def work(self, interrupt: threading.Event) -> None:
+        """Run due jobs as they come due until `interrupt` is set, sleeping until the next job's time
+        but never longer than `schedule.poll_seconds` (jobs may be added meanwhile)."""
+        while not interrupt.is_set():
+            self.run_due(interrupt)
+            interrupt.wait(self.seconds_until_next())
+
+    def seconds_until_next(self) -> float:
+        """Return how long to sleep before a job may next be due, at most `schedule.poll_seconds`."""
+        ledger = Ledger(self.ledger_path)
+        try:
+            upcoming = ledger.next_job_time()
+        finally:
+            ledger.close()
+        poll = self.settings.schedule.poll_seconds
+        return poll if upcoming is None else min(poll, max(0.0, upcoming - self.now()))
+
+    def run_job(self, ledger: Ledger, job: Job, interrupt: threading.Event) -> JobOutcome:
+        """Publish one claimed job, unless it was found too late, and record how it ended."""
+        lateness = self.now() - job.run_at
+        limit = self.settings.schedule.max_lateness_seconds
+        if job.started_at is None and lateness > limit:
+            reason = (f"found {_duration(lateness)} after its time, later than schedule.max_lateness_seconds "
+                      f"({_duration(limit)}): not sent")
+            return self._finish(ledger, job, JobOutcome(job.id, "missed", EXIT_FAILED, reason), None, None)
+        if job.started_at is not None:
+            print(f"job {job.id}: resuming (attempt {job.attempts}; its earlier runner stopped)", file=self.out)
+        elif lateness > _ON_TIME_SECONDS:
+            print(f"distributor: warning: job {job.id} is {_duration(lateness)} late "
+                  f"(due {timezones.show(job.run_at, job.zone)}); sending now", file=self.err)
+        ledger.start_job(job.id, self.owner, self.now())
+        print(f"job {job.id}: publishing {job.issue_path} on {', '.join(job.channels) or 'every channel'}",
+              file=self.out)
+        with LeaseKeeper(self.ledger_path, job.id, self.owner, self.settings.schedule.lease_seconds,
+                         self.now, interrupt) as keeper:
+            outcome, issue_key, content_hash = self._publish(job, keeper.job_stop)
+        if keeper.lost:
+            print(f"distributor: warning: job {job.id} was taken over by another runner; leaving it to that one",
+                  file=self.err)
+            return JobOutcome(job.id, "running", EXIT_STOPPED, "lease lost")
+        return self._finish(ledger, job, outcome, issue_key, content_hash)
+
+    def _publish(self, job: Job, stop: threading.Event) -> tuple[JobOutcome, str | None, str | None]:
+        """Validate the issue file as it is now and publish it; nothing is sent if it does not validate."""
+        issue_key = content_hash = None
+        captured = _Tee(self.out)
+        try:
+            issue = load_issue(job.issue_path, self.settings.site)
+            issue_key, content_hash = issue.key, issue.content_hash
+            options = PublishOptions(issue=Path(job.issue_path), channels=job.channels, yes=True)
+            status = publish(options, self.settings, out=captured, err=self.err, interrupt=stop)
+        except InputError as exc:
+            reason = f"the issue does not validate any more: {exc}"
+            return JobOutcome(job.id, "failed", EXIT_BAD_INPUT, reason), issue_key, None
+        except Exception as exc:  # record any other failure instead of leaving the job to be retried forever
+            reason = f"{exc.__class__.__name__}: {exc}"
+            return JobOutcome(job.id, "failed", EXIT_FAILED, reason), issue_key, None
+        if status == EXIT_OK:
+            return JobOutcome(job.id, "done", status, None), issue_key, content_hash
+        if status == EXIT_FAILED:
+            reason = "some deliveries failed or are uncertain (see distributor status ISSUE)"
+            return JobOutcome(job.id, "done", status, reason), issue_key, content_hash
+        if stop.is_set():
+            reason = "interrupted; the next run resumes it"
+            return JobOutcome(job.id, "scheduled", status, reason), issue_key, content_hash
+        stopped = [line.strip() for line in captured.text().splitlines() if ": stopped: " in line]
+        reason = "; ".join(stopped) or f"publish ended with exit status {status}"
+        return JobOutcome(job.id, "failed", status, reason), issue_key, content_hash
+
+    def _finish(self, ledger: Ledger, job: Job, outcome: JobOutcome, issue_key: str | None,
+                content_hash: str | None) -> JobOutcome:
+        if not ledger.finish_job(job.id, self.owner, outcome.state, self.now(), reason=outcome.reason,
+                                 issue_key=issue_key, content_hash=content_hash, exit_status=outcome.exit_status):
+            print(f"distributor: warning: job {job.id} is no longer this runner's; its end was not recorded",
+                  file=self.err)
+            return outcome
+        if outcome.state == "scheduled":
+            print(f"job {job.id}: {outcome.reason}", file=self.out)
+            return outcome
+        self._report(ledger, job, outcome, issue_key)
+        return outcome
+
+    def _report(self, ledger: Ledger, job: Job, outcome: JobOutcome, issue_key: str | None) -> None:
+        """Print the job's report and mail it to the operator when one is configured."""
+        counts = ledger.counts(issue_key) if issue_key else {}
+        report = JobReport(job.id, job.issue_path, issue_key, outcome.state, outcome.reason,
+                           timezones.show(job.run_at, job.zone), counts,
+                           tuple(problems(ledger, issue_key, sorted(counts))) if issue_key else ())
+        self.out.write(report.body())
+        operator = self.settings.schedule.operator_email
+        if not operator:
+            return
+        try:
+            mail_report(report, self.settings)
+        except (DeliveryError, InputError) as exc:
+            print(f"distributor: warning: the report for job {job.id} was not mailed to {operator}: {exc}",
+                  file=self.err)
+        else:
+            print(f"job {job.id}: report mailed to {operator}", file=self.out)
+
+
+class _Tee(io.TextIOBase):
+    """Write through to `target` and keep a copy, to find why a publish stopped."""
+
+    def __init__(self, target: TextIO):
+        self._target, self._copy = target, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self._copy.write(text)
+        return self._target.write(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def text(self) -> str:
+        return self._copy.getvalue()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
