@@ -297,10 +297,12 @@ class Ledger:
         """Return every job, earliest run time first."""
         return [Job.from_row(row) for row in self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY run_at, id")]
 
-    def cancel_job(self, job_id: int) -> Job | None:
-        """Cancel the job if it is still `scheduled`; return it as it is now (None if unknown)."""
-        self.db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'scheduled'",
-                        (self.clock(), job_id))
+    def cancel_job(self, job_id: int, now: float) -> Job | None:
+        """Cancel the job if no runner holds it (it is `scheduled`, or `running` with a lapsed lease);
+        return it as it is now (None if unknown)."""
+        self.db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_owner = NULL, lease_until = NULL"
+                        " WHERE id = ? AND (state = 'scheduled' OR (state = 'running' AND lease_until < ?))",
+                        (now, job_id, now))
         return self.job(job_id)
 
     def claim_job(self, owner: str, now: float, lease_seconds: float) -> Job | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from channels.email import GMAIL_CLIP_BYTES
+from channels.wechat import TITLE_LIMIT
 
 from .models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
 from .pipeline import render_issue
@@ -105,7 +106,7 @@ def page_html(preview: RenderedPreview | None, error: str | None, version: int, 
     """Render the preview page: the three panels of `preview`, with `error` shown above them."""
     template = environment(None).get_template("preview/page.html")
     return template.render(preview=preview, error=error, version=version, language=settings.site.language,
-                           clip_kb=GMAIL_CLIP_BYTES // 1024, desktop_width=EMAIL_DESKTOP_WIDTH,
+                           clip_kb=GMAIL_CLIP_BYTES // 1024, title_limit=TITLE_LIMIT, desktop_width=EMAIL_DESKTOP_WIDTH,
                            phone_width=PHONE_WIDTH, kilobytes=_kilobytes).encode("utf-8")
 
 

@@ -14,16 +14,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .checks import check_services
 from .errors import InputError
 from .ledger import Job, Ledger
 from .pipeline import CHANNELS
-from .publishing import MAIL_CHANNELS, PublishOptions, publish
-from .scheduler import EXIT_FAILED, EXIT_OK, Scheduler
 from .settings import Settings, secret_from_env
 from .timezones import display_zone_name, read_local_time, show
 
 Clock = Callable[[], float]
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def add_commands(subparsers: argparse._SubParsersAction, now: Clock = time.time) -> None:
@@ -42,7 +40,7 @@ def add_commands(subparsers: argparse._SubParsersAction, now: Clock = time.time)
     listing.set_defaults(run=_list)
     cancel = actions.add_parser("cancel", help="cancel a job that has not started")
     cancel.add_argument("job", type=int)
-    cancel.set_defaults(run=_cancel)
+    cancel.set_defaults(run=functools.partial(_cancel, now=now))
 
     run_due = subparsers.add_parser("run-due", help="run every job that is due, then exit (for cron or a timer)")
     run_due.set_defaults(run=functools.partial(_run_due, now=now))
@@ -80,6 +78,8 @@ def _add(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
 def _validate(issue: Path, channels: tuple[str, ...], settings: Settings) -> int:
     """Refuse now what would fail at the job's time: the issue, the subscriber files and renditions
     (a dry run), the secrets and recipients a real send needs, and the services (as `check` does)."""
+    from .checks import check_services   # the delivery stack loads only when needed
+    from .publishing import MAIL_CHANNELS, PublishOptions, publish
     dry_run = io.StringIO()
     status = publish(PublishOptions(issue=issue, channels=channels, yes=True, dry_run=True), settings,
                      out=dry_run, err=dry_run)
@@ -88,7 +88,7 @@ def _validate(issue: Path, channels: tuple[str, ...], settings: Settings) -> int
         print(f"distributor: not scheduled: the dry run ended with exit status {status}", file=sys.stderr)
         return status
     mail = [name for name in channels if name in MAIL_CHANNELS]
-    if mail:
+    if any(getattr(settings.channels, name).subscribers for name in mail):
         secret_from_env(settings.unsubscribe_secret_env, "unsubscribe links")
     for name in mail:
         if not getattr(settings.channels, name).subscribers and not (name == "text" and settings.channels.text.output_dir):
@@ -126,30 +126,31 @@ def _state(job: Job) -> str:
     return job.state
 
 
-def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+def _cancel(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     ledger = Ledger(settings.ledger.path)
     try:
         before = ledger.job(args.job)
         if before is None:
             raise InputError(f"no job {args.job} (see distributor schedule list)")
-        after = ledger.cancel_job(args.job)
+        after = ledger.cancel_job(args.job, now())
     finally:
         ledger.close()
-    if after is not None and after.state == "cancelled":
+    if after.state == "cancelled":
         print(f"job {args.job} was already cancelled" if before.state == "cancelled" else f"job {args.job} cancelled")
         return EXIT_OK
-    state = after.state if after else before.state
-    print(f"distributor: job {args.job} is {state} and cannot be cancelled"
-          + (" (a runner holds it; stop that runner first)" if state == "running" else ""), file=sys.stderr)
+    held = f" (runner {after.lease_owner} holds it; stop that runner first)" if after.state == "running" else ""
+    print(f"distributor: job {args.job} is {after.state} and cannot be cancelled{held}", file=sys.stderr)
     return EXIT_FAILED
 
 
 def _run_due(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
+    from .scheduler import Scheduler
     interrupt = _stop_on_signals()
     return Scheduler(settings, now=now).run_due(interrupt)
 
 
 def _worker(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
+    from .scheduler import Scheduler
     interrupt = _stop_on_signals()
     schedule = settings.schedule
     print(f"worker: running due jobs (poll {schedule.poll_seconds:g} s, lease {schedule.lease_seconds:g} s)",

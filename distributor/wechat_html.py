@@ -33,15 +33,12 @@ TAG_STYLES = {
     "pre": "margin:1em 0;padding:12px 14px;background:#f6f8fa;border-radius:6px;color:#24292f;"
            f"font-family:{MONO};font-size:13px;line-height:1.6;white-space:pre-wrap;"
            "overflow-x:auto;word-break:normal;overflow-wrap:break-word;letter-spacing:0",
-    "code": f"padding:2px 4px;margin:0 2px;background:#f0f1f2;border-radius:3px;color:#c7254e;"
-            f"font-family:{MONO};font-size:13px;letter-spacing:0",
+    "code": "padding:1px 4px;background:#f0f1f2;color:#c7254e;font-family:monospace;font-size:13px",
     "table": "border-collapse:collapse;width:100%;margin:0;font-size:14px;line-height:1.6",
-    "th": "border:1px solid #d0d7de;padding:6px 10px;background:#eef1f4;font-weight:bold",
-    "td": "border:1px solid #d0d7de;padding:6px 10px",
+    "th": "border:1px solid #ddd;padding:4px 8px;background:#eef1f4",
+    "td": "border:1px solid #ddd;padding:4px 8px",
     "img": "max-width:100%;height:auto;display:block;margin:12px auto",
     "hr": "margin:1.5em 0;height:0;border:0;border-top:1px solid #dddddd",
-    "li": "margin:4px 0",
-    "strong": "font-weight:bold;color:#222222",
     "a": f"color:{LINK_COLOR}",
 }
 LIST_STYLE = "margin:0.5em 0 1em;padding-left:1.8em"
@@ -52,7 +49,6 @@ PRE_CODE_STYLE = ("padding:0;margin:0;background:none;color:inherit;font-family:
 LI_TEXT_STYLE = "margin:0"
 LI_PARAGRAPH_STYLE = "margin:0 0 0.5em"
 QUOTE_PARAGRAPH_STYLE = "margin:0.3em 0"
-MARKER_STYLE = f"font-size:12px;color:{LINK_COLOR}"
 TABLE_FRAME_STYLE = "margin:1em 0;overflow-x:auto"
 REFERENCES_STYLE = "margin-top:2em;font-size:13px;line-height:1.6;color:#888888;word-break:break-all"
 REFERENCE_STYLE = "margin:0 0 4px"
@@ -172,9 +168,8 @@ def _replace_links(root: lxml.html.HtmlElement) -> tuple[str, ...]:
             continue
         number = numbers.setdefault(href, len(numbers) + 1)
         link.tag = "span"
-        marker = _new("sup", MARKER_STYLE, f"[{number}]")
-        marker.tail, link.tail = link.tail, None
-        link.addnext(marker)
+        # The marker sits inside the link's span, so it takes the link colour without a style of its own.
+        link.append(_new("sup", "", f"[{number}]"))
     return tuple(numbers)
 
 
@@ -246,6 +241,6 @@ def _append_references(root: lxml.html.HtmlElement, references: tuple[str, ...])
 
 
 def _new(tag: str, style: str, text: str | None = None) -> lxml.html.HtmlElement:
-    element = lxml.html.Element(tag, style=style)
+    element = lxml.html.Element(tag, style=style) if style else lxml.html.Element(tag)
     element.text = text
     return element

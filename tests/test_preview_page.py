@@ -251,6 +251,14 @@ def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> N
             expect(page.locator("#issue-title")).to_have_text(new_title, timeout=WAIT_SECONDS * 1000)
             expect(page.frame_locator("#email-desktop").locator("h1")).to_contain_text(new_title)
             page.screenshot(path=tmp_path / "preview-after-edit.png", full_page=True)
+
+            good = running.issue.read_text(encoding="utf-8")
+            running.issue.write_text(good.replace("---\n", "---\ntitle: [unclosed\n", 1), encoding="utf-8")
+            expect(page.locator("#render-error")).to_contain_text("invalid", timeout=WAIT_SECONDS * 1000)
+            expect(page.frame_locator("#email-desktop").locator("h1")).to_contain_text(new_title)
+            page.screenshot(path=tmp_path / "preview-broken-save.png")
+            running.issue.write_text(good, encoding="utf-8")
+            expect(page.locator("#render-error")).to_have_count(0, timeout=WAIT_SECONDS * 1000)
         finally:
             browser.close()
     assert outside == []

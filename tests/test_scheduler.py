@@ -217,6 +217,8 @@ def test_killed_runner_is_taken_over_after_its_lease_lapses(tmp_path):
         # While the dead runner's lease holds, nobody takes the job.
         if held.lease_until - time.time() > 0.5:
             assert run_due(settings)[0] == 0 and job(tmp_path, 1).state == "running"
+            status, _, err = command(settings, "schedule", "cancel", "1")
+            assert status == 1 and "is running and cannot be cancelled (runner " in err
         wait_for(lambda: time.time() > held.lease_until, 5)
         status, out, _ = run_due(settings)
         counts = received_by(server)
