@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import serve, subscriber_commands
+from . import schedule_commands, serve, subscriber_commands
 from .errors import InputError
 from .pipeline import CHANNELS, render_issue
 from .preview import preview_files, summarise, write_files
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve.add_commands(commands)
     subscriber_commands.add_commands(commands)
+    schedule_commands.add_commands(commands)
     return parser
 
 

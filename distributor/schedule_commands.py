@@ -113,17 +113,18 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     zone_name = display_zone_name(settings)
     print(f"times in {zone_name}" if jobs else "no jobs")
     for job in jobs:
-        print(f"{job.id:>4}  {show(job.run_at, zone_name)}  {_state(job):<9}  {','.join(job.channels):<16}  "
+        print(f"{job.id:>4}  {show(job.run_at, zone_name)}  {job.state:<9}  {','.join(job.channels):<16}  "
               f"{job.issue_path}")
-        if job.reason:
-            print(f"      {job.reason}")
+        for detail in _details(job):
+            print(f"      {detail}")
     return EXIT_OK
 
 
-def _state(job: Job) -> str:
-    if job.state == "done" and job.content_hash:
-        return f"done (sent sha256:{job.content_hash[:12]})"
-    return job.state
+def _details(job: Job) -> list[str]:
+    details = [job.reason] if job.reason else []
+    if job.content_hash and job.state != "scheduled":
+        details.append(f"sent the file with sha256 {job.content_hash}")
+    return details
 
 
 def _cancel(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:

@@ -238,4 +238,6 @@ def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds} s"
     hours, minutes = divmod(seconds // 60, 60)
+    if hours >= 48:
+        return f"{hours // 24} d {hours % 24} h"
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"

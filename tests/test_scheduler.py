@@ -33,24 +33,6 @@ from .smtp_server import FaultySmtpServer
 pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-# The command line as `python -m distributor` has it, for runs before cli.py adds these commands.
-ENTRY = """
-import argparse, sys
-from distributor.errors import InputError
-from distributor.schedule_commands import add_commands
-from distributor.settings import load_settings
-parser = argparse.ArgumentParser(prog="distributor")
-parser.add_argument("--settings")
-add_commands(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args()
-try:
-    sys.exit(args.run(args, load_settings(args.settings)))
-except InputError as exc:
-    print(f"distributor: error: {exc}", file=sys.stderr)
-    sys.exit(2)
-"""
-
-
 class Clock:
     """A clock the test moves by hand."""
 
@@ -84,7 +66,8 @@ def issue_file(tmp_path: Path, name: str) -> Path:
 
 
 def command(settings: Path, *args: str, now=time.time) -> tuple[int, str, str]:
-    """Run a command of schedule_commands in this process, reading the clock `now`."""
+    """Run a command of schedule_commands in this process, reading the clock `now` (the real
+    command line is `distributor.cli`, which adds the same commands with the real clock)."""
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True), now=now)
     parsed = parser.parse_args(args)
@@ -99,9 +82,7 @@ def command(settings: Path, *args: str, now=time.time) -> tuple[int, str, str]:
 
 
 def subprocess_command(settings: Path, *args: str) -> list[str]:
-    wired = "schedule_commands" in (ROOT / "distributor" / "cli.py").read_text(encoding="utf-8")
-    head = [sys.executable, "-m", "distributor"] if wired else [sys.executable, "-c", ENTRY]
-    return [*head, "--settings", str(settings), *args]
+    return [sys.executable, "-m", "distributor", "--settings", str(settings), *args]
 
 
 def start(settings: Path, *args: str) -> subprocess.Popen:
@@ -338,3 +319,22 @@ def test_issue_edited_after_scheduling_is_sent_as_it_is_then(tmp_path):
     assert failed_broken.content_hash is None and failed_gone.content_hash is None
     listing = command(settings, "schedule", "list")[1]
     assert "front matter has no title" in listing and "cannot read issue" in listing
+    assert f"sent the file with sha256 {job(tmp_path, 1).content_hash}" in listing
+
+
+def test_add_refuses_what_would_fail_at_send_time(tmp_path, monkeypatch):
+    clock = Clock(shanghai("2026-12-03 20:00:00"))
+    with FaultySmtpServer() as server:
+        settings = schedule_settings(tmp_path, server, ["a@example.org"])
+        broken = issue_file(tmp_path, "broken")
+        broken.write_text(broken.read_text(encoding="utf-8").replace("title:", "titel:", 1), encoding="utf-8")
+        status, _, err = command(settings, "schedule", "add", str(broken), "--at", "2026-12-04 08:00", now=clock)
+        assert status == 2 and "front matter has no title" in err
+        monkeypatch.delenv("DISTRIBUTOR_UNSUBSCRIBE_SECRET")
+        status, _, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "2026-12-04 08:00", now=clock)
+        assert status == 2 and "DISTRIBUTOR_UNSUBSCRIBE_SECRET" in err
+        monkeypatch.setenv("DISTRIBUTOR_UNSUBSCRIBE_SECRET", SECRET)
+    # The relay is gone now: the check that `distributor check` runs fails, and the job is refused.
+    status, out, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "2026-12-04 08:00", now=clock)
+    assert status == 1 and "smtp: cannot reach relay" in out and "not scheduled" in err
+    assert command(settings, "schedule", "list")[1] == "no jobs\n"
