@@ -7,7 +7,6 @@ console sink for the relay and an in-memory copy of the ledger.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 import sys
 import threading
@@ -15,29 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from channels.email_message import MessageParts, MessageTemplate, Recipient
-from channels.mail import MailChannel, MailTransport
+from channels.email_message import Recipient
+from channels.mail import MailTransport
 from channels.sinks import ConsoleSink
 from channels.smtp_transport import SmtpPool
 from channels.wechat import limit_violations
-from channels.wechat_publisher import publish_wechat
 
-from . import unsubscribe
 from .checks import smtp_config
-from .errors import (ChannelStoppedError, DeliveryError, InputError, PermanentDeliveryError,
-                     TransientDeliveryError, UncertainDeliveryError)
+from .delivery import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, MailPlan, deliver, message_templates, send_test_copy
+from .errors import InputError
 from .ledger import Ledger
-from .models import UNSUBSCRIBE_PLACEHOLDER, WechatRendition
-from .orchestrator import ChannelOutcome, MailRun
+from .models import UNSUBSCRIBE_PLACEHOLDER
+from .orchestrator import ChannelOutcome
 from .pipeline import CHANNELS, Renditions, render_issue
-from .progress import Progress
-from .ratelimit import RateLimiter
-from .retry import RetryPolicy
 from .settings import Settings, secret_from_env
 from .subscribers import BadRow, read_subscribers
 
 MAIL_CHANNELS = ("email", "text")
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 _BAD_ROWS_SHOWN = 20
 
 
@@ -75,7 +68,7 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
     secret = _unsubscribe_secret(settings, options.dry_run, out) if mails else ""
     transport = _transport(settings, options.dry_run, out) if mails else None
     if options.to:
-        return asyncio.run(_send_test_copy(options.to, renditions, settings, transport, secret, out))
+        return asyncio.run(send_test_copy(options.to, renditions, settings, transport, secret, out))
     ledger = Ledger.snapshot(settings.ledger.path) if options.dry_run else Ledger(settings.ledger.path)
     wechat = renditions.wechat if "wechat" in channels and not options.dry_run else None
     try:
@@ -87,8 +80,10 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
         if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
             print("nothing sent", file=out)
             return EXIT_OK
-        outcomes = asyncio.run(_deliver(renditions, wechat, settings, options, ledger, transport, secret,
-                                        totals, err, interrupt))
+        mail = MailPlan(totals, options.statuses(), transport, secret,
+                        live_progress=err.isatty() and not options.dry_run)
+        outcomes = asyncio.run(deliver(renditions, wechat, mail, settings, ledger, err,
+                                       to_wechat=options.to_wechat, interrupt=interrupt))
         _write_text_file(renditions, settings, options.dry_run, out)
         return _report(outcomes, out, "handed to the dry-run sink" if options.dry_run else "sent")
     finally:
@@ -156,7 +151,7 @@ def _plan(ledger: Ledger, renditions: Renditions, channel: str, path: str, err: 
 def _describe(renditions: Renditions, settings: Settings, channels: tuple[str, ...],
               totals: dict[str, int], out: TextIO) -> None:
     """Print what each channel is about to deliver: target, subject, size."""
-    templates = _templates(renditions, settings)
+    templates = message_templates(renditions, settings)
     for name in channels:
         if name in totals:
             size = len(templates[name].render(Recipient("size@example.org"), "https://example.org/u"))
@@ -173,105 +168,6 @@ def _describe(renditions: Renditions, settings: Settings, channels: tuple[str, .
 
 def _confirm() -> bool:
     return input("Send now? [y/N] ").strip().lower() in ("y", "yes")
-
-
-def _templates(renditions: Renditions, settings: Settings) -> dict[str, MessageTemplate]:
-    now = dt.datetime.now(dt.timezone.utc)
-    key, templates = renditions.issue.key, {}
-    if renditions.email is not None:
-        parts = MessageParts(key, "email", renditions.email.subject, renditions.email.text, renditions.email.html)
-        templates["email"] = MessageTemplate(parts, settings.channels.email, date=now)
-    if renditions.text is not None:
-        parts = MessageParts(key, "text", renditions.text.subject, renditions.text.text, None)
-        templates["text"] = MessageTemplate(parts, settings.channels.email, date=now)
-    return templates
-
-
-def _unsubscribe_links(settings: Settings, secret: str):
-    pattern = settings.channels.email.unsubscribe_url
-    return lambda recipient: pattern.format(token=unsubscribe.sign(recipient.subscriber_id or "test", secret))
-
-
-async def _deliver(renditions: Renditions, wechat: WechatRendition | None, settings: Settings,
-                   options: PublishOptions, ledger: Ledger, transport: MailTransport | None, secret: str,
-                   totals: dict[str, int], err: TextIO, interrupt: threading.Event | None) -> list[ChannelOutcome]:
-    """Deliver WeChat first (it loads and checks every image before its first call, so bad input
-    stops the run before any mail went out), then the mail channels."""
-    outcomes = []
-    if wechat is not None:
-        outcomes.append(await _deliver_wechat(wechat, renditions, settings, options, ledger))
-    return outcomes + await _send_mail(renditions, settings, options, ledger, transport, secret, totals, err,
-                                       interrupt)
-
-
-async def _deliver_wechat(rendition: WechatRendition, renditions: Renditions, settings: Settings,
-                          options: PublishOptions, ledger: Ledger) -> ChannelOutcome:
-    policy = RetryPolicy.from_settings(settings.retry)
-    try:
-        done = await publish_wechat(rendition, renditions.issue, settings, ledger, policy,
-                                    to_wechat=options.to_wechat)
-    except (PermanentDeliveryError, UncertainDeliveryError) as exc:
-        uncertain = isinstance(exc, UncertainDeliveryError)
-        return ChannelOutcome("wechat", 0, int(not uncertain), int(uncertain), None, detail=str(exc))
-    except (ChannelStoppedError, TransientDeliveryError) as exc:
-        return ChannelOutcome("wechat", 0, 0, 0, str(exc))
-    return ChannelOutcome("wechat", 1, 0, 0, None, detail=done.detail)
-
-
-async def _send_mail(renditions: Renditions, settings: Settings, options: PublishOptions, ledger: Ledger,
-                     transport: MailTransport | None, secret: str, totals: dict[str, int],
-                     err: TextIO, interrupt: threading.Event | None) -> list[ChannelOutcome]:
-    if transport is None or not any(totals.values()):
-        return []
-    policy = RetryPolicy.from_settings(settings.retry)
-    progress = Progress(err, live=err.isatty() and not options.dry_run)
-    for name, total in totals.items():
-        progress.expect(name, total)
-    smtp, now = settings.smtp, ledger.clock()
-    limiter = RateLimiter(smtp.per_second, hourly_cap=smtp.hourly_cap, daily_cap=smtp.daily_cap,
-                          sent_last_hour=ledger.sent_since(now - 3600), sent_last_day=ledger.sent_since(now - 86400))
-    templates = _templates(renditions, settings)
-    links = _unsubscribe_links(settings, secret)
-    try:
-        await transport.open()
-    except ChannelStoppedError as exc:
-        return [ChannelOutcome(name, 0, 0, 0, str(exc)) for name in totals]
-    display = asyncio.ensure_future(progress.show_while_running())
-    outcomes = []
-    try:
-        for name, total in totals.items():
-            if total:
-                channel = MailChannel(name, templates[name], transport, links)
-                run = MailRun(channel, ledger, renditions.issue.key, policy=policy, limiter=limiter,
-                              progress=progress, concurrency=smtp.pool_size, interrupt=interrupt)
-                outcomes.append(await run.run(options.statuses()))
-                if outcomes[-1].stopped:
-                    break
-    finally:
-        display.cancel()
-        await asyncio.gather(display, return_exceptions=True)
-        await transport.close()
-    return outcomes
-
-
-async def _send_test_copy(address: str, renditions: Renditions, settings: Settings, transport: MailTransport,
-                          secret: str, out: TextIO) -> int:
-    """Send one copy per mail channel to `address`, outside the ledger."""
-    policy = RetryPolicy.from_settings(settings.retry)
-    recipient = Recipient(address, None, "test")
-    await transport.open()
-    try:
-        for name, template in _templates(renditions, settings).items():
-            channel = MailChannel(name, template, transport, _unsubscribe_links(settings, secret))
-            try:
-                reply = await policy.run(lambda: channel.deliver(recipient))
-            except DeliveryError as exc:
-                print(f"  {name}: test copy to {address} failed: {exc}", file=out)
-                return EXIT_STOPPED if isinstance(exc, ChannelStoppedError) else EXIT_FAILED
-            print(f"  {name}: test copy sent to {address}: {reply}", file=out)
-    finally:
-        await transport.close()
-    return EXIT_OK
 
 
 def _write_text_file(renditions: Renditions, settings: Settings, dry_run: bool, out: TextIO) -> None:
