@@ -23,6 +23,7 @@ from distributor.settings import EmailSettings
 
 _CRLF = b"\r\n"
 _MAX_HEADER_LINE = 998
+_BASE64_LINE_BYTES = 57   # what one 76-character line of base64 holds
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class MessageTemplate:
         self.envelope_from = settings.return_path or settings.from_address
         self._boundary = "=_" + hashlib.sha256(f"{parts.issue_key}|{parts.channel}".encode()).hexdigest()[:32]
         self._head = _header_block(parts, settings, date)
-        self._text_pieces = _split(parts.text)
-        self._html_pieces = _split(parts.html) if parts.html is not None else None
+        self._text = _EncodedBody(parts.text)
+        self._html = _EncodedBody(parts.html) if parts.html is not None else None
 
     def message_id(self, address: str) -> str:
         """Return the Message-ID for `address`: the same on every attempt, so duplicates show."""
@@ -76,17 +77,17 @@ class MessageTemplate:
             _line("Message-ID", self.message_id(recipient.address)),
             _list_unsubscribe(unsubscribe_url, self.mailto),
         ]
-        text = _fill(self._text_pieces, shown_name, unsubscribe_url)
-        if self._html_pieces is None:
+        text = self._text.encode(shown_name, unsubscribe_url)
+        if self._html is None:
             headers.append(b'Content-Type: text/plain; charset="utf-8"\r\n'
                            b"Content-Transfer-Encoding: base64\r\n")
-            return b"".join(headers) + _CRLF + _base64(text)
-        page = _fill(self._html_pieces, html.escape(shown_name), html.escape(unsubscribe_url))
+            return b"".join(headers) + _CRLF + text
+        page = self._html.encode(html.escape(shown_name), html.escape(unsubscribe_url))
         boundary = self._boundary.encode()
         headers.append(b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n')
         return b"".join(headers) + _CRLF + b"".join((
-            b"--", boundary, _CRLF, _part_head(b"text/plain"), _base64(text),
-            b"--", boundary, _CRLF, _part_head(b"text/html"), _base64(page),
+            b"--", boundary, _CRLF, _part_head(b"text/plain"), text,
+            b"--", boundary, _CRLF, _part_head(b"text/html"), page,
             b"--", boundary, b"--", _CRLF,
         ))
 
@@ -127,6 +128,23 @@ def _line(name: str, value: str) -> bytes:
 
 def _part_head(mime: bytes) -> bytes:
     return b"Content-Type: " + mime + b'; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+
+
+class _EncodedBody:
+    """A body in base64, most of it encoded once: base64 turns each 57 bytes into one 76-character
+    line, so everything before the first placeholder, cut at a multiple of 57 bytes, encodes the
+    same for every recipient. Only the rest, from there to the end, is filled and encoded per
+    recipient (the templates keep the placeholders in the footer, so that rest is short)."""
+
+    def __init__(self, body: str):
+        pieces = _split(body)
+        cut = len(pieces[0]) - len(pieces[0]) % _BASE64_LINE_BYTES
+        self.head = _base64(pieces[0][:cut])
+        self.tail = [pieces[0][cut:], *pieces[1:]]
+
+    def encode(self, name: str, unsubscribe_url: str) -> bytes:
+        """Return the body with both values filled in, as base64 lines ending in CRLF."""
+        return self.head + _base64(_fill(self.tail, name, unsubscribe_url))
 
 
 def _split(body: str) -> list[bytes]:

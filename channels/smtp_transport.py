@@ -89,6 +89,14 @@ class PrestuffedSMTP(SMTP):
     task at a time, so no other command can interleave.
     """
 
+    async def envelope(self, verb: bytes, address: str) -> None:
+        """Send MAIL FROM or RCPT TO for an address that is plain ASCII with no brackets or spaces (the
+        subscriber reader guarantees that); `mail()`/`rcpt()` would parse and quote it again every time."""
+        prefix = b"FROM:<" if verb == b"MAIL" else b"TO:<"
+        response = await self.execute_command(verb, prefix + address.encode("ascii") + b">")
+        if response.code not in (250, 251):   # 251: user not local, will forward
+            raise SMTPResponseException(response.code, response.message)
+
     async def start_data(self) -> SMTPResponse:
         """Send DATA and return the server's reply (354 when it is ready for the body)."""
         return await self.execute_command(b"DATA")
@@ -198,9 +206,9 @@ async def _begin_transaction(client: PrestuffedSMTP, envelope_from: str, recipie
     """Send MAIL, RCPT and DATA; on a refusal reset the transaction and raise the classified error."""
     stage = "MAIL FROM"
     try:
-        await client.mail(envelope_from)
+        await client.envelope(b"MAIL", envelope_from)
         stage = "RCPT TO"
-        await client.rcpt(recipient)
+        await client.envelope(b"RCPT", recipient)
         stage = "DATA"
         started = await client.start_data()
         if started.code != 354:

@@ -127,7 +127,18 @@ class Ledger:
         return copy
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
+
+    def begin(self) -> None:
+        """Open a transaction unless one is open: later writes wait for `commit` to become durable."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+
+    def commit(self) -> None:
+        """Make every write since `begin` durable, in one commit."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
 
     # --- subscribers and suppression -------------------------------------------------------
 

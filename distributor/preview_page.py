@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 from channels.email import GMAIL_CLIP_BYTES
 from channels.wechat import TITLE_LIMIT
 
-from .models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
+from .models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER, Issue, WechatRendition
 from .pipeline import render_issue
 from .preview import SAMPLE_RECIPIENT, email_sample
 from .settings import Settings
@@ -73,41 +73,29 @@ def render_preview(path: Path, settings: Settings) -> RenderedPreview:
     """Render the issue at `path` for every channel and prepare the panels and framed documents."""
     renditions = render_issue(path, settings)
     email, wechat, text = renditions.email, renditions.wechat, renditions.text
-    assert email is not None and wechat is not None and text is not None
-    cover = local_url(wechat.cover, settings) if wechat.cover else None
-    wechat_warnings = list(wechat.warnings) + missing_images((*wechat.images, *filter(None, [wechat.cover])),
-                                                              settings)
-    if not wechat.cover:
-        wechat_warnings.append("no cover image: WeChat needs one (front matter cover: or "
-                               "channels.wechat.default_cover)")
-    environ = environment(None)
-    wechat_document = environ.get_template("preview/wechat.html").render(
-        language=settings.site.language, site_name=settings.site.name, title=wechat.title,
-        author=wechat.author, date=renditions.issue.date.strftime("%Y-%m-%d") if renditions.issue.date else "",
-        content=rewrite_site_images(wechat.content, settings))
+    assert email and wechat and text, "render_issue renders every channel when none is left out"
     return RenderedPreview(
         title=renditions.issue.title,
         source=path,
         email=EmailPanel(subject=email.subject, preheader=email.preheader,
                          from_name=settings.channels.email.from_name,
                          size_bytes=len(email_sample(email, renditions, settings)),
-                         warnings=tuple(list(email.warnings) + missing_images(email.images, settings))),
-        wechat=WechatPanel(account=settings.site.name, title=wechat.title, author=wechat.author,
-                           digest=wechat.digest, cover=cover, references=len(wechat.references),
-                           warnings=tuple(wechat_warnings)),
+                         warnings=email.warnings + tuple(missing_images(email.images, settings))),
+        wechat=_wechat_panel(wechat, settings),
         text=TextPanel(subject=text.subject, text=text.text, width=settings.channels.text.width,
                        warnings=text.warnings),
         email_html=_as_subscriber_sees(email.html, settings).encode("utf-8"),
-        wechat_html=wechat_document.encode("utf-8"),
+        wechat_html=_wechat_document(wechat, renditions.issue, settings).encode("utf-8"),
     )
 
 
 def page_html(preview: RenderedPreview | None, error: str | None, version: int, settings: Settings) -> bytes:
     """Render the preview page: the three panels of `preview`, with `error` shown above them."""
     template = environment(None).get_template("preview/page.html")
-    return template.render(preview=preview, error=error, version=version, language=settings.site.language,
-                           clip_kb=GMAIL_CLIP_BYTES // 1024, title_limit=TITLE_LIMIT, desktop_width=EMAIL_DESKTOP_WIDTH,
-                           phone_width=PHONE_WIDTH, kilobytes=_kilobytes).encode("utf-8")
+    return template.render(
+        preview=preview, error=error, version=version, language=settings.site.language, kilobytes=_kilobytes,
+        clip_kb=GMAIL_CLIP_BYTES // 1024, title_limit=TITLE_LIMIT, desktop_width=EMAIL_DESKTOP_WIDTH,
+        phone_width=PHONE_WIDTH).encode("utf-8")
 
 
 def static_file(name: str) -> bytes:
@@ -154,10 +142,27 @@ def missing_images(urls: tuple[str, ...], settings: Settings) -> list[str]:
 def _as_subscriber_sees(document: str, settings: Settings) -> str:
     """Fill the per-recipient markers as for the sample recipient, and open links outside the frame."""
     unsubscribe = settings.channels.email.unsubscribe_url.format(token="sample-token")
-    document = document.replace(NAME_PLACEHOLDER, html.escape(SAMPLE_RECIPIENT.name or ""))
+    document = document.replace(NAME_PLACEHOLDER, html.escape(SAMPLE_RECIPIENT.name or SAMPLE_RECIPIENT.address))
     document = document.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(unsubscribe))
     document = re.sub(r"(<head[^>]*>)", r'\1<base target="_blank">', document, count=1, flags=re.IGNORECASE)
     return rewrite_site_images(document, settings)
+
+
+def _wechat_panel(wechat: WechatRendition, settings: Settings) -> WechatPanel:
+    warnings = list(wechat.warnings) + missing_images((*wechat.images, *filter(None, [wechat.cover])), settings)
+    if not wechat.cover:
+        warnings.append("no cover image: WeChat needs one (front matter cover: or channels.wechat.default_cover)")
+    return WechatPanel(account=settings.site.name, title=wechat.title, author=wechat.author, digest=wechat.digest,
+                       cover=local_url(wechat.cover, settings) if wechat.cover else None,
+                       references=len(wechat.references), warnings=tuple(warnings))
+
+
+def _wechat_document(wechat: WechatRendition, issue: Issue, settings: Settings) -> str:
+    """Wrap the article in a page that looks like the WeChat reader, with its title and byline."""
+    return environment(None).get_template("preview/wechat.html").render(
+        language=settings.site.language, site_name=settings.site.name, title=wechat.title, author=wechat.author,
+        date=issue.date.strftime("%Y-%m-%d") if issue.date else "",
+        content=rewrite_site_images(wechat.content, settings))
 
 
 def _kilobytes(size: int) -> str:

@@ -18,4 +18,11 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 extras=""
 [ "${1:-}" = "test" ] && extras="[test]"
+
+# The preview page's browser test drives Debian's Chromium (playwright never downloads one).
+if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+        echo "bootstrap: could not install chromium; the preview browser test will be skipped" >&2
+fi
+
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"

@@ -10,6 +10,7 @@ import threading
 import urllib.error
 import urllib.request
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -48,6 +49,7 @@ def tiny_png() -> bytes:
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
+@contextmanager
 def serve(issue: Path, settings: Settings) -> Iterator[RunningPreview]:
     """Run serve_preview on a free port in a thread; stop it and check it returned 0 afterwards."""
     out, ready, stop = io.StringIO(), threading.Event(), threading.Event()
@@ -87,7 +89,8 @@ def site_root(tmp_path: Path) -> Path:
 def running(tmp_path: Path, site_root: Path) -> Iterator[RunningPreview]:
     issue = tmp_path / "issue.md"
     issue.write_bytes(EXAMPLE.read_bytes())
-    yield from serve(issue, Settings(site=SiteSettings(site_root=str(site_root))))
+    with serve(issue, Settings(site=SiteSettings(site_root=str(site_root)))) as preview:
+        yield preview
 
 
 def get(url: str, host: str | None = None) -> tuple[int, str, bytes]:
@@ -185,7 +188,7 @@ def test_each_panel_lists_its_warnings(tmp_path: Path, site_root: Path) -> None:
                      "cover: /images/missing-cover.png\n---\n\n正文 {{ page.date }}\n\n"
                      '![图](/images/missing.png)\n\n<iframe src="https://video.example.org/1"></iframe>\n',
                      encoding="utf-8")
-    for preview in serve(issue, Settings(site=SiteSettings(site_root=str(site_root)))):
+    with serve(issue, Settings(site=SiteSettings(site_root=str(site_root)))) as preview:
         page = get(preview.url)[2].decode()
         panels = {name: re.search(rf'id="{name}-panel".*?</section>', page, re.S).group(0)
                   for name in ("email", "wechat", "text")}
@@ -200,7 +203,7 @@ def test_a_message_over_gmails_clip_limit_gets_a_warning_badge(tmp_path: Path) -
     issue = tmp_path / "long.md"
     paragraphs = "\n\n".join(f"第 {number} 段：" + "内容很长的一段文字。" * 40 for number in range(120))
     issue.write_text(f"---\ntitle: 长长的一期\n---\n\n{paragraphs}\n", encoding="utf-8")
-    for preview in serve(issue, Settings()):
+    with serve(issue, Settings()) as preview:
         page = get(preview.url)[2].decode()
         badge = re.search(r'<span class="badge badge-warn" id="email-size".*?</span>', page, re.S)
         assert badge and "over 102 KB" in badge.group(0)
@@ -231,7 +234,8 @@ def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> N
             route.abort()
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 2300, "height": 1200})
             page.route("**/*", local_only)

@@ -1,0 +1,68 @@
+"""The per-recipient message: bytes as a mail reader decodes them, built from a template made once."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email
+import email.policy
+
+import pytest
+
+from channels.email_message import MessageParts, MessageTemplate, Recipient
+from distributor.errors import InputError
+from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
+from distributor.settings import EmailSettings
+
+DATE = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.timezone.utc)
+
+
+def template(text: str, html: str | None, **settings) -> MessageTemplate:
+    parts = MessageParts("/weekly-1/", "email", "泰晓资讯·第一期", text, html)
+    return MessageTemplate(parts, EmailSettings(**settings), date=DATE)
+
+
+@pytest.mark.parametrize("html", [
+    "<p>短</p>" + f"<a href='{UNSUBSCRIBE_PLACEHOLDER}'>退订</a> {NAME_PLACEHOLDER}",                 # near the top
+    "<p>" + "正文。" * 20000 + f"</p><p>{NAME_PLACEHOLDER}</p><a href='{UNSUBSCRIBE_PLACEHOLDER}'>x</a>",  # footer
+    f"{NAME_PLACEHOLDER}" + "x" * 57 * 100 + f"{UNSUBSCRIBE_PLACEHOLDER}{NAME_PLACEHOLDER}",     # placeholders first
+    "no placeholders at all " * 1000,
+])
+def test_parts_decode_to_the_filled_body_and_keep_76_column_base64(html):
+    text = "正文\n" * 3000 + f"退订: {UNSUBSCRIBE_PLACEHOLDER}\n"
+    wire = template(text, html).render(Recipient("a@example.org", "<Ann & Bob>"), "https://x.org/u/t?a=1&b=2")
+    assert b"\r\n" in wire and b"\n" not in wire.replace(b"\r\n", b"")
+    message = email.message_from_bytes(wire, policy=email.policy.default)
+    plain, page = message.iter_parts()
+    assert plain.get_content() == text.replace(UNSUBSCRIBE_PLACEHOLDER, "https://x.org/u/t?a=1&b=2")
+    assert page.get_content() == html.replace(NAME_PLACEHOLDER, "&lt;Ann &amp; Bob&gt;").replace(
+        UNSUBSCRIBE_PLACEHOLDER, "https://x.org/u/t?a=1&amp;b=2")
+    body = wire.split(b"\r\n\r\n", 1)[1]
+    base64_lines = [line for line in body.split(b"\r\n") if line and not line.startswith((b"--", b"Content-"))]
+    assert all(len(line) <= 76 for line in base64_lines)
+    assert not any(line.startswith(b".") for line in wire.split(b"\r\n"))
+    assert base64.b64decode(b"".join(base64_lines[:1]))            # plain base64, no stray bytes
+
+
+def test_text_only_message():
+    wire = template(f"hello {NAME_PLACEHOLDER}\n", None).render(Recipient("a@example.org"), "https://x.org/u")
+    message = email.message_from_bytes(wire, policy=email.policy.default)
+    assert message.get_content_type() == "text/plain" and message.get_content() == "hello a@example.org\n"
+
+
+def test_message_id_is_stable_per_recipient_and_differs_between_them():
+    first, again = template("t", None), template("t", None)
+    assert first.message_id("A@example.org") == again.message_id("a@example.org")
+    assert first.message_id("a@example.org") != first.message_id("b@example.org")
+
+
+@pytest.mark.parametrize("field, value", [("from_name", "Evil\r\nBcc: x@example.org"),
+                                          ("reply_to", "a@example.org\nX-Injected: 1")])
+def test_header_injection_is_refused(field, value):
+    with pytest.raises(InputError, match="line break"):
+        template("t", None, **{field: value})
+
+
+def test_injection_through_the_subject_is_refused():
+    parts = MessageParts("/k/", "email", "Title\r\nBcc: x@example.org", "t", None)
+    with pytest.raises(InputError, match="subject"):
+        MessageTemplate(parts, EmailSettings(), date=DATE)
