@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("issue", type=Path)
     preview.add_argument("--channel", choices=(*CHANNELS, "all"), default="all")
     preview.add_argument("--out", type=Path, default=Path("preview"), help="folder (default: ./preview)")
+    preview.add_argument("--serve", action="store_true",
+                         help="serve a live page with the renditions side by side on 127.0.0.1 instead")
+    preview.add_argument("--port", type=int, default=8000, help="port of --serve (default 8000; 0: any free port)")
     preview.set_defaults(run=_preview)
 
     publish = commands.add_parser("publish", help="deliver the issue on every enabled channel")
@@ -77,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    if args.serve:
+        from .preview_server import serve_preview
+        return serve_preview(args.issue, settings, port=args.port, out=sys.stdout)
     channels = CHANNELS if args.channel == "all" else (args.channel,)
     renditions = render_issue(args.issue, settings, channels)
     write_files(preview_files(renditions, settings), args.out)

@@ -237,7 +237,7 @@ def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> N
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                              args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 2300, "height": 1200})
+            page = browser.new_page(viewport={"width": 2400, "height": 1200})
             page.route("**/*", local_only)
             page.goto(running.url)
             for panel in ("#email-panel", "#wechat-panel", "#text-panel"):

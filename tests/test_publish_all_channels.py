@@ -13,7 +13,7 @@ from .wechat_stub import WechatStub, sample_png
 def setup(tmp_path, smtp: FaultySmtpServer, stub: WechatStub, *, board_image: bool = True):
     site = tmp_path / "site"
     (site / "images" / "example").mkdir(parents=True)
-    (site / "images" / "cover.png").write_bytes(sample_png(b"cover"))
+    (site / "images" / "example" / "cover.png").write_bytes(sample_png(b"cover"))
     if board_image:
         (site / "images" / "example" / "riscv-board.jpg").write_bytes(sample_png(b"board"))
     subscribers = tmp_path / "subscribers.csv"
@@ -30,7 +30,6 @@ channels:
   wechat:
     app_id: {stub.app_id}
     base_url: {stub.base_url}
-    default_cover: /images/cover.png
     timeout_seconds: 2.0
 smtp:
   host: 127.0.0.1

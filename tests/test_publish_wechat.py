@@ -179,7 +179,8 @@ def test_bundled_example_reads_images_from_the_site_root(tmp_path, stub, site):
     (site / "images" / "example").mkdir()
     board = sample_png(b"riscv board")
     (site / "images" / "example" / "riscv-board.jpg").write_bytes(board)
-    settings = configure(tmp_path, stub, site_root=site, extra="    default_cover: /images/cover.png")
+    (site / "images" / "example" / "cover.png").write_bytes(IMAGES["images/cover.png"])
+    settings = configure(tmp_path, stub, site_root=site)
     outcome = run(settings, EXAMPLE)
     assert outcome.media_id in stub.drafts()
     assert list(stub.images().values()) == [board]
