@@ -1,6 +1,7 @@
 """The mail channels (email and text): one message per recipient through a transport."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .email_message import MessageTemplate, Recipient
@@ -16,8 +17,19 @@ class MailTransport(Protocol):
     async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str: ...
 
 
+@dataclass(frozen=True)
+class PreparedMessage:
+    """One recipient's message, ready for the wire."""
+
+    recipient: str
+    message_id: str
+    wire: bytes
+
+
 class MailChannel:
-    """Deliver one rendition as mail; `deliver` makes exactly one attempt and never retries."""
+    """Deliver one rendition as mail: `prepare` builds a recipient's message (before the ledger
+    claims the row, so a bad value never leaves a row uncertain), `deliver` makes exactly one
+    attempt to hand it over and never retries."""
 
     def __init__(self, name: str, template: MessageTemplate, transport: MailTransport,
                  unsubscribe_url: Callable[[Recipient], str]):
@@ -26,7 +38,11 @@ class MailChannel:
         self.transport = transport
         self.unsubscribe_url = unsubscribe_url
 
-    async def deliver(self, recipient: Recipient) -> str:
-        """Hand the recipient's message to the transport; return the server's reply."""
+    def prepare(self, recipient: Recipient) -> PreparedMessage:
+        """Build the recipient's message from the issue's template."""
         wire = self.template.render(recipient, self.unsubscribe_url(recipient))
-        return await self.transport.send(self.template.envelope_from, recipient.address, wire)
+        return PreparedMessage(recipient.address, self.template.message_id(recipient.address), wire)
+
+    async def deliver(self, message: PreparedMessage) -> str:
+        """Hand the message to the transport; return the server's reply."""
+        return await self.transport.send(self.template.envelope_from, message.recipient, message.wire)

@@ -313,10 +313,9 @@ class SmtpPool:
         await self.close()
 
     async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
-        """Send one message (already to_wire()d) to one recipient over a pooled connection; return the server's
-        final reply text (e.g. '250 2.0.0 Ok: queued as X')."""
-        if not wire.endswith(b"\r\n"):
-            raise ValueError("wire must come from to_wire()")
+        """Send one message to one recipient over a pooled connection; return the server's final reply text
+        (e.g. '250 2.0.0 Ok: queued as X'). `wire` is the message as SMTP carries it: CRLF line ends and
+        dot-stuffed, ending in CRLF (what `to_wire` makes of any message, and what MessageTemplate builds)."""
         connection = await self._idle.get()
         try:
             return await connection.send(envelope_from, recipient, wire)

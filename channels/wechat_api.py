@@ -1,7 +1,9 @@
 """A blocking client for the WeChat Official Account API, built on wechatpy.
 
 Every wechatpy, requests and HTTP failure is translated here into the errors of
-`distributor.errors`, so the core never imports wechatpy or requests.
+`distributor.errors`, so the core never imports wechatpy or requests. Those errors are raised
+without the library's exception attached (neither as cause nor as context): its request URL
+carries the access token.
 """
 from __future__ import annotations
 
@@ -146,6 +148,10 @@ class WechatApi:
         reply = self._post("draft/add", data={"articles": [article]})
         return _field(reply, "media_id", "draft/add")
 
+    def update_draft(self, media_id: str, article: dict) -> None:
+        """Replace the one article of a draft in place, so the draft keeps its media_id."""
+        self._post("draft/update", data={"media_id": media_id, "index": 0, "articles": article})
+
     def list_drafts(self, offset: int, count: int) -> list[dict]:
         """Return one page of drafts, without their content."""
         reply = self._post("draft/batchget", data={"offset": offset, "count": count, "no_content": 1})
@@ -192,15 +198,19 @@ class WechatApi:
         except WeChatClientException as exc:
             if exc.errcode is not None and exc.errcode in success_codes:
                 return _reply_dict(exc.response)
-            raise self._scrub(self._classify(endpoint, exc), token) from exc
+            error = self._classify(endpoint, exc)
         except requests.RequestException as exc:
-            raise self._scrub(_network_error(endpoint, exc, reading=endpoint in READ_ONLY), token) from exc
-        if not isinstance(reply, dict):
-            page = getattr(reply, "text", "")[:200]
-            raise self._scrub(TransientDeliveryError(
+            error = _network_error(endpoint, exc, reading=endpoint in READ_ONLY)
+        else:
+            if isinstance(reply, dict):
+                return reply
+            error = TransientDeliveryError(
                 f"wechat {endpoint}: got an HTML gateway page instead of JSON (status "
-                f"{getattr(reply, 'status_code', '?')})", reply=page), token)
-        return reply
+                f"{getattr(reply, 'status_code', '?')})", reply=getattr(reply, "text", "")[:200])
+        # Not chained, and raised outside the handler so no implicit context either: the library's
+        # exception holds the request URL with access_token=..., which a traceback would print.
+        # The message already says what failed: the errcode, the HTTP status or the exception's type.
+        raise self._scrub(error, token) from None
 
     def _classify(self, endpoint: str, exc: WeChatClientException) -> DeliveryError:
         if exc.errcode is None:

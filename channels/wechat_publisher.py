@@ -1,11 +1,19 @@
 """Publish an issue to a WeChat Official Account: draft, then publish or mass send, resumably.
 
 Each step's result goes into the ledger the moment WeChat returns it, so a re-run starts after
-the last recorded step: never a second draft, never a second publish or mass send. draft/add and
-freepublish/submit take no idempotency key, so a "<step>_started" checkpoint is written before
-each; when the reply is lost, or a run died during the call, the account is searched for what the
-call may have made (same title and original URL, updated after the attempt began) before it is
-made again. Every call goes through the core retry policy, in a worker thread.
+the last recorded step: never a second draft, never a second publish or mass send. The draft is
+recorded with the content hash of the issue file it was made from ("draft_hash"); after the file
+is edited, a run brings the draft up to date in place (draft/update) unless a publish has begun or
+a mass send is recorded, in which case the draft is left alone and the outcome says the edit was
+not sent. draft/add and freepublish/submit take no idempotency key, so a "<step>_started"
+checkpoint is written before each; when the reply is lost, or a run died during the call, the
+account is searched for what the call may have made (same title and original URL, updated after
+the attempt began) before it is made again. A submit whose outcome is unknown is not made again
+before RESUBMIT_AFTER_SECONDS have passed since it began: publishing is asynchronous, so an empty
+freepublish/batchget right after it proves nothing, but WeChat lists an article within seconds of
+it being published and never lists a failed one, so still finding nothing after that long means
+the submit did not publish. Every call goes through the core retry policy, in a worker thread;
+waiting for a publish job to finish is a second policy of the same kind, built for polling.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Callable
 
 from distributor.errors import (
@@ -33,6 +42,9 @@ from .wechat_images import LoadedImage, load_content_image, load_cover, needs_up
 CHANNEL = "wechat"
 TOKEN_KIND, IMAGE_KIND, COVER_KIND = "wechat-token", "wechat-image", "wechat-cover"
 POLL_CAP_SECONDS = 60.0
+# Polling ends at publish_wait_seconds; this only bounds the attempts (and keeps 2**n a float).
+POLL_ATTEMPTS = 1000
+RESUBMIT_AFTER_SECONDS = 600.0
 # Server and local clocks may disagree; a found item this much older than the attempt still counts.
 CLOCK_SKEW_SECONDS = 600.0
 # Lists are newest first; what an attempt of this run made is on the first page.
@@ -42,6 +54,9 @@ PUBLISH_FAILURES = {
     5: "the account deleted it after publishing", 6: "the platform banned it after publishing",
 }
 NO_COVER = "WeChat needs a cover: set cover in the front matter or channels.wechat.default_cover"
+EDIT_NOT_SENT = "the article was already published or mass-sent, so this edit of the issue file was not sent"
+# Once one of these is recorded the draft may be out (or being published): it is never changed again.
+SENT_STEPS = ("publish_started", "publish_id", "published", "mass_msg_id")
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,21 @@ class WechatOutcome:
     media_id: str | None
     detail: str               # one line for the terminal
     resumed: bool             # True when a recorded step was reused
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """The issue's draft as this run leaves it; `edit_not_sent` when the issue file changed after
+    the article went out."""
+
+    media_id: str
+    resumed: bool
+    detail: str
+    edit_not_sent: bool = False
+
+
+class _StillPublishing(TransientDeliveryError):
+    """The publish job is still running: ask again later."""
 
 
 class LedgerTokenStore:
@@ -87,16 +117,18 @@ async def publish_wechat(rendition: WechatRendition, issue: Issue, settings: Set
     if problems:
         raise InputError("; ".join(problems))
     run = _WechatRun(rendition, issue, settings, ledger, policy, api or wechat_api(settings, ledger))
-    media_id, resumed, detail = await run.draft()
+    draft = await run.draft()
     mode = "preview" if to_wechat else settings.channels.wechat.mode
     if mode == "draft":
-        return WechatOutcome(mode, media_id, detail, resumed)
+        return WechatOutcome(mode, draft.media_id, draft.detail, draft.resumed)
     if mode == "preview":
-        await run.call(run.api.send_preview, media_id, to_wechat)
-        return WechatOutcome(mode, media_id, f"preview sent to {to_wechat}; {detail}", resumed)
+        await run.call(run.api.send_preview, draft.media_id, to_wechat)
+        return WechatOutcome(mode, draft.media_id, f"preview sent to {to_wechat}; {draft.detail}", draft.resumed)
     step = run.publish if mode == "publish" else run.mass_send
-    line, step_resumed = await step(media_id)
-    return WechatOutcome(mode, media_id, line, resumed or step_resumed)
+    line, step_resumed = await step(draft.media_id)
+    if draft.edit_not_sent:
+        line = f"{line}; {EDIT_NOT_SENT}"
+    return WechatOutcome(mode, draft.media_id, line, draft.resumed or step_resumed)
 
 
 def wechat_api(settings: Settings, ledger: Ledger) -> WechatApi:
@@ -116,7 +148,7 @@ class _WechatRun:
     def __init__(self, rendition: WechatRendition, issue: Issue, settings: Settings, ledger: Ledger,
                  policy: RetryPolicy, api: WechatApi):
         self.rendition, self.settings, self.ledger, self.policy, self.api = rendition, settings, ledger, policy, api
-        self.key = issue.key
+        self.key, self.content_hash = issue.key, issue.content_hash
 
     async def call(self, function: Callable[..., Any], *args: Any, repeatable: bool = False,
                    **kwargs: Any) -> Any:
@@ -139,20 +171,30 @@ class _WechatRun:
 
     # --- draft ------------------------------------------------------------------------------
 
-    async def draft(self) -> tuple[str, bool, str]:
-        """Return (media_id, resumed, detail) of the issue's draft, making it if none is recorded."""
+    async def draft(self) -> _Draft:
+        """Return the issue's draft, made if none is recorded and brought up to date in place
+        if the issue file changed since and the article has not gone out."""
         media_id = self.recorded("draft")
-        if media_id is not None:
-            return media_id, True, f"draft already created: media_id {media_id}"
-        if not self.rendition.cover:
-            raise InputError(NO_COVER)
-        images, cover = await self.policy.run(lambda: asyncio.to_thread(self._load_media))
+        if media_id is None:
+            return await self._make_draft()
+        if self.recorded("draft_hash") == self.content_hash:
+            return _Draft(media_id, True, f"draft already created: media_id {media_id}")
+        if any(self.recorded(step) is not None for step in SENT_STEPS):
+            return _Draft(media_id, True, f"{EDIT_NOT_SENT}: media_id {media_id}", edit_not_sent=True)
+        return await self._update_draft(media_id, "draft updated with the edited issue")
+
+    async def _make_draft(self) -> _Draft:
+        media = await self._media()
         started = self.recorded("draft_started")
         found = None if started is None else await self._find_draft(float(started))
         if found is not None:
             self.record("draft", found)
-            return found, True, f"draft found from an interrupted run: media_id {found}"
-        article = await self._article(images, cover)
+            # draft_hash names the file the interrupted run made its draft from.
+            if self.recorded("draft_hash") == self.content_hash:
+                return _Draft(found, True, f"draft found from an interrupted run: media_id {found}")
+            return await self._update_draft(found, "draft found from an interrupted run and updated", media)
+        article = await self._article(*media)
+        self.record("draft_hash", self.content_hash)
         started = self._start("draft")
         try:
             media_id, how = await self.call(self.api.add_draft, article), "draft created"
@@ -161,7 +203,21 @@ class _WechatRun:
             media_id, how = ((found, "draft found after a lost reply") if found is not None
                              else (await self.call(self.api.add_draft, article), "draft created"))
         self.record("draft", media_id)
-        return media_id, False, f"{how}: media_id {media_id}"
+        return _Draft(media_id, False, f"{how}: media_id {media_id}")
+
+    async def _update_draft(self, media_id: str, how: str,
+                            media: tuple[list[LoadedImage], LoadedImage] | None = None) -> _Draft:
+        article = await self._article(*(media or await self._media()))
+        # Putting the same article twice changes nothing, so a lost reply may be retried.
+        await self.call(self.api.update_draft, media_id, article, repeatable=True)
+        self.record("draft_hash", self.content_hash)
+        return _Draft(media_id, True, f"{how}: media_id {media_id}")
+
+    async def _media(self) -> tuple[list[LoadedImage], LoadedImage]:
+        """Load and check every image and the cover, before anything is uploaded."""
+        if not self.rendition.cover:
+            raise InputError(NO_COVER)
+        return await self.policy.run(lambda: asyncio.to_thread(self._load_media))
 
     def _load_media(self) -> tuple[list[LoadedImage], LoadedImage]:
         images = [load_content_image(url, self.settings) for url in self.rendition.images if needs_upload(url)]
@@ -212,10 +268,12 @@ class _WechatRun:
         if publish_id is not None:
             return _published_line("published", await self._poll(publish_id)), True
         started = self.recorded("publish_started")
-        found = None if started is None else await self._find_published(float(started))
-        if found is not None:
-            self.record("published", found)
-            return _published_line("published (found from an interrupted run)", found), True
+        if started is not None:
+            found = await self._find_published(float(started))
+            if found is not None:
+                self.record("published", found)
+                return _published_line("published (found from an interrupted run)", found), True
+            self._refuse_early_resubmit(float(started))
         publish_id, found = await self._submit(media_id)
         if publish_id is None:
             return _published_line("published (found after a lost reply)", found or ""), False
@@ -230,40 +288,48 @@ class _WechatRun:
         except UncertainDeliveryError as exc:
             found = await self._find_published(started)
             if found is None:
-                # Publishing takes a while, so an empty list now does not prove nothing was submitted.
-                raise UncertainDeliveryError(
-                    f"{exc}; no published article found yet: check the account's publish records, "
-                    "then re-run, which looks again and submits only if nothing was published",
-                    reply=exc.reply) from exc
+                raise _unknown_submit(str(exc), started, reply=exc.reply) from exc
             self.record("published", found)
             return None, found
         self.record("publish_id", publish_id)
         return publish_id, None
 
+    def _refuse_early_resubmit(self, started: float) -> None:
+        """Raise UncertainDeliveryError unless the unanswered submit begun at `started` is old
+        enough that finding nothing published proves it did not publish."""
+        if self.ledger.clock() - started < RESUBMIT_AFTER_SECONDS:
+            raise _unknown_submit("wechat freepublish/submit of an earlier run got no reply", started)
+
     async def _poll(self, publish_id: str) -> str:
-        """Ask freepublish/get with back-off until the job ends; return the article URL."""
+        """Ask freepublish/get under a polling policy until the job ends; return the article URL.
+        Every failure to ask is retried like "still publishing", until publish_wait_seconds."""
         wechat = self.settings.channels.wechat
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wechat.publish_wait_seconds
-        delay = wechat.publish_poll_seconds
-        while True:
-            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
-            reply = await self.call(self.api.publish_status, publish_id)
-            status = reply.get("publish_status")
-            if status == 0:
-                items = (reply.get("article_detail") or {}).get("item") or [{}]
-                url = str(items[0].get("article_url", ""))
-                self.record("published", url)
-                return url
-            if status != 1:
-                meaning = PUBLISH_FAILURES.get(status, f"unknown publish_status {status}")
-                raise PermanentDeliveryError(f"wechat publish {publish_id}: {meaning} (publish_status {status})",
-                                             reply=json.dumps(reply, ensure_ascii=False)[:2000])
-            if loop.time() >= deadline:
-                raise UncertainDeliveryError(
-                    f"wechat publish {publish_id} is still publishing after {wechat.publish_wait_seconds:g} s; "
-                    "re-run later to check on it (it is not submitted again)")
-            delay = min(delay * 2, POLL_CAP_SECONDS)
+        polling = RetryPolicy(attempts=POLL_ATTEMPTS, base_delay_seconds=wechat.publish_poll_seconds,
+                              max_delay_seconds=POLL_CAP_SECONDS, deadline_seconds=wechat.publish_wait_seconds)
+        try:
+            reply = await polling.run(lambda: self._poll_once(publish_id))
+        except _StillPublishing as exc:
+            raise UncertainDeliveryError(
+                f"wechat publish {publish_id} is still publishing after {wechat.publish_wait_seconds:g} s; "
+                "re-run later to check on it (it is not submitted again)") from exc
+        items = (reply.get("article_detail") or {}).get("item") or [{}]
+        url = str(items[0].get("article_url", ""))
+        self.record("published", url)
+        return url
+
+    async def _poll_once(self, publish_id: str) -> dict:
+        """Ask freepublish/get once and return its reply when the article is out; raise
+        _StillPublishing while the job runs and PermanentDeliveryError when it failed."""
+        reply = await asyncio.to_thread(self.api.publish_status, publish_id)
+        status = reply.get("publish_status")
+        if status == 1:
+            raise _StillPublishing(f"wechat publish {publish_id} is still publishing",
+                                   retry_after_seconds=self.settings.channels.wechat.publish_poll_seconds)
+        if status != 0:
+            meaning = PUBLISH_FAILURES.get(status, f"unknown publish_status {status}")
+            raise PermanentDeliveryError(f"wechat publish {publish_id}: {meaning} (publish_status {status})",
+                                         reply=json.dumps(reply, ensure_ascii=False)[:2000])
+        return reply
 
     async def _find_published(self, since: float) -> str | None:
         items = await self.call(self.api.list_published, 0, LOOK_COUNT)
@@ -298,6 +364,17 @@ class _WechatRun:
         return (article.get("title") == self.rendition.title
                 and article.get("content_source_url", "") == self.rendition.content_source_url
                 and (updated is None or float(updated) >= since - CLOCK_SKEW_SECONDS))
+
+
+def _unknown_submit(what: str, started: float, *, reply: str | None = None) -> UncertainDeliveryError:
+    """Say that a submit may or may not have published, where to look, and when a re-run may
+    submit again."""
+    again = datetime.fromtimestamp(started + RESUBMIT_AFTER_SECONDS).astimezone()
+    return UncertainDeliveryError(
+        f"{what}; whether the article is being published is unknown and no published article was "
+        "found yet: check the publish records in the WeChat console (mp.weixin.qq.com); "
+        f"re-run after {again:%Y-%m-%d %H:%M:%S %z}, which looks again and submits again only if "
+        "nothing was published", reply=reply)
 
 
 def _published_line(how: str, url: str) -> str:

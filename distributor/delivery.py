@@ -46,7 +46,13 @@ def message_templates(renditions: Renditions, settings: Settings) -> dict[str, M
 def unsubscribe_links(settings: Settings, secret: str) -> Callable[[Recipient], str]:
     """Return the function that gives each recipient its signed unsubscribe URL."""
     pattern = settings.channels.email.unsubscribe_url
-    return lambda recipient: pattern.format(token=unsubscribe.sign(recipient.subscriber_id or "test", secret))
+
+    def link(recipient: Recipient) -> str:
+        if not recipient.subscriber_id:
+            raise ValueError(f"{recipient.address} has no subscriber id: it was never planned in the ledger")
+        return pattern.replace("{token}", unsubscribe.sign(recipient.subscriber_id, secret))
+
+    return link
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,9 @@ async def send_test_copy(address: str, renditions: Renditions, settings: Setting
     try:
         for name, template in message_templates(renditions, settings).items():
             channel = MailChannel(name, template, transport, unsubscribe_links(settings, secret))
+            message = channel.prepare(recipient)
             try:
-                reply = await policy.run(lambda: channel.deliver(recipient))
+                reply = await policy.run(lambda: channel.deliver(message))
             except DeliveryError as exc:
                 print(f"  {name}: test copy to {address} failed: {exc}", file=out)
                 return EXIT_STOPPED if isinstance(exc, ChannelStoppedError) else EXIT_FAILED

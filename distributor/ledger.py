@@ -8,6 +8,7 @@ last commits, and then the row is still `sending`, i.e. uncertain, not lost).
 """
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import time
@@ -34,13 +35,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS cache (
     kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL,
     PRIMARY KEY (kind, key));
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, issue_path TEXT NOT NULL, channels TEXT NOT NULL,
-    run_at REAL NOT NULL, zone TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'scheduled',
-    lease_owner TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, started_at REAL,
-    finished_at REAL, reason TEXT, issue_key TEXT, content_hash TEXT, exit_status INTEGER,
-    created_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, run_at);
 """
 STATUSES = ("pending", "sending", "sent", "failed")
 _PLAN_BATCH = 2000
@@ -59,37 +53,18 @@ class DeliveryRow:
     subscriber_id: str | None
 
 
-JOB_STATES = ("scheduled", "running", "done", "failed", "missed", "cancelled")
-_JOB_COLUMNS = ("id, issue_path, channels, run_at, zone, state, lease_owner, lease_until, attempts, started_at,"
-                " finished_at, reason, issue_key, content_hash, exit_status")
-
-
-@dataclass(frozen=True)
-class Job:
-    """A scheduled send: publish `issue_path` on `channels` at `run_at` (UTC seconds), as read in `zone`.
-    A `running` job belongs to `lease_owner` until `lease_until`; after that any runner may take it."""
-
-    id: int
-    issue_path: str
-    channels: tuple[str, ...]
-    run_at: float
-    zone: str
-    state: str
-    lease_owner: str | None
-    lease_until: float | None
-    attempts: int
-    started_at: float | None
-    finished_at: float | None
-    reason: str | None
-    issue_key: str | None
-    content_hash: str | None
-    exit_status: int | None
-
-    @classmethod
-    def from_row(cls, row: tuple) -> "Job":
-        values = list(row)
-        values[2] = tuple(name for name in values[2].split(",") if name)
-        return cls(*values)
+def _create_private(path: Path) -> None:
+    """Create a new ledger file readable by its owner only: it holds every address and the WeChat
+    token (SQLite gives its -wal and -shm files the same mode). An existing file is not opened
+    here: closing any descriptor of it would drop the locks SQLite holds on it in this process."""
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise InputError(f"cannot create the ledger (ledger.path): {exc.strerror or exc}", path=str(path)) from exc
 
 
 class Ledger:
@@ -105,12 +80,16 @@ class Ledger:
             except OSError as exc:
                 raise InputError(f"cannot create the ledger folder: {exc}", path=str(target_path)) from exc
             target = str(target_path)
-        # Blocking channel calls run in worker threads and reach the ledger from there (the WeChat
-        # token store); SQLite's serialized mode makes one shared connection safe for that.
-        self.db = sqlite3.connect(target, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+            _create_private(target_path)
+        try:
+            # Blocking channel calls run in worker threads and reach the ledger from there (the WeChat
+            # token store); SQLite's serialized mode makes one shared connection safe for that.
+            self.db = sqlite3.connect(target, isolation_level=None, timeout=30.0, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise InputError(f"cannot open the ledger (ledger.path): {exc}", path=target) from exc
 
     @classmethod
     def snapshot(cls, path: str | Path) -> "Ledger":
@@ -131,9 +110,11 @@ class Ledger:
         self.db.close()
 
     def begin(self) -> None:
-        """Open a transaction unless one is open: later writes wait for `commit` to become durable."""
+        """Open a transaction unless one is open: later writes wait for `commit` to become durable.
+        IMMEDIATE takes the write lock now (waiting for another process's commit if need be), so a
+        read inside the transaction can never make a later write fail with `database is locked`."""
         if not self.db.in_transaction:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
         """Make every write since `begin` durable, in one commit."""
@@ -235,12 +216,16 @@ class Ledger:
         return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE status IN ('sent', 'sending')"
                                " AND updated_at >= ?", (since,)).fetchone()[0]
 
-    def mark_sending(self, issue_key: str, channel: str, recipient: str, message_id: str) -> None:
-        """Record that the message is about to be handed over: from now on a crash leaves it uncertain."""
-        self.db.execute(
+    def mark_sending(self, issue_key: str, channel: str, recipient: str, message_id: str,
+                     from_statuses: Iterable[str]) -> bool:
+        """Claim the row for sending if it is still in one of `from_statuses`: from now on a crash
+        leaves it uncertain. Return False when another run has moved it on (it is theirs to send)."""
+        wanted = tuple(from_statuses)
+        return self.db.execute(
             "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, message_id = ?,"
-            " updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?",
-            (message_id, self.clock(), issue_key, channel, recipient))
+            " updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?"
+            f" AND status IN ({','.join('?' * len(wanted))})",
+            (message_id, self.clock(), issue_key, channel, recipient, *wanted)).rowcount == 1
 
     def mark(self, issue_key: str, channel: str, recipient: str, status: str, *,
              reply: str | None = None, error: str | None = None) -> None:
@@ -290,74 +275,3 @@ class Ledger:
 
     def uncache(self, kind: str, key: str) -> None:
         self.db.execute("DELETE FROM cache WHERE kind = ? AND key = ?", (kind, key))
-
-    # --- scheduled jobs ----------------------------------------------------------------------
-
-    def add_job(self, issue_path: str, channels: Iterable[str], run_at: float, zone: str) -> Job:
-        """Store a job in state `scheduled` and return it."""
-        cursor = self.db.execute("INSERT INTO jobs (issue_path, channels, run_at, zone, created_at)"
-                                 " VALUES (?, ?, ?, ?, ?)", (issue_path, ",".join(channels), run_at, zone,
-                                                             self.clock()))
-        return self.job(cursor.lastrowid)
-
-    def job(self, job_id: int) -> Job | None:
-        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_row(row) if row else None
-
-    def jobs(self) -> list[Job]:
-        """Return every job, earliest run time first."""
-        return [Job.from_row(row) for row in self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY run_at, id")]
-
-    def cancel_job(self, job_id: int, now: float) -> Job | None:
-        """Cancel the job if no runner holds it (it is `scheduled`, or `running` with a lapsed lease);
-        return it as it is now (None if unknown)."""
-        self.db.execute("UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_owner = NULL, lease_until = NULL"
-                        " WHERE id = ? AND (state = 'scheduled' OR (state = 'running' AND lease_until < ?))",
-                        (now, job_id, now))
-        return self.job(job_id)
-
-    def claim_job(self, owner: str, now: float, lease_seconds: float) -> Job | None:
-        """Take the earliest job that is due, or whose runner's lease lapsed, for `owner` until
-        now + lease_seconds; None when there is none. Two runners never get the same job: the
-        choice and the claim happen under one write lock."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = self.db.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                " WHERE id = (SELECT id FROM jobs WHERE (state = 'scheduled' AND run_at <= ?)"
-                " OR (state = 'running' AND lease_until < ?) ORDER BY run_at, id LIMIT 1)"
-                f" RETURNING {_JOB_COLUMNS}", (owner, now + lease_seconds, now, now)).fetchall()
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        return Job.from_row(rows[0]) if rows else None
-
-    def renew_lease(self, job_id: int, owner: str, until: float) -> bool:
-        """Extend `owner`'s lease on a running job; False if the job is no longer `owner`'s."""
-        return self.db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
-                               (until, job_id, owner)).rowcount == 1
-
-    def start_job(self, job_id: int, owner: str, now: float) -> None:
-        """Record when the job first began to publish (a job taken over keeps its first start)."""
-        self.db.execute("UPDATE jobs SET started_at = COALESCE(started_at, ?) WHERE id = ? AND lease_owner = ?",
-                        (now, job_id, owner))
-
-    def finish_job(self, job_id: int, owner: str, state: str, now: float, *, reason: str | None = None,
-                   issue_key: str | None = None, content_hash: str | None = None,
-                   exit_status: int | None = None) -> bool:
-        """Move `owner`'s running job to `state` (back to `scheduled` to resume later) and drop the
-        lease; False if the job is no longer `owner`'s."""
-        if state not in JOB_STATES or state == "running":
-            raise ValueError(state)
-        return self.db.execute(
-            "UPDATE jobs SET state = ?, reason = ?, issue_key = COALESCE(?, issue_key),"
-            " content_hash = COALESCE(?, content_hash), exit_status = ?, lease_owner = NULL, lease_until = NULL,"
-            " finished_at = CASE WHEN ? = 'scheduled' THEN NULL ELSE ? END"
-            " WHERE id = ? AND lease_owner = ? AND state = 'running'",
-            (state, reason, issue_key, content_hash, exit_status, state, now, job_id, owner)).rowcount == 1
-
-    def next_job_time(self) -> float | None:
-        """Return when a job next becomes claimable: the earliest scheduled run time or lease end."""
-        return self.db.execute("SELECT MIN(CASE state WHEN 'scheduled' THEN run_at ELSE lease_until END)"
-                               " FROM jobs WHERE state IN ('scheduled', 'running')").fetchone()[0]

@@ -7,11 +7,12 @@ import email.policy
 import email.utils
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Mapping
+from typing import Mapping, TextIO
 
 from channels.smtp_transport import SmtpPool, to_wire
 
 from .checks import smtp_config
+from .errors import DeliveryError, InputError
 from .settings import Settings
 from .status import Problem
 
@@ -52,6 +53,22 @@ class JobReport:
         if len(self.problems) > _PROBLEMS_SHOWN:
             lines.append(f"  ... and {len(self.problems) - _PROBLEMS_SHOWN} more (distributor status ISSUE)")
         return "\n".join(lines) + "\n"
+
+
+def deliver_report(report: JobReport, settings: Settings, out: TextIO, err: TextIO) -> None:
+    """Print the report to `out` and mail it to `schedule.operator_email` when that is set; a report
+    the relay does not take is a warning on `err`, not a failed job."""
+    out.write(report.body())
+    operator = settings.schedule.operator_email
+    if not operator:
+        return
+    try:
+        mail_report(report, settings)
+    except (DeliveryError, InputError) as exc:
+        print(f"distributor: warning: the report for job {report.job_id} was not mailed to {operator}: {exc}",
+              file=err)
+    else:
+        print(f"job {report.job_id}: report mailed to {operator}", file=out)
 
 
 def report_message(report: JobReport, settings: Settings) -> EmailMessage:

@@ -4,11 +4,12 @@ Progress advances per recipient after the transport answered, never per batch. A
 `sending`, durably, before its message is handed over; if the process dies then, the row stays
 `sending` and is reported as uncertain instead of being sent twice.
 
-Ledger writes share commits (group commit): the `sending` marks made while the event loop runs
-one round are committed together before any of those messages goes out, and outcomes ride along
-with the next commit. A crash can then lose only outcomes not yet committed, which leaves those
-rows `sending` (uncertain, never resent): the guarantee is the same as a commit per write, at a
-fraction of the cost.
+Ledger writes share commits (group commit): the writes made while the event loop runs one round
+are committed together at its end, and a message goes out only after its `sending` mark was
+committed. A crash can then lose only outcomes of the last round, which leaves those rows
+`sending` (uncertain, never resent): the guarantee of a commit per write, at a fraction of the
+cost. A row is claimed only if it is still in a state this run sends, so two runs of the same
+issue never both send it.
 """
 from __future__ import annotations
 
@@ -51,12 +52,14 @@ class MailRun:
         self.progress = progress
         self.concurrency = max(1, concurrency)
         self.stopped: ChannelStoppedError | None = None
+        self.statuses: tuple[str, ...] = ()
         self.pending_commit: asyncio.Future[None] | None = None
         # Set from a signal handler: messages being handed over finish, no new one starts.
         self.interrupt = interrupt or threading.Event()
 
     async def run(self, statuses: tuple[str, ...]) -> ChannelOutcome:
         """Deliver the rows and return the counts of this run."""
+        self.statuses = statuses
         queue: asyncio.Queue[DeliveryRow | None] = asyncio.Queue(maxsize=self.concurrency * 4)
 
         async def produce() -> None:
@@ -84,10 +87,15 @@ class MailRun:
 
     async def committed(self) -> None:
         """Return once this round's writes are committed; one commit serves every caller of the round."""
+        self.commit_soon()
+        await self.pending_commit
+
+    def commit_soon(self) -> None:
+        """Commit at the end of this event-loop round, so no transaction stays open across a wait
+        (other processes — a lease renewal, the unsubscribe endpoint — need the write lock too)."""
         if self.pending_commit is None:
             self.pending_commit = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._commit)
-        await self.pending_commit
 
     def _commit(self) -> None:
         future, self.pending_commit = self.pending_commit, None
@@ -95,23 +103,25 @@ class MailRun:
             self.ledger.commit()
         except Exception as exc:        # every waiter of this round sees the failure
             future.set_exception(exc)
+            future.exception()          # marked retrieved: a round may have no waiter
         else:
             future.set_result(None)
 
     async def deliver(self, row: DeliveryRow) -> None:
         """Deliver one row with retries and record what happened."""
-        name, key, address = self.channel.name, self.issue_key, row.recipient
-        recipient = Recipient(address, row.name, row.subscriber_id)
+        name, address = self.channel.name, row.recipient
         try:
             await self.limiter.acquire()
         except ChannelStoppedError as exc:
             self.stopped = exc
             return
+        message = self.channel.prepare(Recipient(address, row.name, row.subscriber_id))
         self.ledger.begin()
-        self.ledger.mark_sending(key, name, address, self.channel.template.message_id(address))
+        if not self.ledger.mark_sending(self.issue_key, name, address, message.message_id, self.statuses):
+            return                      # another run has moved this row on since it was read
         await self.committed()
         try:
-            reply = await self.policy.run(lambda: self.channel.deliver(recipient),
+            reply = await self.policy.run(lambda: self.channel.deliver(message),
                                           on_retry=lambda *_: self.progress.retried(name))
         except PermanentDeliveryError as exc:
             self.record(address, "failed", reply=exc.reply, error=str(exc))
@@ -134,6 +144,7 @@ class MailRun:
             self.progress.sent(name)
 
     def record(self, address: str, status: str, *, reply: str | None, error: str | None) -> None:
-        """Write an outcome into the open transaction; the next commit makes it durable."""
+        """Write an outcome; it is committed at the end of this round, with whatever else came."""
         self.ledger.begin()
         self.ledger.mark(self.issue_key, self.channel.name, address, status, reply=reply, error=error)
+        self.commit_soon()

@@ -162,36 +162,45 @@ def serve_preview(issue: Path, settings: Settings, *, port: int, out: TextIO,
                   ready: threading.Event | None = None, stop: threading.Event | None = None) -> int:
     """Serve the live preview of `issue` on 127.0.0.1:`port` (0: any free port) until `stop` is set
     or Ctrl-C; print the URL to `out`, set `ready` once requests are answered, and return 0."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"port {port} is out of range 0-65535")
     if not issue.is_file():
         raise InputError("no such issue file", path=str(issue))
     stop = stop or threading.Event()
     state = PreviewState(issue, settings, out)
-    # Taken before the first rendering, so a save made while it runs is seen as a change.
-    seen = watched_files(issue, settings)
-    state.refresh()
+    server = _listen(port, state)      # before rendering, so a busy port fails before anything is printed
+    threads = [threading.Thread(target=server.serve_forever, name="preview-http", daemon=True)]
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler_for(state))
-    except OSError as exc:
-        raise InputError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
-    port = server.server_address[1]
-    threads = [threading.Thread(target=server.serve_forever, name="preview-http", daemon=True),
-               threading.Thread(target=watch, args=(state, seen, stop), name="preview-watch", daemon=True)]
-    for thread in threads:
-        thread.start()
-    print(f"Preview of {issue} at http://127.0.0.1:{port}/ (Ctrl-C to stop)", file=out, flush=True)
-    if ready is not None:
-        ready.set()
-    try:
+        # Taken before the first rendering, so a save made while it runs is seen as a change.
+        seen = watched_files(issue, settings)
+        state.refresh()
+        threads.append(threading.Thread(target=watch, args=(state, seen, stop), name="preview-watch", daemon=True))
+        for thread in threads:
+            thread.start()
+        print(f"Preview of {issue} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)",
+              file=out, flush=True)
+        if ready is not None:
+            ready.set()
         stop.wait()
     except KeyboardInterrupt:
-        stop.set()
+        pass                            # Ctrl-C is how the preview is meant to end
     finally:
+        stop.set()
         state.close()
-        server.shutdown()
+        if threads[0].is_alive():       # shutdown() waits for serve_forever, which may never have started
+            server.shutdown()
         server.server_close()
         for thread in threads:
-            thread.join(timeout=5)
+            if thread.is_alive():
+                thread.join(timeout=5)
     return 0
+
+
+def _listen(port: int, state: PreviewState) -> ThreadingHTTPServer:
+    try:
+        return ThreadingHTTPServer(("127.0.0.1", port), handler_for(state))
+    except OSError as exc:
+        raise InputError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
 
 
 def _describe(exc: Exception) -> str:

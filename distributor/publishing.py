@@ -7,6 +7,7 @@ console sink for the relay and an in-memory copy of the ledger.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import threading
@@ -16,18 +17,19 @@ from typing import TextIO
 
 from channels.email_message import Recipient
 from channels.mail import MailTransport
-from channels.sinks import ConsoleSink
+from channels.console_sink import ConsoleSink
 from channels.smtp_transport import SmtpPool
 from channels.wechat import limit_violations
 
 from .checks import smtp_config
-from .delivery import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, MailPlan, deliver, message_templates, send_test_copy
+from .delivery import (EXIT_FAILED, EXIT_OK, EXIT_STOPPED, MailPlan, deliver, message_templates, send_test_copy,
+                       unsubscribe_links)
 from .errors import InputError
 from .ledger import Ledger
 from .models import UNSUBSCRIBE_PLACEHOLDER
 from .orchestrator import ChannelOutcome
 from .pipeline import CHANNELS, Renditions, render_issue
-from .settings import Settings, secret_from_env
+from .settings import Settings
 from .subscribers import BadRow, read_subscribers
 
 MAIL_CHANNELS = ("email", "text")
@@ -61,17 +63,23 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
     if options.to_wechat:
         channels = ("wechat",)
     renditions = render_issue(options.issue, settings, channels)
-    _check_publishable(renditions, options, settings, channels)
+    _check_publishable(renditions, options)
+    problems = configuration_problems(settings, channels, test_copy=bool(options.to))
+    if problems and not options.dry_run:
+        raise InputError("; ".join(problems))
     if options.dry_run:
         print(f"dry run: {renditions.issue.title} [{renditions.issue.key}]; nothing is sent", file=out)
+        for problem in problems:
+            print(f"  note: a real publish stops here: {problem}", file=out)
     mails = bool(options.to) or any(_subscriber_file(settings, name) for name in channels if name in MAIL_CHANNELS)
-    secret = _unsubscribe_secret(settings, options.dry_run, out) if mails else ""
+    secret = (os.environ.get(settings.unsubscribe_secret_env) or "dry-run") if mails else ""
     transport = _transport(settings, options.dry_run, out) if mails else None
     if options.to:
         return asyncio.run(send_test_copy(options.to, renditions, settings, transport, secret, out))
     ledger = Ledger.snapshot(settings.ledger.path) if options.dry_run else Ledger(settings.ledger.path)
     wechat = renditions.wechat if "wechat" in channels and not options.dry_run else None
     try:
+        _write_text_file(renditions, settings, options.dry_run, out)
         mail = [name for name in channels if name in MAIL_CHANNELS and _subscriber_file(settings, name)]
         for name in mail:
             _plan(ledger, renditions, name, _subscriber_file(settings, name), err)
@@ -84,39 +92,49 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
                         live_progress=err.isatty() and not options.dry_run)
         outcomes = asyncio.run(deliver(renditions, wechat, mail, settings, ledger, err,
                                        to_wechat=options.to_wechat, interrupt=interrupt))
-        _write_text_file(renditions, settings, options.dry_run, out)
         return _report(outcomes, out, "handed to the dry-run sink" if options.dry_run else "sent")
     finally:
         ledger.close()
 
 
-def _check_publishable(renditions: Renditions, options: PublishOptions, settings: Settings,
-                       channels: tuple[str, ...]) -> None:
+def configuration_problems(settings: Settings, channels: tuple[str, ...], *, test_copy: bool = False) -> list[str]:
+    """Say what keeps the chosen channels from delivering (empty when nothing does): a real
+    publish refuses to start with any, a dry run notes them, `schedule add` refuses them."""
+    problems = []
+    mails = test_copy
+    for name in channels:
+        if name in MAIL_CHANNELS and _subscriber_file(settings, name):
+            mails = True
+        elif name in MAIL_CHANNELS and not test_copy and not (name == "text" and settings.channels.text.output_dir):
+            problems.append(f"channels.{name}.subscribers is not set: no one to send the {name} channel to")
+    if mails:
+        problems += _missing_env(settings.unsubscribe_secret_env, "the unsubscribe links' secret")
+        if settings.smtp.username:
+            problems += _missing_env(settings.smtp.password_env, "the SMTP password (smtp.username is set)")
+    if "wechat" in channels:
+        wechat = settings.channels.wechat
+        if not wechat.app_id:
+            problems.append("channels.wechat.app_id is not set (or set channels.wechat.enabled: false)")
+        problems += _missing_env(wechat.app_secret_env, "the WeChat AppSecret")
+    return problems
+
+
+def _missing_env(variable: str, what: str) -> list[str]:
+    return [] if os.environ.get(variable) else [f"set the environment variable {variable} ({what})"]
+
+
+def _check_publishable(renditions: Renditions, options: PublishOptions) -> None:
     where = str(renditions.issue.source_path)
     if renditions.issue.draft and not options.force:
         raise InputError("the front matter says draft: true; publish with --force to send it anyway", path=where)
-    if "wechat" in channels and renditions.wechat is not None:
+    if renditions.wechat is not None:
         problems = limit_violations(renditions.wechat)
         if problems:
             raise InputError("; ".join(problems), path=where)
-    for name in channels:
-        if name in MAIL_CHANNELS and not options.dry_run and not options.to \
-                and not _subscriber_file(settings, name) and not (name == "text" and settings.channels.text.output_dir):
-            raise InputError(f"channels.{name}.subscribers is not set: no one to send the {name} channel to")
 
 
 def _subscriber_file(settings: Settings, channel: str) -> str | None:
     return getattr(settings.channels, channel).subscribers
-
-
-def _unsubscribe_secret(settings: Settings, dry_run: bool, out: TextIO) -> str:
-    try:
-        return secret_from_env(settings.unsubscribe_secret_env, "unsubscribe links")
-    except InputError:
-        if not dry_run:
-            raise
-        print(f"  note: {settings.unsubscribe_secret_env} is not set; a real publish stops here", file=out)
-        return "dry-run"
 
 
 def _transport(settings: Settings, dry_run: bool, out: TextIO) -> MailTransport:
@@ -150,15 +168,16 @@ def _plan(ledger: Ledger, renditions: Renditions, channel: str, path: str, err: 
 
 def _describe(renditions: Renditions, settings: Settings, channels: tuple[str, ...],
               totals: dict[str, int], out: TextIO) -> None:
-    """Print what each channel is about to deliver: target, subject, size."""
+    """Print what each channel is about to deliver: target, subject, size (of a sample message,
+    built the way each recipient's will be)."""
     templates = message_templates(renditions, settings)
+    sample = Recipient("reader@example.org", None, "sample")
+    sample_link = unsubscribe_links(settings, "sample")(sample)
     for name in channels:
         if name in totals:
-            size = len(templates[name].render(Recipient("size@example.org"), "https://example.org/u"))
+            size = len(templates[name].render(sample, sample_link))
             print(f"  {name}: {totals[name]} recipients, subject {renditions.issue.title!r}, "
                   f"{size / 1024:.1f} KB per message", file=out)
-        elif name in MAIL_CHANNELS:
-            print(f"  {name}: no subscriber file set (channels.{name}.subscribers): nobody to send to", file=out)
         elif name == "wechat" and renditions.wechat is not None:
             article = renditions.wechat
             print(f"  wechat: a {settings.channels.wechat.mode} article {article.title!r} for account "

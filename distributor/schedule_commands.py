@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import InputError
-from .ledger import Job, Ledger
+from .jobs import MAX_TRIES, Job, JobStore
+from .ledger import Ledger
 from .pipeline import CHANNELS
-from .settings import Settings, secret_from_env
+from .settings import Settings
 from .timezones import display_zone_name, read_local_time, show
 
 Clock = Callable[[], float]
@@ -63,7 +64,7 @@ def _add(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
         return status
     ledger = Ledger(settings.ledger.path)
     try:
-        job = ledger.add_job(str(issue), channels, local.timestamp(), zone_name)
+        job = JobStore.of(ledger).add(str(issue), channels, local.timestamp(), zone_name)
     finally:
         ledger.close()
     print(f"job {job.id} scheduled: {issue} on {', '.join(channels)} at {show(job.run_at, zone_name)} {zone_name}")
@@ -77,9 +78,10 @@ def _add(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
 
 def _validate(issue: Path, channels: tuple[str, ...], settings: Settings) -> int:
     """Refuse now what would fail at the job's time: the issue, the subscriber files and renditions
-    (a dry run), the secrets and recipients a real send needs, and the services (as `check` does)."""
+    (a dry run), what a real send needs that a dry run only notes (subscriber files, secrets, the
+    WeChat account), and the services (as `check` does)."""
     from .checks import check_services   # the delivery stack loads only when needed
-    from .publishing import MAIL_CHANNELS, PublishOptions, publish
+    from .publishing import PublishOptions, configuration_problems, publish
     dry_run = io.StringIO()
     status = publish(PublishOptions(issue=issue, channels=channels, yes=True, dry_run=True), settings,
                      out=dry_run, err=dry_run)
@@ -87,12 +89,9 @@ def _validate(issue: Path, channels: tuple[str, ...], settings: Settings) -> int
         sys.stdout.write(dry_run.getvalue())
         print(f"distributor: not scheduled: the dry run ended with exit status {status}", file=sys.stderr)
         return status
-    mail = [name for name in channels if name in MAIL_CHANNELS]
-    if any(getattr(settings.channels, name).subscribers for name in mail):
-        secret_from_env(settings.unsubscribe_secret_env, "unsubscribe links")
-    for name in mail:
-        if not getattr(settings.channels, name).subscribers and not (name == "text" and settings.channels.text.output_dir):
-            raise InputError(f"channels.{name}.subscribers is not set: no one to send the {name} channel to")
+    problems = configuration_problems(settings, channels)
+    if problems:
+        raise InputError("not scheduled: a real publish would refuse it: " + "; ".join(problems))
     services = io.StringIO()
     if not check_services(settings, services):
         sys.stdout.write(services.getvalue())
@@ -107,7 +106,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     ledger = Ledger(settings.ledger.path)
     try:
-        jobs = ledger.jobs()
+        jobs = JobStore.of(ledger).jobs()
     finally:
         ledger.close()
     zone_name = display_zone_name(settings)
@@ -115,13 +114,17 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     for job in jobs:
         print(f"{job.id:>4}  {show(job.run_at, zone_name)}  {job.state:<9}  {','.join(job.channels):<16}  "
               f"{job.issue_path}")
-        for detail in _details(job):
+        for detail in _details(job, zone_name):
             print(f"      {detail}")
     return EXIT_OK
 
 
-def _details(job: Job) -> list[str]:
-    details = [job.reason] if job.reason else []
+def _details(job: Job, zone_name: str) -> list[str]:
+    if job.state == "scheduled" and job.retry_at is not None:
+        details = [f"stopped early ({job.early_stops} of {MAX_TRIES} tries): {job.reason}",
+                   f"next try {show(job.retry_at, zone_name)}"]
+    else:
+        details = [job.reason] if job.reason else []
     if job.content_hash and job.state != "scheduled":
         details.append(f"sent the file with sha256 {job.content_hash}")
     return details
@@ -130,10 +133,11 @@ def _details(job: Job) -> list[str]:
 def _cancel(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     ledger = Ledger(settings.ledger.path)
     try:
-        before = ledger.job(args.job)
+        jobs = JobStore.of(ledger)
+        before = jobs.job(args.job)
         if before is None:
             raise InputError(f"no job {args.job} (see distributor schedule list)")
-        after = ledger.cancel_job(args.job, now())
+        after = jobs.cancel(args.job, now())
     finally:
         ledger.close()
     if after.state == "cancelled":

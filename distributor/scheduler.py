@@ -4,7 +4,9 @@ Any number of runners (cron's `run-due`, a `worker`) may share one ledger. A run
 with one write transaction; the claim is a lease that a thread renews every lease/3 on its own
 SQLite connection. A runner that dies stops renewing; once the lease lapses another runner takes
 the job and publishes it again through the normal path, which never resends what the ledger
-records as sent (or as uncertain).
+records as sent (or as uncertain). A runner that cannot renew its lease in time stops publishing,
+since another runner may have taken the job by then. A job that stopped early is tried again
+later, backing off (see `jobs.retry_delay`).
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import timezones
-from .errors import DeliveryError, InputError
+from .errors import InputError
 from .issue import load_issue
-from .ledger import Job, Ledger
-from .operator_report import JobReport, mail_report
+from .jobs import MAX_TRIES, Job, JobStore, retry_delay
+from .ledger import Ledger
+from .operator_report import JobReport, deliver_report
 from .publishing import PublishOptions, publish
 from .settings import Settings
 from .status import problems
@@ -42,16 +45,19 @@ class JobOutcome:
     state: str            # the job's state afterwards: done, failed, missed, or scheduled (to resume)
     exit_status: int
     reason: str | None
+    retry_at: float | None = None     # when a job that stopped early is tried again
 
 
 class LeaseKeeper:
     """Renew `owner`'s lease on a job every lease/3 from a thread with its own ledger connection, and
-    pass a stop request on to the job. If the job turns out to be another runner's (`lost`), stop it."""
+    pass a stop request on to the job. Once the job turns out to be another runner's, or the lease
+    could not be renewed before it ran out (`held_until`), the lease is `lost` and the job is stopped:
+    another runner may take it from then on."""
 
-    def __init__(self, ledger_path: str, job_id: int, owner: str, lease_seconds: float,
+    def __init__(self, ledger_path: str, job_id: int, owner: str, lease_seconds: float, held_until: float,
                  now: Callable[[], float], stop_requested: threading.Event):
         self.ledger_path, self.job_id, self.owner = ledger_path, job_id, owner
-        self.lease_seconds, self.now = lease_seconds, now
+        self.lease_seconds, self.held_until, self.now = lease_seconds, held_until, now
         self.stop_requested = stop_requested
         self.job_stop = threading.Event()    # what the job's publish watches
         self.lost = False
@@ -67,28 +73,35 @@ class LeaseKeeper:
         self._thread.join()
 
     def _run(self) -> None:
-        ledger = Ledger(self.ledger_path)
         interval = self.lease_seconds / 3
+        # A renewal waits for a busy ledger no longer than until the next one is due.
+        jobs = JobStore.open(self.ledger_path, busy_timeout=interval)
         next_renewal = time.monotonic() + interval
         try:
             while not self._done.wait(min(_TICK_SECONDS, interval)):
                 if self.stop_requested.is_set():
                     self.job_stop.set()
                 if time.monotonic() >= next_renewal:
-                    next_renewal += interval
-                    if not self._renew(ledger):
-                        self.lost = True
-                        self.job_stop.set()
-                        return
+                    next_renewal = time.monotonic() + interval
+                    self._renew(jobs)
+                if self.lost or self.now() > self.held_until:
+                    self.lost = True
+                    self.job_stop.set()
+                    return
         finally:
-            ledger.close()
+            jobs.close()
 
-    def _renew(self, ledger: Ledger) -> bool:
+    def _renew(self, jobs: JobStore) -> None:
+        until = self.now() + self.lease_seconds
         try:
-            return ledger.renew_lease(self.job_id, self.owner, self.now() + self.lease_seconds)
-        except sqlite3.Error as exc:     # a busy ledger: try again next time, the lease still holds
+            renewed = jobs.renew_lease(self.job_id, self.owner, until)
+        except sqlite3.Error as exc:     # a busy ledger: try again next time, while the lease still holds
             print(f"distributor: warning: could not renew the lease on job {self.job_id}: {exc}", file=sys.stderr)
-            return True
+            return
+        if renewed:
+            self.held_until = until
+        else:
+            self.lost = True
 
 
 class Scheduler:
@@ -106,11 +119,12 @@ class Scheduler:
         worst = EXIT_OK
         ledger = Ledger(self.ledger_path)
         try:
+            jobs = JobStore.of(ledger)
             while not interrupt.is_set():
-                job = ledger.claim_job(self.owner, self.now(), self.settings.schedule.lease_seconds)
+                job = jobs.claim(self.owner, self.now(), self.settings.schedule.lease_seconds)
                 if job is None:
                     break
-                worst = max(worst, self.run_job(ledger, job, interrupt).exit_status)
+                worst = max(worst, self.run_job(ledger, jobs, job, interrupt).exit_status)
         finally:
             ledger.close()
         return worst
@@ -126,36 +140,39 @@ class Scheduler:
         """Return how long to sleep before a job may next be due, at most `schedule.poll_seconds`."""
         ledger = Ledger(self.ledger_path)
         try:
-            upcoming = ledger.next_job_time()
+            upcoming = JobStore.of(ledger).next_due_time()
         finally:
             ledger.close()
         poll = self.settings.schedule.poll_seconds
         return poll if upcoming is None else min(poll, max(0.0, upcoming - self.now()))
 
-    def run_job(self, ledger: Ledger, job: Job, interrupt: threading.Event) -> JobOutcome:
+    def run_job(self, ledger: Ledger, jobs: JobStore, job: Job, interrupt: threading.Event) -> JobOutcome:
         """Publish one claimed job, unless it was found too late, and record how it ended."""
         lateness = self.now() - job.run_at
         limit = self.settings.schedule.max_lateness_seconds
         if job.started_at is None and lateness > limit:
-            reason = (f"found {_duration(lateness)} after its time, later than schedule.max_lateness_seconds "
-                      f"({_duration(limit)}): not sent")
-            return self._finish(ledger, job, JobOutcome(job.id, "missed", EXIT_FAILED, reason), None, None)
-        if job.started_at is not None:
+            reason = (f"found {timezones.duration(lateness)} after its time, later than schedule.max_lateness_seconds "
+                      f"({timezones.duration(limit)}): not sent")
+            return self._finish(ledger, jobs, job, JobOutcome(job.id, "missed", EXIT_FAILED, reason), None, None)
+        if job.early_stops:
+            print(f"job {job.id}: resuming (try {job.early_stops + 1} of {MAX_TRIES}; it stopped early: "
+                  f"{job.reason})", file=self.out)
+        elif job.started_at is not None:
             print(f"job {job.id}: resuming (attempt {job.attempts}; its earlier runner stopped)", file=self.out)
         elif lateness > _ON_TIME_SECONDS:
-            print(f"distributor: warning: job {job.id} is {_duration(lateness)} late "
+            print(f"distributor: warning: job {job.id} is {timezones.duration(lateness)} late "
                   f"(due {timezones.show(job.run_at, job.zone)}); sending now", file=self.err)
-        ledger.start_job(job.id, self.owner, self.now())
+        jobs.start(job.id, self.owner, self.now())
         print(f"job {job.id}: publishing {job.issue_path} on {', '.join(job.channels) or 'every channel'}",
               file=self.out)
         with LeaseKeeper(self.ledger_path, job.id, self.owner, self.settings.schedule.lease_seconds,
-                         self.now, interrupt) as keeper:
+                         job.lease_until, self.now, interrupt) as keeper:
             outcome, issue_key, content_hash = self._publish(job, keeper.job_stop)
         if keeper.lost:
-            print(f"distributor: warning: job {job.id} was taken over by another runner; leaving it to that one",
-                  file=self.err)
+            print(f"distributor: warning: job {job.id}: its lease ran out or another runner took it; "
+                  "stopped publishing and left it to the next runner", file=self.err)
             return JobOutcome(job.id, "running", EXIT_STOPPED, "lease lost")
-        return self._finish(ledger, job, outcome, issue_key, content_hash)
+        return self._finish(ledger, jobs, job, outcome, issue_key, content_hash)
 
     def _publish(self, job: Job, stop: threading.Event) -> tuple[JobOutcome, str | None, str | None]:
         """Validate the issue file as it is now and publish it; nothing is sent if it does not validate."""
@@ -182,19 +199,35 @@ class Scheduler:
             return JobOutcome(job.id, "scheduled", status, reason), issue_key, content_hash
         stopped = [line.strip() for line in captured.text().splitlines() if ": stopped: " in line]
         reason = "; ".join(stopped) or f"publish ended with exit status {status}"
-        return JobOutcome(job.id, "failed", status, reason), issue_key, content_hash
+        return self._stopped_early(job, status, reason), issue_key, content_hash
 
-    def _finish(self, ledger: Ledger, job: Job, outcome: JobOutcome, issue_key: str | None,
+    def _stopped_early(self, job: Job, status: int, reason: str) -> JobOutcome:
+        """Try the job again later, backing off, unless it has stopped early `MAX_TRIES` times."""
+        stops = job.early_stops + 1
+        if stops >= MAX_TRIES:
+            return JobOutcome(job.id, "failed", status, f"stopped early {stops} times; the last time: {reason}")
+        return JobOutcome(job.id, "scheduled", status, reason, retry_at=self.now() + retry_delay(stops))
+
+    def _finish(self, ledger: Ledger, jobs: JobStore, job: Job, outcome: JobOutcome, issue_key: str | None,
                 content_hash: str | None) -> JobOutcome:
-        if not ledger.finish_job(job.id, self.owner, outcome.state, self.now(), reason=outcome.reason,
-                                 issue_key=issue_key, content_hash=content_hash, exit_status=outcome.exit_status):
+        if outcome.retry_at is not None:
+            recorded = jobs.retry_later(job.id, self.owner, outcome.retry_at, reason=outcome.reason or "",
+                                        exit_status=outcome.exit_status, issue_key=issue_key,
+                                        content_hash=content_hash)
+        else:
+            recorded = jobs.finish(job.id, self.owner, outcome.state, self.now(), reason=outcome.reason,
+                                   issue_key=issue_key, content_hash=content_hash, exit_status=outcome.exit_status)
+        if not recorded:
             print(f"distributor: warning: job {job.id} is no longer this runner's; its end was not recorded",
                   file=self.err)
-            return outcome
-        if outcome.state == "scheduled":
+        elif outcome.retry_at is not None:
+            print(f"job {job.id}: stopped early ({outcome.reason}); trying again at "
+                  f"{timezones.show(outcome.retry_at, job.zone)} (try {job.early_stops + 2} of {MAX_TRIES})",
+                  file=self.out)
+        elif outcome.state == "scheduled":
             print(f"job {job.id}: {outcome.reason}", file=self.out)
-            return outcome
-        self._report(ledger, job, outcome, issue_key)
+        else:
+            self._report(ledger, job, outcome, issue_key)
         return outcome
 
     def _report(self, ledger: Ledger, job: Job, outcome: JobOutcome, issue_key: str | None) -> None:
@@ -203,17 +236,7 @@ class Scheduler:
         report = JobReport(job.id, job.issue_path, issue_key, outcome.state, outcome.reason,
                            timezones.show(job.run_at, job.zone), counts,
                            tuple(problems(ledger, issue_key, sorted(counts))) if issue_key else ())
-        self.out.write(report.body())
-        operator = self.settings.schedule.operator_email
-        if not operator:
-            return
-        try:
-            mail_report(report, self.settings)
-        except (DeliveryError, InputError) as exc:
-            print(f"distributor: warning: the report for job {job.id} was not mailed to {operator}: {exc}",
-                  file=self.err)
-        else:
-            print(f"job {job.id}: report mailed to {operator}", file=self.out)
+        deliver_report(report, self.settings, self.out, self.err)
 
 
 class _Tee(io.TextIOBase):
@@ -231,13 +254,3 @@ class _Tee(io.TextIOBase):
 
     def text(self) -> str:
         return self._copy.getvalue()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    hours, minutes = divmod(seconds // 60, 60)
-    if hours >= 48:
-        return f"{hours // 24} d {hours % 24} h"
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

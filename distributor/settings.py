@@ -189,7 +189,32 @@ def _convert(hint: Any, raw: Any, key_path: str, path: str) -> Any:
             raise SettingsError(f"{key_path} must be one of {', '.join(map(str, choices))}", path=path)
         return raw
     if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
+        raw = float(raw)
     if hint in (bool, int, float, str) and type(raw) is hint:
+        _check_value(key_path, raw, path)
         return raw
     raise SettingsError(f"{key_path} must be {hint.__name__}, not {type(raw).__name__}", path=path)
+
+
+# Numbers outside these bounds (inclusive; None: unbounded) would make a run misbehave rather than fail.
+_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "smtp.port": (1, 65535), "smtp.pool_size": (1, 1000), "smtp.timeout_seconds": (0.01, None),
+    "smtp.per_second": (0, None), "smtp.hourly_cap": (1, None), "smtp.daily_cap": (1, None),
+    "retry.attempts": (1, 1000), "retry.base_delay_seconds": (0, None), "retry.max_delay_seconds": (0, None),
+    "retry.deadline_seconds": (0, None), "channels.text.width": (20, 1000),
+    "channels.wechat.timeout_seconds": (0.01, None), "channels.wechat.publish_poll_seconds": (0.01, None),
+    "channels.wechat.publish_wait_seconds": (0, None), "schedule.max_lateness_seconds": (0, None),
+    "schedule.lease_seconds": (0.1, None), "schedule.poll_seconds": (0.01, None),
+}
+
+
+def _check_value(key_path: str, value: Any, path: str) -> None:
+    low, high = _BOUNDS.get(key_path, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+        raise SettingsError(f"{key_path} must be {bounds}, not {value:g}", path=path)
+    if key_path == "channels.email.unsubscribe_url":
+        if "{token}" not in value or not value.startswith(("https://", "http://")) \
+                or not value.isascii() or any(char.isspace() for char in value) or len(value) > 800:
+            raise SettingsError(f"{key_path} must be an http(s) URL of ASCII characters without spaces, "
+                                "holding {token}, at most 800 characters", path=path)

@@ -6,7 +6,9 @@ as the first occurrence (the earlier instant, still on summer time) and the call
 """
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -15,7 +17,8 @@ import tzlocal
 from .errors import InputError
 from .settings import Settings
 
-_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+# "YYYY-MM-DD HH:MM[:SS]", a T allowed for the space; a field may drop its leading zero.
+_SHAPE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2}))?")
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,39 @@ def show(timestamp: float, zone_name: str) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({offset})"
 
 
+def duration(seconds: float) -> str:
+    """Return a span of time the way an operator reads it: "45 s", "12 min", "3 h 5 min", "2 d 4 h"."""
+    seconds = int(max(0.0, seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    if hours >= 48:
+        return f"{hours // 24} d {hours % 24} h"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 def _parse(text: str) -> dt.datetime:
-    for form in _FORMATS:
-        try:
-            return dt.datetime.strptime(text.strip(), form)
-        except ValueError:
-            continue
-    raise InputError(f"--at {text!r} is not YYYY-MM-DD HH:MM[:SS] (a wall-clock time; the zone comes from --tz)")
+    match = _SHAPE.fullmatch(text.strip())
+    if match is None:
+        raise InputError(f"--at {text!r} is not YYYY-MM-DD HH:MM[:SS] (a wall-clock time; the zone comes from --tz)")
+    year, month, day, hour, minute, second = (int(part or 0) for part in match.groups())
+    try:
+        date = dt.date(year, month, day)
+    except ValueError as exc:
+        raise InputError(f"--at {text!r}: the date {year:04d}-{month:02d}-{day:02d} does not exist"
+                         f"{_days_in(year, month)}") from exc
+    try:
+        return dt.datetime.combine(date, dt.time(hour, minute, second))
+    except ValueError as exc:
+        raise InputError(f"--at {text!r}: {match.string[match.start(4):]} is not a time of day") from exc
+
+
+def _days_in(year: int, month: int) -> str:
+    if not 1 <= month <= 12:
+        return f" (there is no month {month})"
+    if year < dt.MINYEAR:
+        return f" (there is no year {year})"
+    return f" ({dt.date(year, month, 1):%B %Y} has {calendar.monthrange(year, month)[1]} days)"
 
 
 def _wall_time(aware: dt.datetime, place: ZoneInfo) -> dt.datetime:

@@ -36,7 +36,7 @@ def test_settings_example_names_every_key_with_its_default():
 
 
 def test_installed_wheel_renders_outside_the_checkout(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist"), str(ROOT)], check=True, timeout=300,
                    cwd=tmp_path, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("distributor-*.whl")

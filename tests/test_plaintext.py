@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -179,16 +178,3 @@ def test_corpus_file_renders_within_width_with_every_link(path: Path | None) -> 
         elif not href.startswith("#"):
             assert href in result.links or href in result.text, href
     assert set(facts.sources) <= set(result.links)
-
-
-def test_largest_corpus_file_converts_quickly() -> None:
-    files = _corpus_files()
-    if not files:
-        pytest.skip("corpus absent")
-    largest = max(files, key=lambda path: path.stat().st_size)
-    html = markdown.markdown(_markdown_body(largest.read_text(encoding="utf-8")), extensions=["extra", "sane_lists"])
-    started = time.perf_counter()
-    result = html_to_text(html)
-    elapsed = time.perf_counter() - started
-    print(f"{largest.name}: {len(html)} chars of HTML to {len(result.text)} chars of text in {elapsed * 1000:.1f} ms")
-    assert elapsed < 2.0

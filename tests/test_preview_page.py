@@ -215,8 +215,18 @@ def test_a_missing_issue_or_a_busy_port_is_an_input_error(tmp_path: Path) -> Non
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
+        out = io.StringIO()
         with pytest.raises(InputError, match="cannot listen on 127.0.0.1"):
-            serve_preview(EXAMPLE, Settings(), port=busy.getsockname()[1], out=io.StringIO())
+            serve_preview(EXAMPLE, Settings(), port=busy.getsockname()[1], out=out)
+        assert out.getvalue() == "", "the issue was rendered before the port was taken"
+
+
+@pytest.mark.parametrize("port", [65536, 99999, -1])
+def test_a_port_out_of_range_is_an_input_error(port: int) -> None:
+    out = io.StringIO()
+    with pytest.raises(InputError, match=f"port {port} is out of range"):
+        serve_preview(EXAMPLE, Settings(), port=port, out=out)
+    assert out.getvalue() == ""
 
 
 def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from datetime import datetime
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from channels.wechat_api import MemoryTokenStore, WechatApi, WechatApiConfig
 from channels.wechat_images import replace_image_sources
-from channels.wechat_publisher import WechatOutcome, publish_wechat
+from channels.wechat_publisher import EDIT_NOT_SENT, WechatOutcome, publish_wechat
 from distributor.errors import (
     ChannelStoppedError,
     InputError,
@@ -135,6 +136,23 @@ def checkpoint(settings: Settings, key: str, step: str) -> str | None:
         return ledger.checkpoint(key, "wechat", step)
     finally:
         ledger.close()
+
+
+def move_back(settings: Settings, key: str, step: str, seconds: float) -> None:
+    """Make the time recorded for `step` `seconds` older, as if that step began that long ago."""
+    ledger = Ledger(settings.ledger.path)
+    try:
+        ledger.save_checkpoint(key, "wechat", step, repr(float(ledger.checkpoint(key, "wechat", step)) - seconds))
+    finally:
+        ledger.close()
+
+
+def edit(issue_path: Path, old: str, new: str) -> str:
+    """Fix a typo in the issue file; return the new file's sha256."""
+    text = issue_path.read_text(encoding="utf-8")
+    assert old in text
+    issue_path.write_text(text.replace(old, new), encoding="utf-8")
+    return hashlib.sha256(issue_path.read_bytes()).hexdigest()
 
 
 def the_draft(stub: WechatStub) -> dict:
@@ -259,6 +277,35 @@ def test_still_publishing_at_the_deadline_is_uncertain_and_a_rerun_polls_on(tmp_
     assert len(stub.requests("freepublish/submit")) == 1
 
 
+def test_status_reads_failing_while_publishing_are_retried_by_the_polling_policy(tmp_path, stub, site):
+    # More failed reads than retry.attempts: only the polling policy, bounded by publish_wait_seconds,
+    # decides when to stop asking.
+    stub.publish_polls = 2
+    stub.inject("freepublish/get", *[Fault.http_status(502)] * 4)
+    outcome = run(configure(tmp_path, stub, site_root=site, mode="publish"), write_issue(tmp_path))
+    assert outcome.detail.startswith("published: https://mp.weixin.qq.com/s/")
+    assert len(stub.requests("freepublish/get")) == 6 and stub.pending_faults("freepublish/get") == 0
+
+
+def test_unanswered_submit_is_not_made_again_until_a_publish_would_show(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site, mode="publish")
+    stub.inject("freepublish/submit", Fault.drop())
+    with pytest.raises(UncertainDeliveryError, match="re-run after"):
+        run(settings, write_issue(tmp_path))
+    started = float(checkpoint(settings, "/news/issue-1/", "publish_started"))
+    # Re-run at once: nothing published yet, which proves nothing while a publish may be running.
+    with pytest.raises(UncertainDeliveryError) as caught:
+        run(settings, write_issue(tmp_path))
+    again_at = datetime.fromtimestamp(started + 600).astimezone()
+    assert "WeChat console" in str(caught.value) and f"re-run after {again_at:%Y-%m-%d %H:%M:%S}" in str(caught.value)
+    assert len(stub.requests("freepublish/submit")) == 1 and len(stub.requests("freepublish/batchget")) == 2
+    # Eleven minutes on, still nothing published: the submit never took effect, so it is made again.
+    move_back(settings, "/news/issue-1/", "publish_started", 11 * 60)
+    outcome = run(settings, write_issue(tmp_path))
+    assert outcome.detail.startswith("published: https://mp.weixin.qq.com/s/")
+    assert len(stub.requests("freepublish/submit")) == 2 and len(stub.published()) == 1
+
+
 def test_lost_submit_reply_is_found_among_published_articles_on_the_rerun(tmp_path, stub, site):
     settings = configure(tmp_path, stub, site_root=site, mode="publish")
     stub.inject("freepublish/submit", Fault.lost_reply())
@@ -364,6 +411,66 @@ def test_missing_app_id_is_refused(tmp_path, stub, site):
     settings = configure(tmp_path, stub, site_root=site, app_id=None)
     with pytest.raises(InputError, match="channels.wechat.app_id is not set"):
         run(settings, write_issue(tmp_path))
+
+
+@pytest.mark.parametrize(("mode", "options"), [("draft", {}), ("draft", {"to_wechat": "tinylab_editor"}),
+                                                ("publish", {})])
+def test_edited_issue_updates_its_draft_in_place(tmp_path, stub, site, mode, options):
+    issue = write_issue(tmp_path)
+    first = run(configure(tmp_path, stub, site_root=site), issue)
+    new_hash = edit(issue, "本周 **Linux** 要闻", "本周 **Linux** 要闻速递")
+    settings = configure(tmp_path, stub, site_root=site, mode=mode)
+    outcome = run(settings, issue, **options)
+    updated = f"draft updated with the edited issue: media_id {first.media_id}"
+    assert outcome.detail.startswith("published: ") if mode == "publish" else outcome.detail.endswith(updated)
+    assert len(stub.requests("draft/add")) == 1 and len(stub.requests("draft/update")) == 1
+    assert checkpoint(settings, "/news/issue-1/", "draft_hash") == new_hash
+    if mode == "publish":
+        (article,) = stub.published().values()
+        assert "要闻速递" in article["news_item"][0]["content"] and stub.drafts() == {}
+    else:
+        content = the_draft(stub)["content"]
+        assert list(stub.drafts()) == [first.media_id] and "要闻速递" in content
+        assert set(IMAGE_SOURCE.findall(content)) == set(stub.images()) and len(stub.images()) == 2
+    assert [p["media_id"] for p in stub.previews()] == [first.media_id] * ("to_wechat" in options)
+    # Unchanged since: nothing is asked of WeChat.
+    before = len(stub.requests())
+    run(configure(tmp_path, stub, site_root=site), issue)
+    assert len(stub.requests()) == before
+
+
+def test_edit_after_the_draft_was_found_from_an_interrupted_run_updates_it(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site)
+    issue = write_issue(tmp_path)
+    stub.inject("draft/add", Fault.lost_reply())
+    stub.inject("draft/batchget", Fault.errcode(40164, "ip not in whitelist"))
+    with pytest.raises(PermanentDeliveryError, match="40164"):
+        run(settings, issue)
+    new_hash = edit(issue, "本周 **Linux** 要闻", "本周 **Linux** 要闻速递")
+    outcome = run(settings, issue)
+    assert outcome.detail.startswith("draft found from an interrupted run and updated")
+    assert list(stub.drafts()) == [outcome.media_id] and "要闻速递" in the_draft(stub)["content"]
+    assert len(stub.requests("draft/add")) == 1
+    assert checkpoint(settings, "/news/issue-1/", "draft_hash") == new_hash
+
+
+@pytest.mark.parametrize("mode", ["publish", "mass"])
+def test_edit_after_the_article_went_out_is_not_sent_and_says_so(tmp_path, stub, site, mode):
+    issue = write_issue(tmp_path)
+    settings = configure(tmp_path, stub, site_root=site, mode=mode)
+    sent = run(settings, issue)
+    old_hash = checkpoint(settings, "/news/issue-1/", "draft_hash")
+    edit(issue, "本周 **Linux** 要闻", "本周 **Linux** 要闻速递")
+    before = len(stub.requests())
+    outcome = run(settings, issue)
+    assert outcome.media_id == sent.media_id and outcome.detail.endswith(f"; {EDIT_NOT_SENT}")
+    assert outcome.detail.startswith("already published: " if mode == "publish" else "already mass-sent: ")
+    drafted = run(configure(tmp_path, stub, site_root=site), issue)
+    assert drafted.detail == f"{EDIT_NOT_SENT}: media_id {sent.media_id}"
+    assert len(stub.requests()) == before and stub.requests("draft/update") == []
+    assert checkpoint(settings, "/news/issue-1/", "draft_hash") == old_hash
+    articles = [a["news_item"][0] for a in stub.published().values()] or list(stub.drafts().values())[0]
+    assert "要闻速递" not in articles[0]["content"]
 
 
 def test_preview_goes_to_one_account_from_the_recorded_draft(tmp_path, stub, site):

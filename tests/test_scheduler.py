@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,9 +21,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from distributor.errors import InputError
-from distributor.ledger import Job, Ledger
+from distributor.jobs import MAX_TRIES, Job, JobStore
+from distributor.ledger import Ledger
 from distributor.schedule_commands import add_commands
-from distributor.scheduler import Scheduler
+from distributor.scheduler import LeaseKeeper, Scheduler
 from distributor.settings import load_settings
 from distributor.timezones import read_local_time
 
@@ -33,11 +35,17 @@ from .smtp_server import FaultySmtpServer
 pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
 class Clock:
     """A clock the test moves by hand."""
 
     def __init__(self, when: dt.datetime):
         self.value = when.timestamp()
+
+    @classmethod
+    def at(cls, timestamp: float) -> Clock:
+        return cls(dt.datetime.fromtimestamp(timestamp, dt.timezone.utc))
 
     def set(self, when: dt.datetime) -> None:
         self.value = when.timestamp()
@@ -100,7 +108,7 @@ def run_due(settings: Path, now=time.time) -> tuple[int, str, str]:
 def job(tmp_path: Path, job_id: int) -> Job:
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     try:
-        return ledger.job(job_id)
+        return JobStore.of(ledger).job(job_id)
     finally:
         ledger.close()
 
@@ -109,7 +117,7 @@ def add_due_job(tmp_path: Path, issue: Path, run_at: float) -> Job:
     """Store a job directly, as if it had been scheduled earlier for `run_at`."""
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     try:
-        return ledger.add_job(str(issue), ("email",), run_at, "Asia/Shanghai")
+        return JobStore.of(ledger).add(str(issue), ("email",), run_at, "Asia/Shanghai")
     finally:
         ledger.close()
 
@@ -194,14 +202,13 @@ def test_killed_runner_is_taken_over_after_its_lease_lapses(tmp_path):
         runner.communicate(timeout=10)
         assert 0 < len(server.messages) < len(addresses), "the kill must land half way"
         held = job(tmp_path, 1)
-        assert held.state == "running" and held.lease_until > time.time()
-        # While the dead runner's lease holds, nobody takes the job.
-        if held.lease_until - time.time() > 0.5:
-            assert run_due(settings)[0] == 0 and job(tmp_path, 1).state == "running"
-            status, _, err = command(settings, "schedule", "cancel", "1")
-            assert status == 1 and "is running and cannot be cancelled (runner " in err
-        wait_for(lambda: time.time() > held.lease_until, 5)
-        status, out, _ = run_due(settings)
+        assert held.state == "running" and held.lease_until is not None
+        # While the dead runner's lease holds, nobody takes the job (read on a clock just before its end).
+        before_lapse, after_lapse = Clock.at(held.lease_until - 0.01), Clock.at(held.lease_until + 0.01)
+        assert run_due(settings, before_lapse)[0] == 0 and job(tmp_path, 1).state == "running"
+        status, _, err = command(settings, "schedule", "cancel", "1", now=before_lapse)
+        assert status == 1 and "is running and cannot be cancelled (runner " in err
+        status, out, _ = run_due(settings, after_lapse)
         counts = received_by(server)
     assert status == 0 and "job 1: resuming (attempt 2" in out, out
     rows = ledger_rows(tmp_path)
@@ -337,4 +344,141 @@ def test_add_refuses_what_would_fail_at_send_time(tmp_path, monkeypatch):
     # The relay is gone now: the check that `distributor check` runs fails, and the job is refused.
     status, out, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "2026-12-04 08:00", now=clock)
     assert status == 1 and "smtp: cannot reach relay" in out and "not scheduled" in err
+    assert command(settings, "schedule", "list")[1] == "no jobs\n"
+
+
+def test_lease_that_cannot_be_renewed_in_time_is_lost(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        jobs = JobStore.of(ledger)
+        jobs.add(str(EXAMPLE), ("email",), time.time() - 1, "UTC")
+        claimed = jobs.claim("runner-a", time.time(), 0.6)
+        with LeaseKeeper(str(path), claimed.id, "runner-a", 0.6, claimed.lease_until, time.time,
+                         threading.Event()) as keeper:
+            assert not keeper.job_stop.wait(0.8)           # renewed while the ledger is free
+            renewed = jobs.job(claimed.id).lease_until
+            blocker.execute("BEGIN IMMEDIATE")              # another writer holds the ledger past the lease
+            try:
+                stopped = keeper.job_stop.wait(3)
+                stopped_at = time.time()
+            finally:
+                blocker.execute("ROLLBACK")
+    finally:
+        blocker.close()
+        ledger.close()
+    assert renewed > claimed.lease_until
+    assert stopped and keeper.lost and stopped_at >= renewed
+
+
+def test_job_stopped_early_is_tried_again_after_a_backoff(tmp_path):
+    addresses = ["a@example.org", "b@example.org"]
+    clock = Clock(shanghai("2026-12-03 20:00:00"))
+    with FaultySmtpServer() as server:
+        settings = schedule_settings(tmp_path, server, addresses, max_lateness_seconds=600)
+        assert command(settings, "schedule", "add", str(EXAMPLE), "--at", "2026-12-04 08:00", now=clock)[0] == 0
+    # The relay is down at the job's time: the run stops early and the job waits five minutes.
+    clock.set(shanghai("2026-12-04 08:00:10"))
+    status, out, _ = run_due(settings, clock)
+    stopped = job(tmp_path, 1)
+    assert status == 3 and "trying again at 2026-12-04 08:05 CST" in out, out
+    assert stopped.state == "scheduled" and stopped.early_stops == 1 and stopped.started_at is not None
+    assert stopped.retry_at == shanghai("2026-12-04 08:05:10").timestamp()
+    assert "cannot reach relay" in stopped.reason
+    listing = command(settings, "schedule", "list")[1]
+    assert "2026-12-04 08:00 CST (+08:00)  scheduled" in listing
+    assert f"stopped early (1 of 6 tries): {stopped.reason}" in listing
+    assert "next try 2026-12-04 08:05 CST (+08:00)" in listing
+
+    with FaultySmtpServer() as server:
+        settings = schedule_settings(tmp_path, server, addresses, max_lateness_seconds=600)
+        clock.set(shanghai("2026-12-04 08:05:09"))
+        assert run_due(settings, clock)[0] == 0 and server.messages == []
+        # Later than max_lateness_seconds after its time, but it had started: resumed, not missed.
+        clock.set(shanghai("2026-12-04 08:15:00"))
+        status, out, _ = run_due(settings, clock)
+        assert status == 0 and "job 1: resuming (try 2 of 6; it stopped early: " in out, out
+        assert received_by(server) == {address: 1 for address in addresses}
+    finished = job(tmp_path, 1)
+    assert finished.state == "done" and finished.reason is None and finished.retry_at is None
+
+
+def test_job_that_keeps_stopping_early_backs_off_then_fails(tmp_path):
+    with FaultySmtpServer() as server:
+        settings = schedule_settings(tmp_path, server, ["a@example.org"])
+    due = shanghai("2026-12-04 08:00:00")
+    add_due_job(tmp_path, EXAMPLE, due.timestamp())
+    clock, waits, statuses = Clock(due), [], []
+    for _ in range(MAX_TRIES):
+        statuses.append(run_due(settings, clock)[0])
+        after = job(tmp_path, 1)
+        if after.state != "scheduled":
+            break
+        waits.append(after.retry_at - clock())
+        clock.value = after.retry_at
+    assert statuses == [3] * MAX_TRIES
+    assert waits == [300, 600, 1200, 2400, 3600]
+    assert after.state == "failed" and after.early_stops == MAX_TRIES - 1
+    assert after.reason.startswith("stopped early 6 times; the last time: ") and "cannot reach relay" in after.reason
+
+
+def test_ledger_made_before_job_retries_gains_their_columns(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, issue_path TEXT NOT NULL, channels TEXT NOT NULL,
+        run_at REAL NOT NULL, zone TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'scheduled',
+        lease_owner TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, started_at REAL,
+        finished_at REAL, reason TEXT, issue_key TEXT, content_hash TEXT, exit_status INTEGER,
+        created_at REAL NOT NULL);
+        INSERT INTO jobs (issue_path, channels, run_at, zone, created_at) VALUES ('a.md', 'email', 5, 'UTC', 1);""")
+    old.close()
+    jobs = JobStore.open(path)
+    try:
+        kept = jobs.job(1)
+        claimed = jobs.claim("runner-a", 10, 60)
+    finally:
+        jobs.close()
+    assert (kept.issue_path, kept.channels, kept.early_stops, kept.retry_at) == ("a.md", ("email",), 0, None)
+    assert claimed.id == 1 and claimed.state == "running"
+
+
+def test_add_refuses_a_date_that_does_not_exist(tmp_path):
+    clock = Clock(shanghai("2026-12-03 20:00:00"))
+    with FaultySmtpServer() as server:
+        settings = schedule_settings(tmp_path, server, ["a@example.org"])
+        status, _, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "2030-02-30 08:00", now=clock)
+        assert status == 2 and "the date 2030-02-30 does not exist (February 2030 has 28 days)" in err, err
+        assert "is not YYYY-MM-DD" not in err
+        status, _, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "2030-02-28 24:30", now=clock)
+        assert status == 2 and "24:30 is not a time of day" in err
+        status, _, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "next friday", now=clock)
+        assert status == 2 and "is not YYYY-MM-DD HH:MM" in err
+    assert command(settings, "schedule", "list")[1] == "no jobs\n"
+
+
+@pytest.mark.parametrize("channels, environment, expected", [
+    ("email: {enabled: true}\n  wechat: {enabled: false}", {}, "channels.email.subscribers is not set"),
+    ("email: {enabled: false}\n  wechat: {enabled: true}", {"WECHAT_APP_SECRET": "s"},
+     "channels.wechat.app_id is not set"),
+    ("email: {enabled: false}\n  wechat: {enabled: true, app_id: wx0123456789abcdef}", {},
+     "WECHAT_APP_SECRET"),
+])
+def test_add_refuses_what_only_a_real_publish_would_refuse(tmp_path, monkeypatch, channels, environment, expected):
+    monkeypatch.delenv("WECHAT_APP_SECRET", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"""channels:
+  {channels}
+  text: {{enabled: false}}
+ledger:
+  path: {tmp_path / 'ledger.sqlite3'}
+schedule:
+  timezone: Asia/Shanghai
+""", encoding="utf-8")
+    clock = Clock(shanghai("2026-12-03 20:00:00"))
+    status, _, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "2026-12-04 08:00", now=clock)
+    assert status == 2 and "a real publish would refuse it" in err and expected in err, err
     assert command(settings, "schedule", "list")[1] == "no jobs\n"

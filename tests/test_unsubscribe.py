@@ -239,6 +239,15 @@ def test_parser_wires_every_command(tmp_path):
         parser().parse_args(["subscribers"])
 
 
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_serve_refuses_a_port_out_of_range(port, capsys):
+    with pytest.raises(SystemExit) as caught:
+        parser().parse_args(["serve", "--port", port])
+    assert caught.value.code == 2
+    assert "--port" in capsys.readouterr().err
+    assert parser().parse_args(["serve", "--port", "65535"]).port == 65535
+
+
 def test_subscribers_commands(tmp_path):
     subscribers = tmp_path / "subscribers.csv"
     subscribers.write_text("email,name\nactive@example.org,Active\nGone@example.org,\nnot-an-address,X\n"
@@ -302,6 +311,11 @@ def test_serve_command_answers_and_stops_on_sigterm(tmp_path):
         assert select.select([process.stdout], [], [], TIMEOUT)[0], "the server printed no banner"
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", process.stdout.readline())[1])
         assert request(port, "GET", "/healthz")[0] == 200
+        subscriber_id, mac = token.rsplit(".", 1)
+        # The same page by a spelling the server decodes: the log must not show the token either way.
+        encoded = "/%75nsubscribe%2F" + "".join(f"%{ord(char):02X}" for char in token)
+        assert request(port, "GET", encoded)[0] == 200
+        assert request(port, "GET", f"/unsubscribe/{token}?from=mail")[0] == 200
         assert one_click_urlencoded(port, token)[0] == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=TIMEOUT) == 0
@@ -311,4 +325,6 @@ def test_serve_command_answers_and_stops_on_sigterm(tmp_path):
         process.wait(timeout=TIMEOUT)
     assert '"GET /healthz HTTP/1.1" 200' in log and "unsubscribed subscriber" in log
     assert "@" not in log and "private" not in log
+    assert '"POST /unsubscribe/<redacted> HTTP/1.1" 200' in log and log.count("/unsubscribe/<redacted>") == 3
+    assert mac not in log and token not in log
     assert suppressions(tmp_path) == {"private.reader@example.org": ("List-Unsubscribe one-click", "one-click")}

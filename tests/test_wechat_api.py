@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import traceback
 from datetime import datetime, timezone
 
 import pytest
@@ -108,18 +109,48 @@ def test_chinese_draft_goes_out_as_utf8_not_escaped(stub):
     assert [d["media_id"] for d in api.list_drafts(0, 20)] == [media_id]
 
 
-@pytest.mark.parametrize(("fields", "errcode"), [
+REFUSED_DRAFTS = [
     ({"title": "长" * 33}, "45003"),
     ({"author": "作" * 17}, "45110"),
     ({"content": "<p><a href='https://example.com/'>外链</a></p>"}, "45166"),
     ({"content": "<p><img src='https://example.com/a.png'></p>"}, "45166"),
     ({"thumb_media_id": "unknown"}, "40007"),
-])
+]
+
+
+@pytest.mark.parametrize(("fields", "errcode"), REFUSED_DRAFTS)
 def test_stub_refuses_drafts_the_real_api_refuses(stub, fields, errcode):
     api = make_api(stub)
     with pytest.raises(PermanentDeliveryError, match=errcode):
         api.add_draft(article(api, **fields))
     assert stub.drafts() == {}
+
+
+def test_update_draft_replaces_the_article_in_place(stub):
+    api = make_api(stub)
+    media_id = api.add_draft(article(api))
+    corrected = "<p>本周 Linux 内核动态：调度器、内存管理与文件系统的新补丁。</p>"
+    api.update_draft(media_id, article(api, content=corrected))
+    assert list(stub.drafts()) == [media_id] and stub.drafts()[media_id][0]["content"] == corrected
+    sent = stub.requests("draft/update")[0]
+    assert (sent.body_json["media_id"], sent.body_json["index"]) == (media_id, 0)
+    assert sent.body_json["articles"]["content"] == corrected and "\\u" not in sent.body_text
+
+
+@pytest.mark.parametrize(("fields", "errcode"), REFUSED_DRAFTS)
+def test_stub_refuses_draft_updates_the_real_api_refuses(stub, fields, errcode):
+    api = make_api(stub)
+    media_id = api.add_draft(article(api))
+    kept = stub.drafts()
+    with pytest.raises(PermanentDeliveryError, match=errcode):
+        api.update_draft(media_id, article(api, **fields))
+    assert stub.drafts() == kept
+
+
+def test_update_of_an_unknown_draft_is_permanent(stub):
+    api = make_api(stub)
+    with pytest.raises(PermanentDeliveryError, match="40007"):
+        api.update_draft("no-such-draft", article(api))
 
 
 def test_publish_job_completes_after_the_configured_polls(stub):
@@ -286,3 +317,41 @@ def test_stub_binds_only_the_loopback_address(stub):
     assert stub.address[0] == "127.0.0.1"
     assert stub.base_url.startswith("http://127.0.0.1:")
 
+
+def chained(error: BaseException) -> list[BaseException]:
+    """Return the error and every exception reachable through __cause__ and __context__."""
+    found: list[BaseException] = []
+    waiting: list[BaseException | None] = [error]
+    while waiting and len(found) < 50:
+        current = waiting.pop()
+        if current is not None and all(current is not seen for seen in found):
+            found.append(current)
+            waiting += [current.__cause__, current.__context__]
+    return found
+
+
+def test_no_token_or_secret_down_the_exception_chain(stub):
+    tokens = MemoryTokenStore()
+    api = make_api(stub, tokens, timeout=0.3)
+    draft = article(api)
+    token = tokens.load(stub.app_id)[0]
+    stub.inject("draft/batchget", Fault.errcode(40164, f"ip refused for {stub.app_secret} {token}"),
+                Fault.http_status(502), Fault.drop(), Fault.html_page(), Fault.slow(1.0))
+    stub.inject("draft/add", Fault.lost_reply(), Fault.slow(1.0), Fault.http_status(404))
+    errors = []
+    for call in [lambda: api.list_drafts(0, 10)] * 5 + [lambda: api.add_draft(draft)] * 3:
+        with pytest.raises(Exception) as caught:
+            call()
+        errors.append(caught.value)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TransientDeliveryError) as caught:
+        make_api(stub, tokens, base_url=f"http://127.0.0.1:{port}/").list_drafts(0, 10)
+    errors.append(caught.value)
+    assert {type(e).__name__ for e in errors} == {"PermanentDeliveryError", "TransientDeliveryError",
+                                                 "UncertainDeliveryError"}
+    for error in errors:
+        shown = "".join(traceback.format_exception(error)) + "".join(
+            f"{e} {e!r} {e.args!r} {getattr(e, 'reply', '')}" for e in chained(error))
+        assert stub.app_secret not in shown and token not in shown, shown

@@ -11,6 +11,8 @@ published articles, mass sends, previews), records every request, and plays scri
         assert len(stub.requests("stable_token")) == 1
 
 Endpoints are named as the path under /cgi-bin/ ("draft/add", "message/mass/sendall").
+draft/update replaces one article of a draft in place, with the checks draft/add makes; a
+published draft has left the draft box, so updating it answers 40007.
 A publish job answers publish_status 1 to its first `publish_polls - 1` freepublish/get calls
 and its final status on the next; set `publish_final_status` (2, 3 or 4) to make jobs fail,
 which keeps the draft. `mass_send_quota` makes sendall answer 45028 once that many were sent;
@@ -161,7 +163,8 @@ class WechatApiState:
     ROUTES = {
         "stable_token": "_on_stable_token", "token": "_on_plain_token",
         "media/uploadimg": "_on_upload_image", "material/add_material": "_on_add_material",
-        "draft/add": "_on_draft_add", "draft/get": "_on_draft_get", "draft/batchget": "_on_draft_batchget",
+        "draft/add": "_on_draft_add", "draft/update": "_on_draft_update", "draft/get": "_on_draft_get",
+        "draft/batchget": "_on_draft_batchget",
         "freepublish/submit": "_on_publish_submit", "freepublish/get": "_on_publish_get",
         "freepublish/batchget": "_on_published_batchget",
         "message/mass/sendall": "_on_sendall", "message/mass/preview": "_on_preview",
@@ -332,6 +335,19 @@ class WechatApiState:
         self._drafts[media_id] = {"news_item": copy.deepcopy(articles),
                                   "create_time": stamp, "update_time": stamp}
         return {"media_id": media_id}
+
+    def _on_draft_update(self, body: dict, query: dict, files: tuple) -> dict:
+        draft = self._drafts.get(str(body.get("media_id")))
+        if draft is None:
+            raise _ApiError(40007, "invalid media_id")
+        index = body.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(draft["news_item"]):
+            raise _ApiError(40035, "invalid args: index out of range")
+        article = body.get("articles")
+        self._check_article(article)
+        draft["news_item"][index] = copy.deepcopy(article)
+        draft["update_time"] = int(self.now())
+        return {"errcode": 0, "errmsg": "ok"}
 
     def _check_article(self, article: Any) -> None:
         if not isinstance(article, dict) or not article.get("title") or not article.get("content"):

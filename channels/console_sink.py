@@ -1,29 +1,12 @@
-"""Transports that stand in for the SMTP relay: a dry run's console, and an in-memory sink.
+"""A transport that stands in for the SMTP relay in a dry run: it counts and shows, sends nothing.
 
-They take the same calls as `SmtpPool`, so a dry run goes through the real pipeline (render,
+It takes the same calls as `SmtpPool`, so a dry run goes through the real pipeline (render,
 plan, rate limit, retry, personalise) and only the hand-over differs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TextIO
-
-
-@dataclass
-class MemorySink:
-    """Keep every message handed over, as (envelope sender, recipient, bytes)."""
-
-    messages: list[tuple[str, str, bytes]] = field(default_factory=list)
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
-        self.messages.append((envelope_from, recipient, wire))
-        return "250 kept in memory"
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""The delivery loop's promises, checked from outside: through a second connection to the real
+SQLite file, and with two runs of the same issue at once."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import sqlite3
+import threading
+
+import pytest
+
+from channels.email_message import MessageParts, MessageTemplate
+from channels.mail import MailChannel
+from distributor.ledger import Ledger
+from distributor.orchestrator import MailRun
+from distributor.progress import Progress
+from distributor.ratelimit import RateLimiter
+from distributor.retry import RetryPolicy
+from distributor.settings import EmailSettings
+
+ISSUE = "/weekly-1/"
+ADDRESSES = [f"r{i:03d}@example.org" for i in range(40)]
+
+
+class LedgerWatchingTransport:
+    """Stands in for the relay; at each hand-over it reads the row through its own connection."""
+
+    def __init__(self, path):
+        self.path = path
+        self.seen: list[tuple[str, str]] = []
+
+    async def open(self) -> None:
+        self.db = sqlite3.connect(self.path)
+
+    async def close(self) -> None:
+        self.db.close()
+
+    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
+        (status,) = self.db.execute("SELECT status FROM deliveries WHERE recipient = ?", (recipient,)).fetchone()
+        self.seen.append((recipient, status))
+        await asyncio.sleep(0)          # let the other workers (and runs) interleave
+        return "250 ok"
+
+
+def planned_ledger(tmp_path) -> Ledger:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.plan(ISSUE, "email", "hash", ((address, None) for address in ADDRESSES))
+    return ledger
+
+
+def mail_run(ledger: Ledger, transport, links=lambda recipient: "https://example.org/u/t") -> MailRun:
+    parts = MessageParts(ISSUE, "email", "Subject", "text", "<p>html</p>")
+    template = MessageTemplate(parts, EmailSettings(), date=dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
+    channel = MailChannel("email", template, transport, links)
+    return MailRun(channel, ledger, ISSUE, policy=RetryPolicy(attempts=1), limiter=RateLimiter(0),
+                   progress=Progress(io.StringIO(), live=False), concurrency=8)
+
+
+async def run_all(*runs: MailRun) -> None:
+    for run in runs:
+        await run.channel.transport.open()
+    try:
+        await asyncio.gather(*(run.run(("pending",)) for run in runs))
+    finally:
+        for run in runs:
+            await run.channel.transport.close()
+
+
+def test_every_row_is_committed_as_sending_before_its_message_is_handed_over(tmp_path):
+    transport = LedgerWatchingTransport(tmp_path / "ledger.sqlite3")
+    asyncio.run(run_all(mail_run(planned_ledger(tmp_path), transport)))
+    assert sorted(transport.seen) == [(address, "sending") for address in ADDRESSES]
+    assert Ledger(tmp_path / "ledger.sqlite3").counts(ISSUE) == {"email": {"sent": len(ADDRESSES)}}
+
+
+def test_two_runs_of_the_same_issue_send_each_message_once(tmp_path):
+    """Two runs, as two publish processes would be: each its own thread, event loop and connection."""
+    planned_ledger(tmp_path).close()
+    transports = [LedgerWatchingTransport(tmp_path / "ledger.sqlite3") for _ in range(2)]
+    runs = [mail_run(Ledger(tmp_path / "ledger.sqlite3"), transport) for transport in transports]
+    threads = [threading.Thread(target=asyncio.run, args=(run_all(run),)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    sent = [recipient for transport in transports for recipient, _ in transport.seen]
+    assert sorted(sent) == ADDRESSES
+    assert all(transport.seen for transport in transports), "both runs should have taken a share"
+
+
+def test_a_message_that_cannot_be_built_leaves_its_row_untouched(tmp_path):
+    def broken_link(recipient):
+        raise ValueError("no subscriber id")
+
+    ledger = planned_ledger(tmp_path)
+    with pytest.raises(ValueError):
+        asyncio.run(run_all(mail_run(ledger, LedgerWatchingTransport(tmp_path / "ledger.sqlite3"), broken_link)))
+    assert Ledger(tmp_path / "ledger.sqlite3").counts(ISSUE) == {"email": {"pending": len(ADDRESSES)}}

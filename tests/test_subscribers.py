@@ -1,0 +1,125 @@
+"""Reading subscriber files (CSV and YAML) from real files: good rows, bad rows by line, unusable files."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from distributor.errors import InputError
+from distributor.subscribers import BadRow, Subscriber, read_subscribers
+
+
+def outcome(row: Subscriber | BadRow) -> tuple:
+    """Describe a row as a comparable tuple: ("ok", line, address, name, tags) or ("bad", line, reason)."""
+    if isinstance(row, BadRow):
+        return ("bad", row.line, row.reason)
+    return ("ok", row.line, row.address, row.name, row.tags)
+
+
+ROW_CASES = {
+    "csv good rows": ("list.csv", b"Email, Name ,tags\nann@example.org,Ann  Lee,linux; riscv\n"
+                                  b"bob@example.org,,\n", [
+        ("ok", 2, "ann@example.org", "Ann Lee", ("linux", "riscv")),
+        ("ok", 3, "bob@example.org", None, ())]),
+    "csv with a byte order mark": ("bom.csv", "\ufeffemail\nann@example.org\n".encode("utf-8"), [
+        ("ok", 2, "ann@example.org", None, ())]),
+    "csv quoted field over two lines": ("quoted.csv", b'email,name\nann@example.org,"Ann\nLee"\nbob@example.org,Bob\n', [
+        ("ok", 3, "ann@example.org", "Ann Lee", ()),
+        ("ok", 4, "bob@example.org", "Bob", ())]),
+    "csv bad address and duplicate differing in case": ("bad.csv", b"email\nnot-an-address\nAnn@Example.org\n"
+                                                                   b"a..b@example.org\nann@example.ORG\n", [
+        ("bad", 2, "invalid address 'not-an-address'"),
+        ("ok", 3, "Ann@Example.org", None, ()),
+        ("bad", 4, "invalid address 'a..b@example.org'"),
+        ("bad", 5, "duplicate address ann@example.ORG")]),
+    "csv non-ASCII addresses, punycode kept": ("intl.csv", "email\n用户@例子.广告\nann@bücher.example\n"
+                                                           "ann@xn--bcher-kva.example\nbob@example.xn--fiqs8s\n"
+                                                           "zoë@example.org\n".encode("utf-8"), [
+        ("bad", 2, "non-ASCII address '用户@例子.广告': SMTPUTF8 is not supported"),
+        ("bad", 3, "non-ASCII address 'ann@bücher.example': SMTPUTF8 is not supported"),
+        ("ok", 4, "ann@xn--bcher-kva.example", None, ()),
+        ("ok", 5, "bob@example.xn--fiqs8s", None, ()),
+        ("bad", 6, "non-ASCII address 'zoë@example.org': SMTPUTF8 is not supported")]),
+    "yaml good rows": ("list.yaml", "- email: ann@example.org\n  name: 安 李\n  tags: [linux, riscv]\n"
+                                    "- {email: bob@example.org, tags: 'a;b c'}\n"
+                                    "- email: cy@example.org\n  name: ~\n  Tags:\n    - x\n".encode("utf-8"), [
+        ("ok", 1, "ann@example.org", "安 李", ("linux", "riscv")),
+        ("ok", 4, "bob@example.org", None, ("a", "b", "c")),
+        ("ok", 5, "cy@example.org", None, ("x",))]),
+    "yaml nested values": ("nested.yml", b"- email: ann@example.org\n  name: {x: 1}\n"
+                                         b"- email: bob@example.org\n  extra: {deep: [1, {two: 2}]}\n"
+                                         b"- email: cy@example.org\n  tags: [a, [b, c]]\n"
+                                         b"- email: [dee@example.org]\n"
+                                         b"- email: eve@example.org\n  name: &n Eve\n"
+                                         b"- email: fay@example.org\n  name: *n\n", [
+        ("bad", 1, "name must be text, not a mapping"),
+        ("ok", 3, "bob@example.org", None, ()),
+        ("bad", 5, "tags must be text or a list of text"),
+        ("bad", 7, "email must be text, not a list"),
+        ("ok", 8, "eve@example.org", "Eve", ()),
+        ("bad", 10, "name must be text, not an alias")]),
+    "yaml bad address, duplicate, non-ASCII": ("bad.yaml", "- email: Ann@example.org\n- email: nobody\n"
+                                                           "- email: ANN@EXAMPLE.ORG\n- email: zoë@example.org\n"
+                                                           "- name: no address\n".encode("utf-8"), [
+        ("ok", 1, "Ann@example.org", None, ()),
+        ("bad", 2, "invalid address 'nobody'"),
+        ("bad", 3, "duplicate address ANN@EXAMPLE.ORG"),
+        ("bad", 4, "non-ASCII address 'zoë@example.org': SMTPUTF8 is not supported"),
+        ("bad", 5, "invalid address ''")]),
+}
+
+
+@pytest.mark.parametrize("name", ROW_CASES)
+def test_rows(tmp_path: Path, name: str) -> None:
+    filename, content, expected = ROW_CASES[name]
+    path = tmp_path / filename
+    path.write_bytes(content)
+    rows = list(read_subscribers(path))
+    assert [outcome(row) for row in rows] == expected
+    assert all(row.path == str(path) for row in rows if isinstance(row, BadRow))
+
+
+LONG_FIELD = "x" * 140_000      # over the csv module's field size limit
+ANY = -1                        # the text layer decodes ahead in chunks: any number of rows may come first
+FILE_CASES = {
+    "csv without an email column": ("list.csv", b"name,tags\nAnn,x\n", None, "no 'email' column", 1),
+    "empty csv": ("empty.csv", b"", None, "no 'email' column", 1),
+    "csv not UTF-8 in the header": ("latin.csv", "émail\nann@example.org\n".encode("latin-1"), None,
+                                    "not UTF-8", 1),
+    "csv not UTF-8 in a row": ("latin.csv", "email,name\nann@example.org,Ann\nbob@example.org,Zoë\n"
+                                            .encode("latin-1"), ANY, "not UTF-8", 3),
+    # Far past the first chunk the text layer decodes, so the line comes from the file, not the chunk.
+    "csv not UTF-8 far down": ("big.csv", b"email\n" + b"".join(f"r{i}@example.org\n".encode() for i in range(2000))
+                               + b"\xff@example.org\n", ANY, "not UTF-8", 2002),
+    "csv field too large": ("huge.csv", f"email,name\nann@example.org,Ann\nbob@example.org,{LONG_FIELD}\n".encode(),
+                            1, "invalid CSV: field larger than field limit", 3),
+    "yaml not a list": ("list.yaml", b"email: ann@example.org\n", None, "must be a list", None),
+    "empty yaml": ("empty.yaml", b"", None, "must be a list", None),
+    "yaml row not a mapping": ("list.yaml", b"- email: ann@example.org\n- bob@example.org\n", 1,
+                               "each subscriber must be a mapping", 2),
+    "yaml syntax error": ("list.yaml", b"- email: ann@example.org\n- email: [bob\n", 1, "invalid YAML", 3),
+    "yaml not UTF-8": ("latin.yaml", "- email: ann@example.org\n- name: Zoë\n".encode("latin-1"), ANY,
+                       "not UTF-8", 2),
+}
+
+
+@pytest.mark.parametrize("name", FILE_CASES)
+def test_unusable_files_raise_input_error_naming_file_and_line(tmp_path: Path, name: str) -> None:
+    filename, content, rows_before, message, line = FILE_CASES[name]
+    path = tmp_path / filename
+    path.write_bytes(content)
+    rows = read_subscribers(path)
+    seen = []
+    with pytest.raises(InputError, match=re.escape(message)) as caught:
+        for row in rows:
+            seen.append(row)
+    if rows_before != ANY:
+        assert len(seen) == (rows_before or 0), "the error came after the wrong number of rows"
+    assert (caught.value.path, caught.value.line) == (str(path), line)
+    assert str(caught.value).startswith(f"{path}:{line}: " if line else f"{path}: ")
+
+
+def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read subscriber file"):
+        list(read_subscribers(tmp_path / "absent.csv"))
