@@ -10,12 +10,11 @@ import threading
 from pathlib import Path
 
 from . import schedule_commands, serve, subscriber_commands
-from .errors import InputError
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, InputError
 from .pipeline import CHANNELS, render_issue
 from .preview import preview_files, summarise, write_files
 from .settings import Settings, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ from channels.mail import MailChannel, MailTransport
 from channels.wechat_publisher import publish_wechat
 
 from . import unsubscribe
-from .errors import (ChannelStoppedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError,
-                     UncertainDeliveryError)
+from .errors import (EXIT_FAILED, EXIT_OK, EXIT_STOPPED, ChannelStoppedError, DeliveryError,
+                     PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError)
 from .ledger import Ledger
 from .models import WechatRendition
 from .orchestrator import ChannelOutcome, MailRun
@@ -27,7 +27,6 @@ from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 
 
 def message_templates(renditions: Renditions, settings: Settings) -> dict[str, MessageTemplate]:

@@ -15,6 +15,10 @@ aiosmtplib or wechatpy.
 """
 from __future__ import annotations
 
+# Exit statuses of every command: done; some deliveries failed or are uncertain; bad input;
+# stopped early (a later run resumes).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
 
 class DistributorError(Exception):
     """Base of every error the distributor raises on purpose."""

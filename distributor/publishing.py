@@ -22,9 +22,8 @@ from channels.smtp_transport import SmtpPool
 from channels.wechat import limit_violations
 
 from .checks import smtp_config
-from .delivery import (EXIT_FAILED, EXIT_OK, EXIT_STOPPED, MailPlan, deliver, message_templates, send_test_copy,
-                       unsubscribe_links)
-from .errors import InputError
+from .delivery import MailPlan, deliver, message_templates, send_test_copy, unsubscribe_links
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from .ledger import Ledger
 from .models import UNSUBSCRIBE_PLACEHOLDER
 from .orchestrator import ChannelOutcome

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import InputError
+from .errors import EXIT_FAILED, EXIT_OK, InputError
 from .jobs import MAX_TRIES, Job, JobStore
 from .ledger import Ledger
 from .pipeline import CHANNELS
@@ -22,7 +22,6 @@ from .settings import Settings
 from .timezones import display_zone_name, read_local_time, show
 
 Clock = Callable[[], float]
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def add_commands(subparsers: argparse._SubParsersAction, now: Clock = time.time) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import timezones
-from .errors import InputError
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from .issue import load_issue
 from .jobs import MAX_TRIES, Job, JobStore, retry_delay
 from .ledger import Ledger
@@ -32,7 +32,6 @@ from .publishing import PublishOptions, publish
 from .settings import Settings
 from .status import problems
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 # A job started later than this after its time gets a warning (cron runs once a minute).
 _ON_TIME_SECONDS = 60.0
 # How often the lease thread looks for a stop request between renewals.

@@ -41,12 +41,7 @@ smtp:
   pool_size: 3
   timeout_seconds: 1.0
 {smtp_extra}
-retry:
-  attempts: 3
-  base_delay_seconds: 0.01
-  max_delay_seconds: 0.05
-ledger:
-  path: {tmp_path / 'ledger.sqlite3'}
+{fast_retry_and_ledger(tmp_path)}
 {extra}""", encoding="utf-8")
     return settings
 
@@ -80,3 +75,13 @@ def cli(settings: Path, *args: str, password: str | None = None) -> subprocess.C
         environment["SMTP_PASSWORD"] = password
     return subprocess.run([sys.executable, "-m", "distributor", "--settings", str(settings), *args],
                           capture_output=True, text=True, timeout=60, cwd=ROOT, env=environment)
+
+
+def fast_retry_and_ledger(tmp_path: Path) -> str:
+    """The settings YAML that every publish test shares: retries in milliseconds, a ledger in tmp_path."""
+    return f"""retry:
+  attempts: 3
+  base_delay_seconds: 0.01
+  max_delay_seconds: 0.05
+ledger:
+  path: {tmp_path / 'ledger.sqlite3'}"""

@@ -28,6 +28,7 @@ from distributor.settings import Settings, load_settings
 from tests.wechat_stub import IMAGE_SOURCE, LINK_TARGET, Fault, WechatStub, sample_png
 
 from .conftest import EXAMPLE
+from .publish_helpers import fast_retry_and_ledger
 
 TITLE = "泰晓资讯·第一期"
 IMAGES = {"images/a.png": sample_png(b"first"), "images/b.png": sample_png(b"second"),
@@ -110,12 +111,7 @@ site:
     publish_poll_seconds: 0.01
     publish_wait_seconds: 2.0
 {extra}
-retry:
-  attempts: 3
-  base_delay_seconds: 0.01
-  max_delay_seconds: 0.05
-ledger:
-  path: {tmp_path / 'ledger.sqlite3'}
+{fast_retry_and_ledger(tmp_path)}
 """, encoding="utf-8")
     return load_settings(path)
 
