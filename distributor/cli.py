@@ -10,11 +10,10 @@ import threading
 from pathlib import Path
 
 from . import schedule_commands, serve, subscriber_commands
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, InputError
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
 from .pipeline import CHANNELS, render_issue
 from .preview import preview_files, summarise, write_files
 from .settings import Settings, load_settings
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"distributor: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StorageError as exc:
+        print(f"distributor: error: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("distributor: interrupted", file=sys.stderr)
         return 130

@@ -3,8 +3,12 @@
     DistributorError
     ├── InputError               bad input: one line on stderr, exit status 2, nothing sent
     │   └── SettingsError        a settings key that is unknown, mistyped or missing
+    ├── StorageError             the ledger or an output file cannot be used (corrupt, locked, read-only,
+    │                            disk full): one line on stderr, exit status 3, nothing half-written
     └── DeliveryError            raised by a channel for one delivery attempt
         ├── TransientDeliveryError   may succeed if tried again (the core retry policy decides)
+        │   └── SenderThrottledError the relay limits the sender, not this recipient (450 4.7.1 at
+        │                            MAIL FROM): slow the channel down, retry without blaming the row
         ├── PermanentDeliveryError   will fail again: recorded, never retried
         ├── UncertainDeliveryError   handed over, outcome unknown: not retried automatically
         └── ChannelStoppedError      the channel cannot go on (relay refused the session, quota):
@@ -40,6 +44,15 @@ class SettingsError(InputError):
     """A settings file that cannot be used; the message names the key path."""
 
 
+class StorageError(DistributorError):
+    """The ledger or a file we write cannot be used: corrupt, locked by another process, read-only,
+    or the disk is full. Nothing was half-written; the message says what and where."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
 class DeliveryError(DistributorError):
     """One delivery attempt failed; `reply` is what the other side said, when it said anything."""
 
@@ -57,6 +70,12 @@ class TransientDeliveryError(DeliveryError):
         super().__init__(message, reply=reply)
         self.retry_after_seconds = retry_after_seconds
         self.reconnect = reconnect
+
+
+class SenderThrottledError(TransientDeliveryError):
+    """The relay refuses the sender for now (a rate or reputation limit, e.g. 450 4.7.1 at MAIL
+    FROM): the whole channel slows down and the same recipient is tried again; the refusal does
+    not count against that recipient's attempts, and nobody is marked failed for it."""
 
 
 class PermanentDeliveryError(DeliveryError):
