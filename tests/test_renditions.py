@@ -18,6 +18,7 @@ from distributor.preview import email_sample
 from distributor.settings import Settings
 
 from .conftest import CORPUS, EXAMPLE, ROOT, corpus_files
+from .test_sanitizer import check_nothing_executable
 
 SETTINGS = Settings()
 FIDELITY = CORPUS.parent / "tools" / "fidelity.py"
@@ -69,6 +70,11 @@ def test_wechat_has_no_outside_links_and_one_reference_per_link(rendered):
     assert set(rendered.wechat.references) == source_links(rendered.body.html)
     assert len(rendered.wechat.references) == len(set(rendered.wechat.references))
     assert not re.search(r"color:\s*(#000\b|#000000\b|black\b)", content)
+
+
+def test_email_and_wechat_carry_nothing_executable(rendered):
+    """The corpus's own raw HTML (scripts, comments, embeds) passes the allow list like hostile input does."""
+    check_nothing_executable(rendered)
 
 
 def test_text_lines_fit_72_columns_unless_they_end_in_a_url(rendered):
