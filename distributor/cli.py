@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from . import schedule_commands, serve, subscriber_commands
+from .addresses import explained_address_problem
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
 from .pipeline import CHANNELS, render_issue
 from .preview import preview_files, summarise, write_files
 from .settings import Settings, load_settings
+
+
+_TITLE_HELP = "the issue's title, instead of the file's own (needed when it has no front matter and no '# ' line)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     preview = commands.add_parser("preview", help="write every rendition to a folder; send nothing")
     preview.add_argument("issue", type=Path)
     preview.add_argument("--channel", choices=(*CHANNELS, "all"), default="all")
+    preview.add_argument("--title", metavar="TEXT", help=_TITLE_HELP)
     preview.add_argument("--out", type=Path, default=Path("preview"), help="folder (default: ./preview)")
     preview.add_argument("--serve", action="store_true",
                          help="serve a live page with the renditions side by side on 127.0.0.1 instead")
@@ -54,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--channel", choices=CHANNELS, action="append",
                          help="only this channel (repeatable)")
     publish.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    publish.add_argument("--title", metavar="TEXT", help=_TITLE_HELP)
     publish.add_argument("--to", metavar="ADDRESS", help="send one test copy to ADDRESS, outside the ledger")
     publish.add_argument("--to-wechat", metavar="WXNAME",
                          help="send one preview of the WeChat article to this WeChat account (draft made if needed)")
@@ -66,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="who got the issue, and who did not")
     status.add_argument("issue", type=Path)
+    status.add_argument("--title", metavar="TEXT", help=_TITLE_HELP)
     formats = status.add_mutually_exclusive_group()
     formats.add_argument("--json", dest="format", action="store_const", const="json")
     formats.add_argument("--csv", dest="format", action="store_const", const="csv")
@@ -83,9 +91,11 @@ def _parser() -> argparse.ArgumentParser:
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     if args.serve:
         from .preview_server import serve_preview
+        if args.title is not None:
+            raise InputError("--title works with preview --out, not with --serve: give the file a title line")
         return serve_preview(args.issue, settings, port=args.port, out=sys.stdout)
     channels = CHANNELS if args.channel == "all" else (args.channel,)
-    renditions = render_issue(args.issue, settings, channels)
+    renditions = render_issue(args.issue, settings, channels, title=args.title)
     write_files(preview_files(renditions, settings), args.out)
     print(f"{renditions.issue.title}  [{renditions.issue.key}]  → {args.out}/")
     for summary in summarise(renditions):
@@ -99,11 +109,17 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     from .issue import load_issue
     from .ledger import Ledger
     from .status import write_status
+    from channels.wechat_state import wechat_state
     if not Path(settings.ledger.path).expanduser().exists():
         raise InputError("no ledger yet: nothing has been published", path=settings.ledger.path)
     ledger = Ledger(settings.ledger.path)
     try:
-        write_status(ledger, load_issue(args.issue, settings.site).key, args.format, sys.stdout)
+        issue = load_issue(args.issue, settings.site, title=args.title)
+        publish_again = shlex.join(["distributor", *(["--settings", args.settings] if args.settings else []),
+                                    "publish", str(args.issue), "--channel", "wechat",
+                                    *(["--title", args.title] if args.title else [])])
+        wechat = wechat_state(ledger, issue.key, issue.content_hash, publish_again, settings.channels.wechat.mode)
+        write_status(ledger, issue.key, args.format, sys.stdout, wechat=wechat)
     finally:
         ledger.close()
     return EXIT_OK
@@ -116,9 +132,11 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from .publishing import PublishOptions, publish   # the delivery stack loads only when needed
+    if args.to is not None and (problem := explained_address_problem(args.to)):
+        raise InputError(f"--to: {problem}")
     options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,
                              to=args.to, yes=args.yes, force=args.force, resend_failed=args.resend_failed,
-                             resend_uncertain=args.resend_uncertain, to_wechat=args.to_wechat)
+                             resend_uncertain=args.resend_uncertain, to_wechat=args.to_wechat, title=args.title)
     interrupt = threading.Event()
 
     def stop_gracefully(signum: int, frame: object) -> None:

@@ -1,23 +1,35 @@
 """Settings: a YAML file read into frozen dataclasses over embedded defaults.
 
 Every key has a default, so the distributor runs with no settings file at all (a dry run of the
-bundled example). A key that is unknown or of the wrong type is a `SettingsError` naming its
-path, e.g. `channels.email.port`. Secrets never live in the file: a key ending in `_env` names
-the environment variable that holds the secret, read only when a channel needs it.
+bundled example). The file is validated whole when it is loaded, against allow lists: it must be a
+regular file of at most 1 MB, YAML without aliases or deep nesting (`bounded.load_yaml`); a key
+that is unknown, of the wrong type, out of range, a number that is not finite, an address or a
+header value that would not be safe in a mail (`addresses`), a URL that is not absolute http(s),
+or a folder that does not exist is a `SettingsError` naming its path, e.g.
+`channels.email.from_address`. Secrets never live in the file: a key ending in `_env` names the
+environment variable that holds the secret, read only when a channel needs it.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
-from .errors import SettingsError
+from .addresses import (explained_address_problem, hostname_problem, http_url_problem, list_id_problem,
+                        named_address_problem, text_problem)
+from .bounded import load_yaml, read_regular_file
+from .errors import InputError, SettingsError
+
+MAX_SETTINGS_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,11 @@ class WechatSettings:
     # Mode publish: how often to ask whether the article is out, and how long to wait at most.
     publish_poll_seconds: float = 5.0
     publish_wait_seconds: float = 600.0
+    # One run at a time drives an issue's WeChat steps, under a lease in the ledger renewed every third
+    # of lease_seconds (a run that died loses it that long after); another run waits for it at most
+    # lease_wait_seconds, then stops (exit 3).
+    lease_seconds: float = 60.0
+    lease_wait_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,8 @@ class SmtpSettings:
     per_second: float = 0.0  # 0: no rate limit
     hourly_cap: int | None = None
     daily_cap: int | None = None
+    ca_file: str | None = None  # PEM certificates trusted in addition to the system's (a private CA)
+    ehlo_name: str | None = None  # the name sent in EHLO; None: this machine's FQDN
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,8 @@ class ScheduleSettings:
 @dataclass(frozen=True)
 class LedgerSettings:
     path: str = "~/.local/share/distributor/ledger.sqlite3"
+    # How long a command waits for another process's write lock on the ledger before it stops (exit 3).
+    lock_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -137,11 +158,16 @@ def load_settings(path: str | Path | None) -> Settings:
         return Settings()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"cannot read settings: {exc}", path=str(path)) from exc
+        raw = read_regular_file(path, MAX_SETTINGS_BYTES, "settings file")
+    except InputError as exc:
+        raise SettingsError(str(exc)) from exc
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SettingsError("settings file is not UTF-8 text", path=str(path),
+                            line=raw[:exc.start].count(b"\n") + 1) from exc
+    try:
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None
         problem = getattr(exc, "problem", None) or "invalid YAML"
@@ -189,7 +215,9 @@ def _convert(hint: Any, raw: Any, key_path: str, path: str) -> Any:
             raise SettingsError(f"{key_path} must be one of {', '.join(map(str, choices))}", path=path)
         return raw
     if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
-        raw = float(raw)
+        raw = float(raw) if abs(raw) < 2 ** 1000 else math.inf
+    if hint is float and type(raw) is float and not math.isfinite(raw):
+        raise SettingsError(f"{key_path} must be a finite number, not {raw}", path=path)
     if hint in (bool, int, float, str) and type(raw) is hint:
         _check_value(key_path, raw, path)
         return raw
@@ -203,18 +231,62 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "retry.attempts": (1, 1000), "retry.base_delay_seconds": (0, None), "retry.max_delay_seconds": (0, None),
     "retry.deadline_seconds": (0, None), "channels.text.width": (20, 1000),
     "channels.wechat.timeout_seconds": (0.01, None), "channels.wechat.publish_poll_seconds": (0.01, None),
-    "channels.wechat.publish_wait_seconds": (0, None), "schedule.max_lateness_seconds": (0, None),
+    "channels.wechat.publish_wait_seconds": (0, None), "channels.wechat.lease_seconds": (0.3, None),
+    "channels.wechat.lease_wait_seconds": (0, None), "schedule.max_lateness_seconds": (0, None),
     "schedule.lease_seconds": (0.1, None), "schedule.poll_seconds": (0.01, None),
+    "ledger.lock_timeout_seconds": (0.01, 3600),
 }
 
 
 def _check_value(key_path: str, value: Any, path: str) -> None:
+    if isinstance(value, str):
+        _check_text(key_path, value, path)
+        return
     low, high = _BOUNDS.get(key_path, (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
-        raise SettingsError(f"{key_path} must be {bounds}, not {value:g}", path=path)
-    if key_path == "channels.email.unsubscribe_url":
-        if "{token}" not in value or not value.startswith(("https://", "http://")) \
-                or not value.isascii() or any(char.isspace() for char in value) or len(value) > 800:
-            raise SettingsError(f"{key_path} must be an http(s) URL of ASCII characters without spaces, "
-                                "holding {token}, at most 800 characters", path=path)
+        shown = f"{value:.6g}" if abs(value) < 1e300 else "a larger number"
+        raise SettingsError(f"{key_path} must be {bounds}, not {shown}", path=path)
+
+
+def _unsubscribe_url(value: str) -> str | None:
+    return http_url_problem(value) or (None if "{token}" in value else "must hold {token}")
+
+
+def _existing_folder(value: str) -> str | None:
+    return None if Path(value).expanduser().is_dir() else f"no such folder {value!r}"
+
+
+def _environment_variable(value: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value) else \
+        f"{value!r} is not an environment variable name (letters, digits and _)"
+
+
+# What a text key must be besides one line of printable characters: a check saying what is wrong, else None.
+# Every address and header value is checked here, once, so no bad byte reaches a header or an SMTP command.
+_TEXT_CHECKS: dict[str, Callable[[str], str | None]] = {
+    "site.name": text_problem,
+    "site.base_url": http_url_problem,
+    "site.site_root": _existing_folder,
+    "channels.email.from_address": explained_address_problem,
+    "channels.email.from_name": text_problem,
+    "channels.email.reply_to": named_address_problem,
+    "channels.email.return_path": explained_address_problem,
+    "channels.email.list_id": list_id_problem,
+    "channels.email.unsubscribe_url": _unsubscribe_url,
+    "channels.email.unsubscribe_mailto": explained_address_problem,
+    "channels.email.template_dir": _existing_folder,
+    "channels.wechat.base_url": http_url_problem,
+    "smtp.host": hostname_problem,
+    "schedule.operator_email": explained_address_problem,
+}
+_MAX_TEXT = 4096       # any other text: a path, a name, an id
+
+
+def _check_text(key_path: str, value: str, path: str) -> None:
+    check = _TEXT_CHECKS.get(key_path)
+    if check is None and key_path.rpartition(".")[2].endswith("_env"):
+        check = _environment_variable
+    problem = text_problem(value, max_length=_MAX_TEXT) or (check(value) if check else None)
+    if problem:
+        raise SettingsError(f"{key_path}: {problem}", path=path)
