@@ -125,8 +125,11 @@ def site_file(request_path: str, settings: Settings) -> Path | None:
     if not settings.site.site_root or not request_path.startswith(SITE_PATH):
         return None
     root = Path(settings.site.site_root).expanduser().resolve()
-    path = (root / unquote(request_path[len(SITE_PATH):])).resolve()
-    return path if path.is_relative_to(root) and path.is_file() else None
+    try:
+        path = (root / unquote(request_path[len(SITE_PATH):])).resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
+    except (OSError, ValueError):   # a NUL byte, a name too long for the file system
+        return None
 
 
 def missing_images(urls: tuple[str, ...], settings: Settings) -> list[str]:

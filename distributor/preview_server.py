@@ -4,18 +4,22 @@ A watcher thread polls the modification times of the issue file and of every tem
 changes it renders the issue again and raises the version number. The page asks `/version?since=N`,
 which answers at once when the version differs and otherwise waits (at most LONG_POLL_SECONDS), and
 reloads itself when the version moved on.
+
+Every answer carries a Content-Security-Policy. The page may run only its own script; the rendered
+issue and the site files run none, even opened on their own, since they hold markup from elsewhere.
 """
 from __future__ import annotations
 
 import json
 import mimetypes
+import re
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import jinja2
 
@@ -27,6 +31,14 @@ POLL_SECONDS = 0.3
 LONG_POLL_SECONDS = 20.0
 HTML, TEXT = "text/html; charset=utf-8", "text/plain; charset=utf-8"
 STATIC_FILES = {"preview.css": "text/css; charset=utf-8", "preview.js": "text/javascript; charset=utf-8"}
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' http: https: "
+               "data:; frame-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+               "frame-ancestors 'none'")
+# The issue's images and fonts load from wherever the email's do; the sandbox matches the page's iframes.
+DOCUMENT_POLICY = ("default-src 'none'; script-src 'none'; img-src * data:; style-src 'unsafe-inline'; "
+                   "font-src * data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'; "
+                   "sandbox allow-same-origin allow-popups")
+_VERSION_NUMBER = re.compile(r"[0-9]{1,18}")
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
@@ -102,29 +114,46 @@ class PreviewHandler(BaseHTTPRequestHandler):
 
     server_version = "distributor-preview"
     state: PreviewState          # set on the subclass that handler_for makes
+    policy = DOCUMENT_POLICY     # until the request is read; the page's own answer widens it
 
     def do_GET(self) -> None:
         """Answer one GET request from the preview page."""
+        path, _, query = self.path.partition("?")     # a request target is a path and a query, nothing else
+        self.policy = PAGE_POLICY if path == "/" else DOCUMENT_POLICY
         port = self.server.server_address[1]
         # Refusing other Host names keeps pages on other sites from reading the preview (DNS rebinding).
         if self.headers.get("Host") not in {f"127.0.0.1:{port}", f"localhost:{port}"}:
             self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host\n", TEXT)
             return
-        url = urlsplit(self.path)
-        static_name = url.path.removeprefix("/static/")
-        if url.path == "/":
+        static_name = path.removeprefix("/static/")
+        if path == "/":
             self._send(HTTPStatus.OK, self.state.page, HTML)
-        elif url.path in ("/email.html", "/wechat.html"):
-            self._send_framed(url.path)
-        elif url.path == "/version":
-            self._send_version(parse_qs(url.query).get("since", [""])[0])
-        elif url.path.startswith("/static/") and static_name in STATIC_FILES:
+        elif path in ("/email.html", "/wechat.html"):
+            self._send_framed(path)
+        elif path == "/version":
+            self._send_version(parse_qs(query).get("since", [""])[0])
+        elif path.startswith("/static/") and static_name in STATIC_FILES:
             self._send(HTTPStatus.OK, static_file(static_name), STATIC_FILES[static_name])
-        elif (path := site_file(url.path, self.state.settings)) is not None:
-            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            self._send(HTTPStatus.OK, path.read_bytes(), kind)
         else:
+            self._send_site_file(path)
+
+    def end_headers(self) -> None:
+        """End the headers of every answer, errors included, with the content policy and no sniffing."""
+        self.send_header("Content-Security-Policy", self.policy)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        super().end_headers()
+
+    def _send_site_file(self, request_path: str) -> None:
+        path = site_file(request_path, self.state.settings)
+        try:
+            body = path.read_bytes() if path is not None else None
+        except OSError:             # removed or unreadable since it was found
+            body = None
+        if body is None:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", TEXT)
+        else:
+            self._send(HTTPStatus.OK, body, mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     def _send_framed(self, path: str) -> None:
         preview = self.state.preview
@@ -134,7 +163,10 @@ class PreviewHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, preview.email_html if path == "/email.html" else preview.wechat_html, HTML)
 
     def _send_version(self, since: str) -> None:
-        current = self.state.wait_newer(int(since), LONG_POLL_SECONDS) if since.isdigit() else self.state.version
+        if since and not _VERSION_NUMBER.fullmatch(since):
+            self._send(HTTPStatus.BAD_REQUEST, b"since= must be a version number\n", TEXT)
+            return
+        current = self.state.wait_newer(int(since), LONG_POLL_SECONDS) if since else self.state.version
         body = json.dumps({"version": current, "error": self.state.error}).encode("utf-8")
         self._send(HTTPStatus.OK, body, "application/json")
 

@@ -20,9 +20,9 @@ import pytest
 
 from distributor.errors import InputError
 from distributor.preview_server import serve_preview
-from distributor.settings import Settings, SiteSettings
+from distributor.settings import ChannelsSettings, EmailSettings, Settings, SiteSettings
 
-from .conftest import EXAMPLE
+from .conftest import EXAMPLE, ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -229,12 +229,24 @@ def test_a_port_out_of_range_is_an_input_error(port: int) -> None:
     assert out.getvalue() == ""
 
 
-def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> None:
+@contextmanager
+def chromium() -> Iterator[object]:
+    """Yield a headless Chromium (Debian's) driven by playwright; skip where it is not installed."""
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian package chromium)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> None:
     outside: list[str] = []
+    refused: list[str] = []      # what the page's Content-Security-Policy blocked: nothing of its own
 
     def local_only(route) -> None:
         if urlsplit(route.request.url).hostname == "127.0.0.1":
@@ -243,37 +255,66 @@ def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> N
             outside.append(route.request.url)
             route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 2400, "height": 1200})
-            page.route("**/*", local_only)
-            page.goto(running.url)
-            for panel in ("#email-panel", "#wechat-panel", "#text-panel"):
-                expect(page.locator(panel)).to_contain_text(TITLE)
-            for frame in ("#email-desktop", "#email-phone"):
-                expect(page.frame_locator(frame).locator("body")).to_contain_text(BODY_TEXT)
-            site_image = page.frame_locator("#email-desktop").locator(f'img[src="/site/{SITE_IMAGE}"]')
-            expect(site_image).to_have_js_property("naturalWidth", 2)
-            expect(page.frame_locator("#wechat-article").locator("body")).to_contain_text("[5] https://")
-            expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
-            page.screenshot(path=tmp_path / "preview.png", full_page=True)
+    with chromium() as browser:
+        from playwright.sync_api import expect
+        page = browser.new_page(viewport={"width": 2400, "height": 1200})
+        page.route("**/*", local_only)
+        page.on("console", lambda message: refused.append(message.text)
+                if "Content Security Policy" in message.text else None)
+        page.goto(running.url)
+        for panel in ("#email-panel", "#wechat-panel", "#text-panel"):
+            expect(page.locator(panel)).to_contain_text(TITLE)
+        for frame in ("#email-desktop", "#email-phone"):
+            expect(page.frame_locator(frame).locator("body")).to_contain_text(BODY_TEXT)
+        site_image = page.frame_locator("#email-desktop").locator(f'img[src="/site/{SITE_IMAGE}"]')
+        expect(site_image).to_have_js_property("naturalWidth", 2)
+        expect(page.frame_locator("#wechat-article").locator("body")).to_contain_text("[5] https://")
+        expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+        page.screenshot(path=tmp_path / "preview.png", full_page=True)
 
-            edit(running.issue, "title: 示例周报", "title: 修订版周报")
-            new_title = TITLE.replace("示例周报", "修订版周报")
-            expect(page.locator("#issue-title")).to_have_text(new_title, timeout=WAIT_SECONDS * 1000)
-            expect(page.frame_locator("#email-desktop").locator("h1")).to_contain_text(new_title)
-            page.screenshot(path=tmp_path / "preview-after-edit.png", full_page=True)
+        edit(running.issue, "title: 示例周报", "title: 修订版周报")
+        new_title = TITLE.replace("示例周报", "修订版周报")
+        expect(page.locator("#issue-title")).to_have_text(new_title, timeout=WAIT_SECONDS * 1000)
+        expect(page.frame_locator("#email-desktop").locator("h1")).to_contain_text(new_title)
+        page.screenshot(path=tmp_path / "preview-after-edit.png", full_page=True)
 
-            good = running.issue.read_text(encoding="utf-8")
-            running.issue.write_text(good.replace("---\n", "---\ntitle: [unclosed\n", 1), encoding="utf-8")
-            expect(page.locator("#render-error")).to_contain_text("invalid", timeout=WAIT_SECONDS * 1000)
-            expect(page.frame_locator("#email-desktop").locator("h1")).to_contain_text(new_title)
-            page.screenshot(path=tmp_path / "preview-broken-save.png")
-            running.issue.write_text(good, encoding="utf-8")
-            expect(page.locator("#render-error")).to_have_count(0, timeout=WAIT_SECONDS * 1000)
-        finally:
-            browser.close()
-    assert outside == []
+        good = running.issue.read_text(encoding="utf-8")
+        running.issue.write_text(good.replace("---\n", "---\ntitle: [unclosed\n", 1), encoding="utf-8")
+        expect(page.locator("#render-error")).to_contain_text("invalid", timeout=WAIT_SECONDS * 1000)
+        expect(page.frame_locator("#email-desktop").locator("h1")).to_contain_text(new_title)
+        page.screenshot(path=tmp_path / "preview-broken-save.png")
+        running.issue.write_text(good, encoding="utf-8")
+        expect(page.locator("#render-error")).to_have_count(0, timeout=WAIT_SECONDS * 1000)
+    assert outside == [] and refused == []
     assert (tmp_path / "preview.png").stat().st_size > 10_000
+
+
+SCRIPTED = ('<script>document.documentElement.dataset.ran = "script";</script>'
+            '<img src="/no-such-image.png" alt="" onerror="document.documentElement.dataset.ran = \'handler\'">')
+
+
+def test_no_script_runs_in_the_rendered_issue_even_opened_on_its_own(tmp_path: Path, site_root: Path) -> None:
+    """A template with script in it (or markup a sanitizer missed): the email document runs none of it, framed
+    or opened as a page of its own, while the preview page's own script goes on running."""
+    templates = tmp_path / "templates"
+    (templates / "email").mkdir(parents=True)
+    packaged = (ROOT / "templates" / "email" / "issue.html").read_text(encoding="utf-8")
+    assert "</body>" in packaged
+    (templates / "email" / "issue.html").write_text(packaged.replace("</body>", SCRIPTED + "</body>"),
+                                                    encoding="utf-8")
+    issue = tmp_path / "issue.md"
+    issue.write_bytes(EXAMPLE.read_bytes())
+    settings = Settings(site=SiteSettings(site_root=str(site_root)),
+                        channels=ChannelsSettings(email=EmailSettings(template_dir=str(templates))))
+    with serve(issue, settings) as preview, chromium() as browser:
+        from playwright.sync_api import expect
+        assert SCRIPTED in get(f"{preview.url}email.html")[2].decode()     # the script is there to be refused
+        page = browser.new_page()
+        page.goto(f"{preview.url}email.html")       # returns after the load event: the image has failed by then
+        expect(page.locator("body")).to_contain_text(BODY_TEXT)
+        assert page.locator("html").get_attribute("data-ran") is None
+        page.goto(preview.url)
+        expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+        for frame in ("#email-desktop", "#email-phone"):
+            expect(page.frame_locator(frame).locator("body")).to_contain_text(BODY_TEXT)
+            assert page.frame_locator(frame).locator("html").get_attribute("data-ran") is None

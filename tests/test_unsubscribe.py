@@ -41,15 +41,15 @@ def running(settings: Settings):
     """Serve the application for `settings` on a free port of 127.0.0.1; yield the port."""
     app = create_app(settings)
     server = serve.open_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     try:
-        yield server.server_address[1]
+        yield server.address[1]
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         thread.join(TIMEOUT)
         app.close()
+    assert not thread.is_alive(), "the server did not stop"
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
