@@ -22,13 +22,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_at REAL NOT NULL, zone TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'scheduled',
     lease_owner TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, started_at REAL,
     finished_at REAL, reason TEXT, issue_key TEXT, content_hash TEXT, exit_status INTEGER,
-    created_at REAL NOT NULL, early_stops INTEGER NOT NULL DEFAULT 0, retry_at REAL);
+    created_at REAL NOT NULL, early_stops INTEGER NOT NULL DEFAULT 0, retry_at REAL, title TEXT);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, run_at);
 """
-# Columns that ledgers made before job retries lack; added in place when such a ledger is opened.
-_LATER_COLUMNS = {"early_stops": "INTEGER NOT NULL DEFAULT 0", "retry_at": "REAL"}
+# Columns that ledgers made before job retries (and --title) lack; added in place when such a ledger is opened.
+_LATER_COLUMNS = {"early_stops": "INTEGER NOT NULL DEFAULT 0", "retry_at": "REAL", "title": "TEXT"}
 _COLUMNS = ("id, issue_path, channels, run_at, zone, state, lease_owner, lease_until, attempts, started_at,"
-            " finished_at, reason, issue_key, content_hash, exit_status, early_stops, retry_at")
+            " finished_at, reason, issue_key, content_hash, exit_status, early_stops, retry_at, title")
 # When a scheduled job may be claimed: its next try once it stopped early, else its time.
 _DUE_AT = "COALESCE(retry_at, run_at)"
 
@@ -47,7 +47,8 @@ def retry_delay(early_stops: int) -> float:
 class Job:
     """A scheduled send: publish `issue_path` on `channels` at `run_at` (UTC seconds), as read in `zone`.
     A `running` job belongs to `lease_owner` until `lease_until`; after that any runner may take it.
-    `early_stops` counts the runs that stopped early; the next try is then at `retry_at`."""
+    `early_stops` counts the runs that stopped early; the next try is then at `retry_at`. `title` is
+    the --title it was scheduled with (None: the file's own)."""
 
     id: int
     issue_path: str
@@ -66,6 +67,7 @@ class Job:
     exit_status: int | None
     early_stops: int
     retry_at: float | None
+    title: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple) -> Job:
@@ -103,11 +105,12 @@ class JobStore:
         if self._owned:
             self.db.close()
 
-    def add(self, issue_path: str, channels: Iterable[str], run_at: float, zone: str) -> Job:
+    def add(self, issue_path: str, channels: Iterable[str], run_at: float, zone: str, *,
+            title: str | None = None) -> Job:
         """Store a job in state `scheduled` and return it."""
-        cursor = self.db.execute("INSERT INTO jobs (issue_path, channels, run_at, zone, created_at)"
-                                 " VALUES (?, ?, ?, ?, ?)", (issue_path, ",".join(channels), run_at, zone,
-                                                             self.clock()))
+        cursor = self.db.execute("INSERT INTO jobs (issue_path, channels, run_at, zone, created_at, title)"
+                                 " VALUES (?, ?, ?, ?, ?, ?)", (issue_path, ",".join(channels), run_at, zone,
+                                                                self.clock(), title))
         return self.job(cursor.lastrowid)
 
     def job(self, job_id: int) -> Job | None:

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS cache (
     kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL,
     PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS issue_identities (
+    issue_key TEXT PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, source_path TEXT NOT NULL,
+    recorded_at REAL NOT NULL) WITHOUT ROWID;
 """
 STATUSES = ("pending", "sending", "sent", "failed")
 _PLAN_BATCH = 2000
@@ -275,3 +278,60 @@ class Ledger:
 
     def uncache(self, kind: str, key: str) -> None:
         self.db.execute("DELETE FROM cache WHERE kind = ? AND key = ?", (kind, key))
+    # --- issue identity ----------------------------------------------------------------------
+    # Which issue a key stands for: its date and title (and file) when it was first planned or
+    # published, so another file that comes to the same key is refused (distributor/identity.py).
+
+    def issue_identity(self, issue_key: str) -> tuple[str, str, str, float] | None:
+        """Return (date, title, source path, time recorded) of the issue known by `issue_key`."""
+        return self.db.execute("SELECT date, title, source_path, recorded_at FROM issue_identities"
+                               " WHERE issue_key = ?", (issue_key,)).fetchone()
+
+    def remember_issue_identity(self, issue_key: str, date: str, title: str,
+                                source_path: str) -> tuple[str, str, str, float]:
+        """Record the issue's identity unless the key has one; return the one the ledger holds (of
+        the first run to record it, when two start at once)."""
+        self.db.execute("INSERT OR IGNORE INTO issue_identities VALUES (?, ?, ?, ?, ?)",
+                        (issue_key, date, title, source_path, self.clock()))
+        return self.issue_identity(issue_key)
+
+    def issue_recorded(self, issue_key: str) -> bool:
+        """Whether any delivery row, step checkpoint or identity is recorded under `issue_key`."""
+        return self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE issue_key = ?)"
+            " OR EXISTS (SELECT 1 FROM checkpoints WHERE issue_key = ?)"
+            " OR EXISTS (SELECT 1 FROM issue_identities WHERE issue_key = ?)",
+            (issue_key, issue_key, issue_key)).fetchone()[0] == 1
+
+    def recorded_versions(self, issue_key: str) -> tuple[int, set[str], set[str]]:
+        """Return what the rows under `issue_key` say about the file they came from: how many rows
+        and checkpoints there are, the sha256 of the file each delivery and WeChat draft was made
+        from, and the paths of the files scheduled jobs published under that key."""
+        rows = self.db.execute("SELECT (SELECT COUNT(*) FROM deliveries WHERE issue_key = ?)"
+                               " + (SELECT COUNT(*) FROM checkpoints WHERE issue_key = ?)",
+                               (issue_key, issue_key)).fetchone()[0]
+        hashes = {row[0] for row in self.db.execute(
+            "SELECT DISTINCT content_hash FROM deliveries WHERE issue_key = ? AND content_hash IS NOT NULL"
+            " UNION SELECT value FROM checkpoints WHERE issue_key = ? AND step = 'draft_hash'",
+            (issue_key, issue_key))}
+        paths: set[str] = set()
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
+            paths = {row[0] for row in self.db.execute("SELECT DISTINCT issue_path FROM jobs WHERE issue_key = ?",
+                                                       (issue_key,))}
+        return rows, hashes, paths
+
+    def adopt_issue_rows(self, old_key: str, new_key: str, date: str, title: str, source_path: str) -> int:
+        """Move every delivery row and checkpoint (and scheduled job) of `old_key` to `new_key` and
+        record `new_key`'s identity, in one transaction; return how many rows and checkpoints moved."""
+        self.begin()
+        try:
+            moved = sum(self.db.execute(f"UPDATE {table} SET issue_key = ? WHERE issue_key = ?",
+                                        (new_key, old_key)).rowcount for table in ("deliveries", "checkpoints"))
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
+                self.db.execute("UPDATE jobs SET issue_key = ? WHERE issue_key = ?", (new_key, old_key))
+            self.remember_issue_identity(new_key, date, title, source_path)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.commit()
+        return moved

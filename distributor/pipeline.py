@@ -33,10 +33,12 @@ class Renditions:
         return {name: rendition for name, rendition in made.items() if rendition is not None}
 
 
-def render_issue(path: str | Path, settings: Settings, channels: Iterable[str] = CHANNELS) -> Renditions:
-    """Load the issue at `path` and render it for `channels`; Markdown is rendered once for all."""
+def render_issue(path: str | Path, settings: Settings, channels: Iterable[str] = CHANNELS, *,
+                 title: str | None = None) -> Renditions:
+    """Load the issue at `path` (with `title` for its own, from --title) and render it for `channels`;
+    Markdown is rendered once for all."""
     wanted = set(channels)
-    issue = load_issue(path, settings.site)
+    issue = load_issue(path, settings.site, title=title)
     body = render_body(issue, settings.site)
     # The email's text part is the text rendition, so email needs it even when text is not asked for.
     text = render_text(issue, body, settings) if wanted & {"text", "email"} else None

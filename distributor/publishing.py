@@ -24,6 +24,7 @@ from channels.wechat import limit_violations
 from .checks import smtp_config
 from .delivery import MailPlan, deliver, message_templates, send_test_copy, unsubscribe_links
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError
+from .identity import check_identity
 from .ledger import Ledger
 from .models import UNSUBSCRIBE_PLACEHOLDER
 from .orchestrator import ChannelOutcome
@@ -46,6 +47,7 @@ class PublishOptions:
     resend_failed: bool = False
     resend_uncertain: bool = False
     to_wechat: str | None = None
+    title: str | None = None           # --title: replaces the file's title (the only one a file without a header has)
 
     def statuses(self) -> tuple[str, ...]:
         """The ledger states this run sends to: new rows, plus those the operator asked again."""
@@ -61,7 +63,7 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
                                          if getattr(settings.channels, name).enabled)
     if options.to_wechat:
         channels = ("wechat",)
-    renditions = render_issue(options.issue, settings, channels)
+    renditions = render_issue(options.issue, settings, channels, title=options.title)
     _check_publishable(renditions, options)
     problems = configuration_problems(settings, channels, test_copy=bool(options.to))
     if problems and not options.dry_run:
@@ -78,6 +80,7 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
     ledger = Ledger.snapshot(settings.ledger.path) if options.dry_run else Ledger(settings.ledger.path)
     wechat = renditions.wechat if "wechat" in channels and not options.dry_run else None
     try:
+        check_identity(ledger, renditions.issue, err)     # another issue under this key: refused here
         _write_text_file(renditions, settings, options.dry_run, out)
         mail = [name for name in channels if name in MAIL_CHANNELS and _subscriber_file(settings, name)]
         for name in mail:

@@ -35,6 +35,8 @@ def add_commands(subparsers: argparse._SubParsersAction, now: Clock = time.time)
     add.add_argument("--tz", metavar="ZONE", help="IANA zone of --at, e.g. Asia/Shanghai "
                                                   "(default: schedule.timezone, else the system's zone)")
     add.add_argument("--channel", choices=CHANNELS, action="append", help="only this channel (repeatable)")
+    add.add_argument("--title", metavar="TEXT", help="the issue's title, instead of the file's own; the job "
+                                                     "publishes with it")
     add.set_defaults(run=functools.partial(_add, now=now))
     listing = actions.add_parser("list", help="every job: time, issue, channels, state and why")
     listing.set_defaults(run=_list)
@@ -58,12 +60,12 @@ def _add(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     channels = tuple(args.channel or (name for name in CHANNELS if getattr(settings.channels, name).enabled))
     if not channels:
         raise InputError("no channel is enabled in the settings: nothing to schedule")
-    status = _validate(issue, channels, settings)
+    status = _validate(issue, channels, settings, args.title)
     if status != EXIT_OK:
         return status
     ledger = Ledger(settings.ledger.path)
     try:
-        job = JobStore.of(ledger).add(str(issue), channels, local.timestamp(), zone_name)
+        job = JobStore.of(ledger).add(str(issue), channels, local.timestamp(), zone_name, title=args.title)
     finally:
         ledger.close()
     print(f"job {job.id} scheduled: {issue} on {', '.join(channels)} at {show(job.run_at, zone_name)} {zone_name}")
@@ -75,14 +77,14 @@ def _add(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     return EXIT_OK
 
 
-def _validate(issue: Path, channels: tuple[str, ...], settings: Settings) -> int:
+def _validate(issue: Path, channels: tuple[str, ...], settings: Settings, title: str | None) -> int:
     """Refuse now what would fail at the job's time: the issue, the subscriber files and renditions
     (a dry run), what a real send needs that a dry run only notes (subscriber files, secrets, the
     WeChat account), and the services (as `check` does)."""
     from .checks import check_services   # the delivery stack loads only when needed
     from .publishing import PublishOptions, configuration_problems, publish
     dry_run = io.StringIO()
-    status = publish(PublishOptions(issue=issue, channels=channels, yes=True, dry_run=True), settings,
+    status = publish(PublishOptions(issue=issue, channels=channels, yes=True, dry_run=True, title=title), settings,
                      out=dry_run, err=dry_run)
     if status != EXIT_OK:
         sys.stdout.write(dry_run.getvalue())

@@ -178,9 +178,9 @@ class Scheduler:
         issue_key = content_hash = None
         captured = _Tee(self.out)
         try:
-            issue = load_issue(job.issue_path, self.settings.site)
+            issue = load_issue(job.issue_path, self.settings.site, title=job.title)
             issue_key, content_hash = issue.key, issue.content_hash
-            options = PublishOptions(issue=Path(job.issue_path), channels=job.channels, yes=True)
+            options = PublishOptions(issue=Path(job.issue_path), channels=job.channels, yes=True, title=job.title)
             status = publish(options, self.settings, out=captured, err=self.err, interrupt=stop)
         except InputError as exc:
             reason = f"the issue does not validate any more: {exc}"

@@ -2,21 +2,29 @@
 
 Three header shapes are real: Jekyll YAML front matter between `---` fences, a Pelican
 `Key: value` block (This Week in Rust), and none at all, the title then being the first
-`# ` heading (Python 潮流周刊). A UTF-8 BOM, CRLF line ends and trailing blanks or TABs
-after YAML values (PyYAML rejects a TAB there) are tolerated.
+`# ` heading (Python 潮流周刊), or `--title`. A UTF-8 BOM, CRLF line ends and trailing blanks
+or TABs after YAML values (PyYAML rejects a TAB there) are tolerated.
+
+The file is untrusted input, read with bounds: at most `MAX_ISSUE_BYTES` (it is never read
+whole past that), and front matter without YAML aliases or anchors (an alias bomb expands
+a few lines into gigabytes) and nested at most `MAX_FRONT_MATTER_DEPTH` levels.
 """
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.events import AliasEvent
 
 from .errors import InputError
 
+MAX_ISSUE_BYTES = 2 * 1024 * 1024
+MAX_FRONT_MATTER_DEPTH = 10
 _FENCE = "---"
 _PELICAN_LINE = re.compile(r"^([A-Za-z][A-Za-z_-]*):[ \t]*(.*)$")
 _ATX_TITLE = re.compile(r"^#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
@@ -24,21 +32,21 @@ _ATX_TITLE = re.compile(r"^#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 
 @dataclass(frozen=True)
 class SourceFile:
-    """An issue file's header fields and body, before any field is interpreted."""
+    """An issue file's header fields and body, before any field is interpreted. `field_lines`
+    gives the line of each header field, for messages; `fields` is empty when the file has no
+    header at all (no front matter and no `# ` title line)."""
 
     path: Path
     fields: dict[str, Any]
     body: str
     body_first_line: int
     content_hash: str
+    field_lines: dict[str, int] = field(default_factory=dict)
 
 
 def read_source(path: Path) -> SourceFile:
     """Read `path` and split off its header; raise `InputError` naming the file and line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read issue: {exc.strerror or exc}", path=str(path)) from exc
+    raw = _read_bounded(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -47,57 +55,118 @@ def read_source(path: Path) -> SourceFile:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     if lines[0].rstrip() == _FENCE:
-        fields, body_start = _yaml_header(lines, path)
+        fields, field_lines, body_start = _yaml_header(lines, path)
     elif (pelican := _pelican_header(lines)) is not None:
-        fields, body_start = pelican
+        fields, field_lines, body_start = pelican
     else:
-        fields, body_start = _title_from_heading(lines, path)
+        fields, field_lines, body_start = _title_from_heading(lines)
     body = "\n".join(lines[body_start:])
-    return SourceFile(path, fields, body, body_start + 1, hashlib.sha256(raw).hexdigest())
+    return SourceFile(path, fields, body, body_start + 1, hashlib.sha256(raw).hexdigest(), field_lines)
 
 
-def _yaml_header(lines: list[str], path: Path) -> tuple[dict[str, Any], int]:
+def _read_bounded(path: Path) -> bytes:
+    """Return the file's bytes, refusing anything over `MAX_ISSUE_BYTES` before reading it whole
+    (and a device or FIFO, which has no size to check and could be read forever)."""
+    limit = f"an issue may be at most {MAX_ISSUE_BYTES // (1024 * 1024)} MB"
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError("cannot read issue: not a regular file", path=str(path))
+        if info.st_size > MAX_ISSUE_BYTES:
+            raise InputError(f"the file has {info.st_size:,} bytes: {limit}", path=str(path))
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_ISSUE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read issue: {exc.strerror or exc}", path=str(path)) from exc
+    if len(raw) > MAX_ISSUE_BYTES:
+        raise InputError(f"the file grew past the limit while being read: {limit}", path=str(path))
+    return raw
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases or anchors and with a bound on nesting; a value that
+    cannot be built (a date like 2024-02-30, an integer of 5,000 digits) is a YAML error with its
+    position instead of a Python exception."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        event = self.peek_event()
+        if isinstance(event, AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed",
+                                              event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, "YAML anchors (&name) are not allowed",
+                                              event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_FRONT_MATTER_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_FRONT_MATTER_DEPTH} levels", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):  # noqa: ANN001 (PyYAML's signature)
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            what = "date" if node.tag == "tag:yaml.org,2002:timestamp" else "value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{what} {str(node.value)[:40]!r} is not valid ({exc})", node.start_mark) from exc
+
+
+def _yaml_header(lines: list[str], path: Path) -> tuple[dict[str, Any], dict[str, int], int]:
     for end in range(1, len(lines)):
         if lines[end].rstrip() in (_FENCE, "..."):
             break
     else:
         raise InputError("front matter opened with '---' is never closed", path=str(path), line=1)
     yaml_text = "\n".join(line.rstrip() for line in lines[1:end])
+    loader = _FrontMatterLoader(yaml_text)
     try:
-        fields = yaml.safe_load(yaml_text)
+        node = loader.get_single_node()
+        if node is not None and not isinstance(node, yaml.MappingNode):
+            raise InputError("front matter must be a mapping of keys to values", path=str(path),
+                             line=node.start_mark.line + 2)
+        fields = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise InputError(f"invalid front matter: {problem}", path=str(path), line=line) from exc
-    if fields is None:
-        fields = {}
-    if not isinstance(fields, dict):
-        raise InputError("front matter must be a mapping of keys to values", path=str(path), line=2)
-    return {str(key): value for key, value in fields.items()}, end + 1
+    finally:
+        loader.dispose()
+    field_lines = {str(key.value): key.start_mark.line + 2 for key, _ in (node.value if node is not None else ())}
+    return {str(key): value for key, value in fields.items()}, field_lines, end + 1
 
 
-def _pelican_header(lines: list[str]) -> tuple[dict[str, Any], int] | None:
+def _pelican_header(lines: list[str]) -> tuple[dict[str, Any], dict[str, int], int] | None:
     fields: dict[str, Any] = {}
+    field_lines: dict[str, int] = {}
     for index, line in enumerate(lines):
         if not line.strip():
-            return (fields, index + 1) if "title" in fields else None
+            return (fields, field_lines, index + 1) if "title" in fields else None
         match = _PELICAN_LINE.match(line)
         if not match:
             return None
         key, value = match.group(1).lower(), match.group(2).strip()
         fields[key] = [part.strip() for part in value.split(",") if part.strip()] \
             if key in ("tags", "category", "categories") else value
+        field_lines[key] = index + 1
     return None
 
 
-def _title_from_heading(lines: list[str], path: Path) -> tuple[dict[str, Any], int]:
-    """Take the title from the first `# ` heading and start the body after it."""
+def _title_from_heading(lines: list[str]) -> tuple[dict[str, Any], dict[str, int], int]:
+    """Take the title from the first `# ` heading and start the body after it; without one the
+    header is empty and the whole file is the body (the title must then come from --title)."""
     for index, line in enumerate(lines):
         if not line.strip():
             continue
         match = _ATX_TITLE.match(line)
         if match:
-            return {"title": match.group(1)}, index + 1
+            return {"title": match.group(1)}, {"title": index + 1}, index + 1
         break
-    raise InputError("no front matter and no '# ' title line at the top", path=str(path), line=1)
+    return {}, {}, 0

@@ -32,12 +32,12 @@ def test_jekyll_front_matter_with_bom_crlf_and_tab_after_value(tmp_path):
 
 
 @pytest.mark.parametrize("name, key, date", [
-    ("2024-03-13-this-week-in-rust.md", "this-week-in-rust", dt.datetime(2024, 3, 13)),
-    ("2019-10-11-11-05-36-tinylab-weekly-10-1st-2019.md", "tinylab-weekly-10-1st-2019",
+    ("2024-03-13-this-week-in-rust.md", "2024-03-13-this-week-in-rust", dt.datetime(2024, 3, 13)),
+    ("2019-10-11-11-05-36-tinylab-weekly-10-1st-2019.md", "2019-10-11-11-05-36-tinylab-weekly-10-1st-2019",
      dt.datetime(2019, 10, 11, 11, 5, 36)),
     ("weekly.md", "weekly", None),
 ])
-def test_key_and_date_from_file_name(tmp_path, name, key, date):
+def test_key_is_the_whole_file_stem_with_its_date(tmp_path, name, key, date):
     issue = load_issue(write(tmp_path, name, "---\ntitle: T\n---\nbody\n"), SITE)
     assert (issue.key, issue.date) == (key, date)
 

@@ -1,0 +1,80 @@
+"""Which issue a ledger key stands for, checked before anything is sent.
+
+An issue's key is its permalink, else its whole file stem with the date (`2024-06-10-weekly`).
+The ledger remembers, per key, the date and title of the issue that first came to it; another
+file with that key but another date or another title (compared exactly, blanks at either end
+aside) is refused, with the permalink that would give it a key of its own. An edited issue (same
+key, date and title) goes on as before.
+
+Versions before this one keyed a dated file without a permalink by its slug alone (`weekly`).
+When today's key is new but the slug has rows made from this very file (same sha256, or a
+scheduled job of this path), those rows are taken over under today's key, so nobody gets a
+second copy after an upgrade.
+"""
+from __future__ import annotations
+
+import re
+from typing import TextIO
+
+from .errors import InputError
+from .issue import legacy_key
+from .ledger import Ledger
+from .models import Issue
+
+_DATED_STEM = re.compile(r"^\d{4}-\d{2}-\d{2}-")
+
+
+def check_identity(ledger: Ledger, issue: Issue, err: TextIO) -> None:
+    """Refuse (`InputError`) a file whose key the ledger knows as another issue; take over the rows
+    an earlier version recorded for this file under its slug; remember this issue's identity."""
+    date = issue.date.date().isoformat() if issue.date else ""
+    path = str(issue.source_path.expanduser().resolve())
+    known = ledger.issue_identity(issue.key)
+    if known is None and not _adopt_legacy_rows(ledger, issue, date, path, err):
+        known = ledger.remember_issue_identity(issue.key, date, issue.title, path)
+    if known is not None and (known[0], known[1]) != (date, issue.title):
+        raise InputError(_conflict(ledger, issue, date, known), path=str(issue.source_path))
+
+
+def _adopt_legacy_rows(ledger: Ledger, issue: Issue, date: str, path: str, err: TextIO) -> bool:
+    """Move the rows an earlier version kept under this file's slug to its key when they are this
+    file's; return True when it did (the identity is then recorded too)."""
+    old_key = legacy_key(issue)
+    if old_key is None or ledger.issue_recorded(issue.key) or ledger.issue_identity(old_key) is not None:
+        return False
+    rows, hashes, job_paths = ledger.recorded_versions(old_key)
+    if not rows:
+        return False
+    scheduled_here = path in job_paths
+    if not scheduled_here and issue.content_hash not in hashes:
+        print(f"distributor: note: {issue.source_path}: the ledger has {rows} rows under {old_key!r} (how earlier "
+              f"versions keyed files named *-{old_key}) made from another file; this issue is {issue.key!r}",
+              file=err)
+        return False
+    if not scheduled_here and len(hashes) > 1:
+        raise InputError(f"the ledger has rows under {old_key!r} (how earlier versions keyed this file) made from "
+                         f"{len(hashes)} versions of a file, one of them this one: add `permalink: {old_key}` to the "
+                         f"front matter to go on with them, or `permalink: /{issue.source_path.stem}/` to send this "
+                         "file as an issue of its own", path=str(issue.source_path))
+    moved = ledger.adopt_issue_rows(old_key, issue.key, date, issue.title, path)
+    print(f"distributor: note: {issue.source_path}: took over {moved} rows an earlier version kept under "
+          f"{old_key!r} for this file; its key is now {issue.key!r}", file=err)
+    return True
+
+
+def _conflict(ledger: Ledger, issue: Issue, date: str, known: tuple[str, str, str, float]) -> str:
+    known_date, known_title, known_path, _ = known
+    differs = "date" if known_date != date else "title"
+    return (f"the ledger knows the key {issue.key!r} as another issue (another {differs}): {known_path} "
+            f"({known_date or 'no date'}, {known_title!r}); this file is {date or 'undated'}, {issue.title!r}. "
+            f"Give each issue a key of its own: add `permalink: {_free_permalink(ledger, issue)}` to this file's "
+            f"front matter ({known_path} keeps the key {issue.key!r})")
+
+
+def _free_permalink(ledger: Ledger, issue: Issue) -> str:
+    """Suggest a permalink from the file name (with the issue's date) that no issue has yet."""
+    stem = issue.source_path.stem
+    base = stem if _DATED_STEM.match(stem) or issue.date is None else f"{issue.date:%Y-%m-%d}-{stem}"
+    candidates = [f"/{base}/", *(f"/{base}-{number}/" for number in range(2, 100))]
+    return next((permalink for permalink in candidates
+                 if permalink != issue.key and not ledger.issue_recorded(permalink)), candidates[-1])
