@@ -34,13 +34,19 @@ CLIENTMSGID_ALREADY_SENT = 45065
 # Calls that change nothing on the server: a lost reply to one of them is merely transient.
 READ_ONLY = {"stable_token", "draft/batchget", "freepublish/get", "freepublish/batchget"}
 CLIENTMSGID_TOO_FAST = 45066
+# Refusals of the account's credentials or of this machine, whatever the call: every later call would
+# be refused too, so the channel stops (exit 3) and a run after the fix resumes.
+SESSION_REFUSED = {40013, 40125, 40164, 41002, 41004}
 BEIJING = timezone(timedelta(hours=8))
 HINTS = {
     40001: "check the configured app secret",
     40007: "invalid media_id: the cover or draft it names is unknown or was deleted",
-    40013: "check the configured app_id",
-    40125: "check the configured app secret",
-    40164: "add this server's IP to the account's IP whitelist",
+    40013: "check the configured app_id (channels.wechat.app_id)",
+    40125: "check the configured app secret (the variable named by channels.wechat.app_secret_env)",
+    40164: ("add this server's IP to the account's IP whitelist (mp.weixin.qq.com: Settings and "
+            "Development, Basic Configuration); a change takes a few minutes"),
+    41002: "check the configured app_id (channels.wechat.app_id)",
+    41004: "check the configured app secret (the variable named by channels.wechat.app_secret_env)",
     48001: "the account lacks this API permission",
     53503: "the draft did not pass the publish check; fix it in the draft box",
     53504: "the draft must be published from the mp.weixin.qq.com web console",
@@ -228,6 +234,9 @@ class WechatApi:
         if code == CLIENTMSGID_TOO_FAST:
             return TransientDeliveryError(f"{text}: same clientmsgid retried too fast",
                                           reply=reply, retry_after_seconds=60)
+        # On the token endpoint 40001 is a wrong secret too.
+        if code in SESSION_REFUSED or (code == 40001 and endpoint == "stable_token"):
+            return ChannelStoppedError(_with_hint(text, code), reply=reply)
         return PermanentDeliveryError(_with_hint(text, code), reply=reply)
 
     def _resume_hint(self) -> str:

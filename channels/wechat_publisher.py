@@ -14,26 +14,42 @@ freepublish/batchget right after it proves nothing, but WeChat lists an article 
 it being published and never lists a failed one, so still finding nothing after that long means
 the submit did not publish. Every call goes through the core retry policy, in a worker thread;
 waiting for a publish job to finish is a second policy of the same kind, built for polling.
+
+Only one run at a time drives an issue's steps: it holds the ledger lease "wechat:<issue key>",
+renewed every third of channels.wechat.lease_seconds while it works and given up at the end; a
+second run waits for it (at most lease_wait_seconds), then reads what the first one recorded, or
+stops. A run writes nothing once its lease is lost. A submit that WeChat refused (publish_status 2 to
+4: the article did not go out and the draft stays) is recorded as such, and the run after an edit of
+the issue file updates the draft and submits it again; without an edit the same refusal is reported
+without asking again. The last failure, and each step's result, are recorded for `status`.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import os
+import secrets
+import socket
+import sqlite3
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable
 
 from distributor.errors import (
+    ChannelStoppedError,
+    DistributorError,
     InputError,
     PermanentDeliveryError,
+    StorageError,
     TransientDeliveryError,
     UncertainDeliveryError,
 )
 from distributor.ledger import Ledger
 from distributor.models import Issue, WechatRendition
 from distributor.retry import RetryPolicy
-from distributor.settings import Settings, secret_from_env
+from distributor.settings import Settings, WechatSettings, secret_from_env
 
 from .wechat import limit_violations
 from .wechat_api import WechatApi, WechatApiConfig
@@ -53,6 +69,11 @@ PUBLISH_FAILURES = {
     2: "the originality check failed", 3: "publishing failed", 4: "the platform's review rejected it",
     5: "the account deleted it after publishing", 6: "the platform banned it after publishing",
 }
+# With these the article never went out and the draft stays in the draft box: an edit may fix it.
+NOT_PUBLISHED = (2, 3, 4)
+SUBMIT_AFTER_EDIT = "edit the issue file and publish again: the draft is updated and submitted again"
+# How often a run waiting for another run's lease asks for it again.
+LEASE_POLL_SECONDS = 0.2
 NO_COVER = "WeChat needs a cover: set cover in the front matter or channels.wechat.default_cover"
 EDIT_NOT_SENT = "the article was already published or mass-sent, so this edit of the issue file was not sent"
 # Once one of these is recorded the draft may be out (or being published): it is never changed again.
@@ -76,10 +97,15 @@ class _Draft:
     resumed: bool
     detail: str
     edit_not_sent: bool = False
+    updated: bool = False     # brought up to date with an edited issue file by this run
 
 
 class _StillPublishing(TransientDeliveryError):
     """The publish job is still running: ask again later."""
+
+
+class _NotPublished(PermanentDeliveryError):
+    """WeChat refused to publish the draft (publish_status 2 to 4): it stays in the draft box."""
 
 
 class LedgerTokenStore:
@@ -115,20 +141,17 @@ async def publish_wechat(rendition: WechatRendition, issue: Issue, settings: Set
     record as done; `api` replaces the client otherwise built from the settings."""
     problems = limit_violations(rendition)
     if problems:
-        raise InputError("; ".join(problems))
-    run = _WechatRun(rendition, issue, settings, ledger, policy, api or wechat_api(settings, ledger))
-    draft = await run.draft()
-    mode = "preview" if to_wechat else settings.channels.wechat.mode
-    if mode == "draft":
-        return WechatOutcome(mode, draft.media_id, draft.detail, draft.resumed)
-    if mode == "preview":
-        await run.call(run.api.send_preview, draft.media_id, to_wechat)
-        return WechatOutcome(mode, draft.media_id, f"preview sent to {to_wechat}; {draft.detail}", draft.resumed)
-    step = run.publish if mode == "publish" else run.mass_send
-    line, step_resumed = await step(draft.media_id)
-    if draft.edit_not_sent:
-        line = f"{line}; {EDIT_NOT_SENT}"
-    return WechatOutcome(mode, draft.media_id, line, draft.resumed or step_resumed)
+        raise InputError("; ".join(problems), path=str(issue.source_path))
+    api = api or wechat_api(settings, ledger)
+    async with _StepsLease(ledger, f"{CHANNEL}:{issue.key}", settings.channels.wechat) as lease:
+        run = _WechatRun(rendition, issue, settings, ledger, policy, api, lease)
+        try:
+            outcome = await run.steps(to_wechat)
+        except DistributorError as exc:
+            run.record_failure(exc)
+            raise
+        run.forget_failure()
+    return replace(outcome, detail=outcome.detail + lease.waited_note())
 
 
 def wechat_api(settings: Settings, ledger: Ledger) -> WechatApi:
@@ -142,13 +165,116 @@ def wechat_api(settings: Settings, ledger: Ledger) -> WechatApi:
     return WechatApi(config, LedgerTokenStore(ledger))
 
 
+class _StepsLease:
+    """This run's hold on one issue's WeChat steps: the ledger lease `name`, taken on entry (waiting
+    for another holder at most lease_wait_seconds, then ChannelStoppedError), renewed in the
+    background every third of lease_seconds, and given up on exit."""
+
+    def __init__(self, ledger: Ledger, name: str, wechat: WechatSettings):
+        self.ledger, self.name = ledger, name
+        self.seconds, self.wait_seconds = wechat.lease_seconds, wechat.lease_wait_seconds
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.held_until = 0.0
+        self.waited: float | None = None       # seconds spent waiting for another run, if any
+        self._renewing: asyncio.Future | None = None
+
+    async def __aenter__(self) -> _StepsLease:
+        started = time.monotonic()
+        lease = self.ledger.take_lease(self.name, self.holder, self.seconds)
+        while lease.holder != self.holder:
+            left = started + self.wait_seconds - time.monotonic()
+            if left <= 0:
+                raise ChannelStoppedError(_held_by_another_run(lease.holder, lease.expires_at, self.wait_seconds))
+            await asyncio.sleep(min(LEASE_POLL_SECONDS, left))
+            lease = self.ledger.take_lease(self.name, self.holder, self.seconds)
+            self.waited = time.monotonic() - started
+        self.held_until = lease.expires_at
+        self._renewing = asyncio.ensure_future(self._renew())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+        self.ledger.release_lease(self.name, self.holder)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            until = self.ledger.clock() + self.seconds
+            try:
+                renewed = self.ledger.renew_lease(self.name, self.holder, self.seconds)
+            except (sqlite3.Error, StorageError):
+                continue   # a busy ledger: try again next time, while the lease still runs
+            if not renewed:
+                self.held_until = 0.0
+                return
+            self.held_until = until
+
+    def held(self) -> bool:
+        return self.ledger.clock() < self.held_until
+
+    def ensure_held(self) -> None:
+        """Raise ChannelStoppedError once the lease has run out or another run has taken it over."""
+        if not self.held():
+            raise ChannelStoppedError(
+                "this run lost its lease on the issue's WeChat steps (it could not renew it in time, or "
+                "another run took them over); nothing more is recorded: publish again to resume")
+
+    def waited_note(self) -> str:
+        if self.waited is None:
+            return ""
+        return f" (waited {self.waited:.1f} s for another run of this issue to finish its WeChat steps)"
+
+
+def _held_by_another_run(holder: str, expires_at: float, waited: float) -> str:
+    until = datetime.fromtimestamp(expires_at).astimezone()
+    return (f"another run ({holder}) holds the lease on this issue's WeChat steps, renewed while it works "
+            f"(now until {until:%H:%M:%S %z}); waited {waited:g} s for it: publish again once that run "
+            "has ended, and it resumes after the last step recorded")
+
+
 class _WechatRun:
-    """The steps of one publish, each recorded in the ledger under the issue key."""
+    """The steps of one publish, each recorded in the ledger under the issue key while `lease` holds."""
 
     def __init__(self, rendition: WechatRendition, issue: Issue, settings: Settings, ledger: Ledger,
-                 policy: RetryPolicy, api: WechatApi):
+                 policy: RetryPolicy, api: WechatApi, lease: _StepsLease):
         self.rendition, self.settings, self.ledger, self.policy, self.api = rendition, settings, ledger, policy, api
-        self.key, self.content_hash = issue.key, issue.content_hash
+        self.key, self.content_hash, self.source = issue.key, issue.content_hash, str(issue.source_path)
+        self.lease = lease
+        self.step = "draft"       # the step under way, named in a recorded failure
+
+    async def steps(self, to_wechat: str | None) -> WechatOutcome:
+        """Make or update the draft, then send it on as the mode (or `to_wechat`) says."""
+        draft = await self.draft()
+        mode = "preview" if to_wechat else self.settings.channels.wechat.mode
+        if mode == "draft":
+            return WechatOutcome(mode, draft.media_id, draft.detail, draft.resumed)
+        if mode == "preview":
+            self.step = "preview"
+            await self.call(self.api.send_preview, draft.media_id, to_wechat)
+            return WechatOutcome(mode, draft.media_id, f"preview sent to {to_wechat}; {draft.detail}", draft.resumed)
+        step = self.publish if mode == "publish" else self.mass_send
+        line, step_resumed = await step(draft.media_id)
+        if draft.edit_not_sent:
+            line = f"{line}; {EDIT_NOT_SENT}"
+        elif draft.updated:
+            line = f"{draft.detail}; {line}"
+        return WechatOutcome(mode, draft.media_id, line, draft.resumed or step_resumed)
+
+    def record_failure(self, error: DistributorError) -> None:
+        """Record why the run ended early, for `status` (unless the lease was lost: then another run
+        owns the record)."""
+        if not self.lease.held():
+            return
+        kind = ("stopped" if isinstance(error, (ChannelStoppedError, TransientDeliveryError)) else
+                "uncertain" if isinstance(error, UncertainDeliveryError) else
+                "bad input" if isinstance(error, InputError) else "failed")
+        self.ledger.save_checkpoint(self.key, CHANNEL, "failure", json.dumps(
+            {"step": self.step, "kind": kind, "reason": str(error)}, ensure_ascii=False))
+
+    def forget_failure(self) -> None:
+        self.ledger.drop_checkpoint(self.key, CHANNEL, "failure")
 
     async def call(self, function: Callable[..., Any], *args: Any, repeatable: bool = False,
                    **kwargs: Any) -> Any:
@@ -167,7 +293,12 @@ class _WechatRun:
         return self.ledger.checkpoint(self.key, CHANNEL, step)
 
     def record(self, step: str, value: str) -> None:
+        self.lease.ensure_held()
         self.ledger.save_checkpoint(self.key, CHANNEL, step, value)
+
+    def forget(self, step: str) -> None:
+        self.lease.ensure_held()
+        self.ledger.drop_checkpoint(self.key, CHANNEL, step)
 
     # --- draft ------------------------------------------------------------------------------
 
@@ -194,6 +325,7 @@ class _WechatRun:
                 return _Draft(found, True, f"draft found from an interrupted run: media_id {found}")
             return await self._update_draft(found, "draft found from an interrupted run and updated", media)
         article = await self._article(*media)
+        self.step = "draft"
         self.record("draft_hash", self.content_hash)
         started = self._start("draft")
         try:
@@ -209,14 +341,16 @@ class _WechatRun:
                             media: tuple[list[LoadedImage], LoadedImage] | None = None) -> _Draft:
         article = await self._article(*(media or await self._media()))
         # Putting the same article twice changes nothing, so a lost reply may be retried.
+        self.step = "draft"
         await self.call(self.api.update_draft, media_id, article, repeatable=True)
         self.record("draft_hash", self.content_hash)
-        return _Draft(media_id, True, f"{how}: media_id {media_id}")
+        return _Draft(media_id, True, f"{how}: media_id {media_id}", updated=True)
 
     async def _media(self) -> tuple[list[LoadedImage], LoadedImage]:
         """Load and check every image and the cover, before anything is uploaded."""
+        self.step = "images"
         if not self.rendition.cover:
-            raise InputError(NO_COVER)
+            raise InputError(NO_COVER, path=self.source)
         return await self.policy.run(lambda: asyncio.to_thread(self._load_media))
 
     def _load_media(self) -> tuple[list[LoadedImage], LoadedImage]:
@@ -224,15 +358,25 @@ class _WechatRun:
         return images, load_cover(self.rendition.cover or "", self.settings)
 
     async def _article(self, images: list[LoadedImage], cover: LoadedImage) -> dict:
-        uploaded = {image.url: await self._upload_image(image) for image in images}
+        self.step = "images"
+        uploaded: dict[str, str] = {}
+        for image in images:
+            uploaded[image.url] = await self._upload_image(image)
+            self.record("images", f"{len(uploaded)}/{len(images)}")
+        if not images:
+            self.record("images", "0/0")
         content = replace_image_sources(self.rendition.content, uploaded)
-        problems = limit_violations(replace(self.rendition, content=content))
+        # Checked before any upload with every URL at its longest; this is the content as it goes out.
+        problems = limit_violations(replace(self.rendition, content=content, images=tuple(uploaded.values())))
         if problems:
-            raise InputError("; ".join(problems))
+            raise InputError("; ".join(problems), path=self.source)
+        self.step = "cover"
+        thumb_media_id = await self._upload_cover(cover)
+        self.record("cover", thumb_media_id)
         wechat = self.settings.channels.wechat
         return {"title": self.rendition.title, "author": self.rendition.author, "digest": self.rendition.digest,
                 "content": content, "content_source_url": self.rendition.content_source_url,
-                "thumb_media_id": await self._upload_cover(cover),
+                "thumb_media_id": thumb_media_id,
                 "need_open_comment": int(wechat.need_open_comment),
                 "only_fans_can_comment": int(wechat.only_fans_can_comment)}
 
@@ -261,6 +405,7 @@ class _WechatRun:
     async def publish(self, media_id: str) -> tuple[str, bool]:
         """Submit the draft (unless a submit is recorded) and poll until it is out; return
         (detail, resumed)."""
+        self.step = "publish"
         url = self.recorded("published")
         if url is not None:
             return _published_line("already published", url), True
@@ -274,10 +419,24 @@ class _WechatRun:
                 self.record("published", found)
                 return _published_line("published (found from an interrupted run)", found), True
             self._refuse_early_resubmit(float(started))
+        how = self._after_refused_submit()
         publish_id, found = await self._submit(media_id)
         if publish_id is None:
-            return _published_line("published (found after a lost reply)", found or ""), False
-        return _published_line("published", await self._poll(publish_id)), False
+            return how + _published_line("published (found after a lost reply)", found or ""), False
+        return how + _published_line("published", await self._poll(publish_id)), False
+
+    def _after_refused_submit(self) -> str:
+        """Say how this submit follows one that WeChat refused: raise PermanentDeliveryError when the
+        draft is the one it refused (the issue file was not edited since), else return the words that
+        begin the outcome line ("" when no submit was refused)."""
+        refused = self.recorded("publish_refused")
+        if refused is None:
+            return ""
+        earlier = json.loads(refused)
+        if earlier["draft_hash"] == self.recorded("draft_hash"):
+            raise PermanentDeliveryError(f"{earlier['reason']}; the issue file has not changed since, so it is "
+                                         f"not submitted again: {SUBMIT_AFTER_EDIT}")
+        return f"submitted again after the edit (WeChat refused the earlier submit: {earlier['reason']}); "
 
     async def _submit(self, media_id: str) -> tuple[str, None] | tuple[None, str]:
         """Submit the draft and record its publish_id; after a lost reply, return instead the URL
@@ -292,6 +451,7 @@ class _WechatRun:
             self.record("published", found)
             return None, found
         self.record("publish_id", publish_id)
+        self.forget("publish_refused")
         return publish_id, None
 
     def _refuse_early_resubmit(self, started: float) -> None:
@@ -308,6 +468,14 @@ class _WechatRun:
                               max_delay_seconds=POLL_CAP_SECONDS, deadline_seconds=wechat.publish_wait_seconds)
         try:
             reply = await polling.run(lambda: self._poll_once(publish_id))
+        except _NotPublished as exc:
+            # The draft stays and nothing went out: the draft may be updated and submitted again.
+            self.record("publish_refused", json.dumps({"publish_id": publish_id, "reason": str(exc),
+                                                       "draft_hash": self.recorded("draft_hash")},
+                                                      ensure_ascii=False))
+            self.forget("publish_id")
+            self.forget("publish_started")
+            raise PermanentDeliveryError(f"{exc}; {SUBMIT_AFTER_EDIT}", reply=exc.reply) from None
         except _StillPublishing as exc:
             raise UncertainDeliveryError(
                 f"wechat publish {publish_id} is still publishing after {wechat.publish_wait_seconds:g} s; "
@@ -327,8 +495,9 @@ class _WechatRun:
                                    retry_after_seconds=self.settings.channels.wechat.publish_poll_seconds)
         if status != 0:
             meaning = PUBLISH_FAILURES.get(status, f"unknown publish_status {status}")
-            raise PermanentDeliveryError(f"wechat publish {publish_id}: {meaning} (publish_status {status})",
-                                         reply=json.dumps(reply, ensure_ascii=False)[:2000])
+            failed = _NotPublished if status in NOT_PUBLISHED else PermanentDeliveryError
+            raise failed(f"wechat publish {publish_id}: {meaning} (publish_status {status})",
+                         reply=json.dumps(reply, ensure_ascii=False)[:2000])
         return reply
 
     async def _find_published(self, since: float) -> str | None:
@@ -338,6 +507,7 @@ class _WechatRun:
 
     async def mass_send(self, media_id: str) -> tuple[str, bool]:
         """Send the draft to all followers (or the configured tag) once; return (detail, resumed)."""
+        self.step = "mass send"
         msg_id = self.recorded("mass_msg_id")
         if msg_id is not None:
             return f"already mass-sent: msg_id {msg_id}", True

@@ -35,12 +35,23 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS cache (
     kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL,
     PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL, taken_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS issue_identities (
     issue_key TEXT PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, source_path TEXT NOT NULL,
     recorded_at REAL NOT NULL) WITHOUT ROWID;
 """
 STATUSES = ("pending", "sending", "sent", "failed")
 _PLAN_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """`holder` has `name` until `expires_at` (epoch seconds)."""
+
+    name: str
+    holder: str
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -265,6 +276,15 @@ class Ledger:
         self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
                         (issue_key, channel, step, value, self.clock()))
 
+    def checkpoints(self, issue_key: str, channel: str) -> dict[str, str]:
+        """Return every step recorded for the issue and channel, by step name."""
+        return dict(self.db.execute("SELECT step, value FROM checkpoints WHERE issue_key = ? AND channel = ?",
+                                    (issue_key, channel)))
+
+    def drop_checkpoint(self, issue_key: str, channel: str, step: str) -> None:
+        self.db.execute("DELETE FROM checkpoints WHERE issue_key = ? AND channel = ? AND step = ?",
+                        (issue_key, channel, step))
+
     def cached(self, kind: str, key: str) -> str | None:
         """Return the cached value unless it has expired."""
         row = self.db.execute("SELECT value, expires_at FROM cache WHERE kind = ? AND key = ?",
@@ -335,3 +355,42 @@ class Ledger:
             raise
         self.commit()
         return moved
+
+    # --- leases ------------------------------------------------------------------------------
+    # A lease gives one process a name (such as "wechat:<issue key>") until it expires: the holder
+    # renews it while it works, and once it lapses (the holder died) anyone may take it.
+
+    def take_lease(self, name: str, holder: str, seconds: float) -> Lease:
+        """Take the lease on `name` for `holder` until now + `seconds`, unless another holder's lease
+        on it still runs; return the lease as it stands (taken when its holder is `holder`). The
+        look and the take happen under one write lock (BEGIN IMMEDIATE), so two processes asking at
+        the same moment never both get it."""
+        self.begin()
+        try:
+            now = self.clock()
+            self.db.execute(
+                "INSERT INTO leases (name, holder, expires_at, taken_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
+                " taken_at = excluded.taken_at WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
+                (name, holder, now + seconds, now, now))
+            row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.commit()
+        return Lease(*row)
+
+    def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Extend `holder`'s lease on `name` to now + `seconds`; False when another holder has it."""
+        return self.db.execute("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
+                               (self.clock() + seconds, name, holder)).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up `holder`'s lease on `name` (nothing happens when another holder has it)."""
+        self.db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def lease(self, name: str) -> Lease | None:
+        """Return the lease that holds `name` now, or None when none does."""
+        row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ? AND expires_at > ?",
+                              (name, self.clock())).fetchone()
+        return Lease(*row) if row else None

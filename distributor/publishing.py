@@ -19,7 +19,7 @@ from channels.email_message import Recipient
 from channels.mail import MailTransport
 from channels.console_sink import ConsoleSink
 from channels.smtp_transport import SmtpPool
-from channels.wechat import limit_violations
+from channels.wechat import content_as_sent, limit_violations
 
 from .checks import smtp_config
 from .delivery import MailPlan, deliver, message_templates, send_test_copy, unsubscribe_links
@@ -182,9 +182,10 @@ def _describe(renditions: Renditions, settings: Settings, channels: tuple[str, .
                   f"{size / 1024:.1f} KB per message", file=out)
         elif name == "wechat" and renditions.wechat is not None:
             article = renditions.wechat
+            content, uploads = content_as_sent(article)
             print(f"  wechat: a {settings.channels.wechat.mode} article {article.title!r} for account "
-                  f"{settings.channels.wechat.app_id or '(app_id not set)'}, {len(article.content)} characters, "
-                  f"{len(article.images)} images to upload", file=out)
+                  f"{settings.channels.wechat.app_id or '(app_id not set)'}, at most {len(content)} characters "
+                  f"as sent, {uploads} images to upload", file=out)
 
 
 def _confirm() -> bool:

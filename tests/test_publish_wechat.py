@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import threading
 from datetime import datetime
 from functools import partial
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from channels.wechat import content_as_sent
 from channels.wechat_api import MemoryTokenStore, WechatApi, WechatApiConfig
 from channels.wechat_images import replace_image_sources
 from channels.wechat_publisher import EDIT_NOT_SENT, WechatOutcome, publish_wechat
@@ -27,7 +32,7 @@ from distributor.retry import RetryPolicy
 from distributor.settings import Settings, load_settings
 from tests.wechat_stub import IMAGE_SOURCE, LINK_TARGET, Fault, WechatStub, sample_png
 
-from .conftest import EXAMPLE
+from .conftest import EXAMPLE, ROOT
 from .publish_helpers import fast_retry_and_ledger
 
 TITLE = "泰晓资讯·第一期"
@@ -225,8 +230,8 @@ def test_dropped_draft_request_is_made_again_after_looking(tmp_path, stub, site)
 def test_run_that_died_during_draft_add_is_resumed_by_looking(tmp_path, stub, site):
     settings = configure(tmp_path, stub, site_root=site)
     stub.inject("draft/add", Fault.lost_reply())
-    stub.inject("draft/batchget", Fault.errcode(40164, "ip not in whitelist"))
-    with pytest.raises(PermanentDeliveryError, match="40164"):
+    stub.inject("draft/batchget", Fault.errcode(48001, "api unauthorized"))
+    with pytest.raises(PermanentDeliveryError, match="48001"):
         run(settings, write_issue(tmp_path))
     assert len(stub.drafts()) == 1 and checkpoint(settings, "/news/issue-1/", "draft") is None
     outcome = run(settings, write_issue(tmp_path))
@@ -342,8 +347,8 @@ def test_image_sources_are_replaced_in_parsed_html():
 
 
 def test_permanent_error_is_reported_and_not_retried(tmp_path, stub, site):
-    stub.inject("draft/add", Fault.errcode(40164, "invalid ip, not in whitelist"))
-    with pytest.raises(PermanentDeliveryError, match="IP whitelist"):
+    stub.inject("draft/add", Fault.errcode(48001, "api unauthorized"))
+    with pytest.raises(PermanentDeliveryError, match="lacks this API permission"):
         run(configure(tmp_path, stub, site_root=site), write_issue(tmp_path))
     assert len(stub.requests("draft/add")) == 1 and stub.drafts() == {}
 
@@ -418,7 +423,9 @@ def test_edited_issue_updates_its_draft_in_place(tmp_path, stub, site, mode, opt
     settings = configure(tmp_path, stub, site_root=site, mode=mode)
     outcome = run(settings, issue, **options)
     updated = f"draft updated with the edited issue: media_id {first.media_id}"
-    assert outcome.detail.startswith("published: ") if mode == "publish" else outcome.detail.endswith(updated)
+    # In mode publish the line says both: the draft was updated, then published.
+    assert outcome.detail.startswith(f"{updated}; published: ") if mode == "publish" \
+        else outcome.detail.endswith(updated)
     assert len(stub.requests("draft/add")) == 1 and len(stub.requests("draft/update")) == 1
     assert checkpoint(settings, "/news/issue-1/", "draft_hash") == new_hash
     if mode == "publish":
@@ -439,8 +446,8 @@ def test_edit_after_the_draft_was_found_from_an_interrupted_run_updates_it(tmp_p
     settings = configure(tmp_path, stub, site_root=site)
     issue = write_issue(tmp_path)
     stub.inject("draft/add", Fault.lost_reply())
-    stub.inject("draft/batchget", Fault.errcode(40164, "ip not in whitelist"))
-    with pytest.raises(PermanentDeliveryError, match="40164"):
+    stub.inject("draft/batchget", Fault.errcode(48001, "api unauthorized"))
+    with pytest.raises(PermanentDeliveryError, match="48001"):
         run(settings, issue)
     new_hash = edit(issue, "本周 **Linux** 要闻", "本周 **Linux** 要闻速递")
     outcome = run(settings, issue)
@@ -478,3 +485,138 @@ def test_preview_goes_to_one_account_from_the_recorded_draft(tmp_path, stub, sit
     assert [p["towxname"] for p in stub.previews()] == ["tinylab_editor"] * 2
     assert {p["media_id"] for p in stub.previews()} == {first.media_id} == set(stub.drafts())
     assert stub.requests("freepublish/submit") == [] and stub.requests("message/mass/sendall") == []
+
+
+# --- through the command line ---------------------------------------------------------------------
+
+def cli(tmp_path: Path, *args: str, secret: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI with the settings `configure` wrote (and the AppSecret the fixture set)."""
+    environment = {**os.environ, **({"WECHAT_APP_SECRET": secret} if secret else {})}
+    return subprocess.run([sys.executable, "-m", "distributor", "--settings", str(tmp_path / "settings.yaml"),
+                           *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=environment)
+
+
+def publish_cli(tmp_path: Path, issue: Path, *args: str, secret: str | None = None) -> subprocess.CompletedProcess:
+    return cli(tmp_path, "publish", str(issue), "--yes", "--channel", "wechat", *args, secret=secret)
+
+
+@pytest.mark.parametrize(("fault", "errcode", "hint"), [
+    ("wrong secret", 40125, "check the configured app secret"),
+    ("wrong app_id", 40013, "check the configured app_id"),
+    ("IP not whitelisted", 40164, "add this server's IP to the account's IP whitelist"),
+    ("IP not whitelisted after the token", 40164, "add this server's IP to the account's IP whitelist"),
+])
+def test_session_level_refusals_stop_the_channel_with_exit_3(tmp_path, stub, site, fault, errcode, hint):
+    configure(tmp_path, stub, site_root=site, app_id="wx00000000000000ff" if fault == "wrong app_id" else "stub")
+    if fault == "IP not whitelisted":
+        stub.inject("stable_token", Fault.errcode(40164, "invalid ip 203.0.113.7, not in whitelist"))
+    if fault == "IP not whitelisted after the token":
+        stub.inject("media/uploadimg", Fault.errcode(40164, "invalid ip 203.0.113.7, not in whitelist"))
+    wrong_secret = "wrong-secret-6a0f" if fault == "wrong secret" else None
+    result = publish_cli(tmp_path, write_issue(tmp_path), secret=wrong_secret)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"wechat: stopped: wechat" in result.stdout and f"errcode {errcode}" in result.stdout
+    assert hint in result.stdout and "publish again to resume" in result.stdout
+    assert stub.requests("draft/add") == [] and stub.app_secret not in result.stdout + result.stderr
+    assert wrong_secret is None or wrong_secret not in result.stdout + result.stderr
+
+
+def test_status_shows_each_step_a_refused_publish_and_how_an_edit_submits_again(tmp_path, stub, site):
+    configure(tmp_path, stub, site_root=site, mode="publish")
+    issue = write_issue(tmp_path)
+    stub.publish_final_status = 2
+    refused = publish_cli(tmp_path, issue)
+    assert refused.returncode == 1 and "the originality check failed" in refused.stdout, refused.stdout
+    publish_again = f"distributor --settings {tmp_path / 'settings.yaml'} publish {issue} --channel wechat"
+
+    shown = cli(tmp_path, "status", str(issue))
+    assert shown.returncode == 0, shown.stderr
+    (draft_id,) = stub.drafts()
+    for line in ("  wechat:", "images uploaded: 2/2", f"cover: media_id {next(iter(stub.materials()))}",
+                 f"draft: media_id {draft_id}", "failed at publish: wechat publish",
+                 "the originality check failed (publish_status 2)", "edit the issue file, then publish again",
+                 f"next: {publish_again}"):
+        assert line in shown.stdout, shown.stdout
+    state = json.loads(cli(tmp_path, "status", str(issue), "--json").stdout)["wechat"]
+    assert (state["draft_media_id"], state["failed_step"], state["failure_kind"]) == (draft_id, "publish", "failed")
+    assert "originality" in state["failure"] and state["next_command"] == publish_again
+
+    # Without an edit, the refusal is reported again without asking WeChat to publish it again.
+    again = publish_cli(tmp_path, issue)
+    assert again.returncode == 1 and "has not changed since" in again.stdout, again.stdout
+    assert len(stub.requests("freepublish/submit")) == 1
+
+    # After an edit the draft is updated in place and submitted again, and the run says so.
+    edit(issue, "本周 **Linux** 要闻", "本周 **Linux** 要闻速递")
+    stub.publish_final_status = 0
+    fixed = publish_cli(tmp_path, issue)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert f"draft updated with the edited issue: media_id {draft_id}; submitted again after the edit" in fixed.stdout
+    (article,) = stub.published().values()
+    assert f"published: {article['news_item'][0]['url']}" in fixed.stdout
+    assert "要闻速递" in article["news_item"][0]["content"]
+    assert len(stub.requests("draft/add")) == 1 and len(stub.requests("freepublish/submit")) == 2
+
+    done = cli(tmp_path, "status", str(issue))
+    assert f"article: {article['news_item'][0]['url']}" in done.stdout and "published: nothing left to do" in done.stdout
+    assert "failed" not in done.stdout and "next:" not in done.stdout
+    assert json.loads(cli(tmp_path, "status", str(issue), "--json").stdout)["wechat"]["failure"] is None
+
+
+def test_status_of_a_draft_says_an_edit_would_update_it(tmp_path, stub, site):
+    configure(tmp_path, stub, site_root=site)
+    issue = write_issue(tmp_path)
+    assert publish_cli(tmp_path, issue).returncode == 0
+    shown = cli(tmp_path, "status", str(issue)).stdout
+    assert "the draft waits in the account's draft box for an editor" in shown and "next:" not in shown
+    edit(issue, "本周 **Linux** 要闻", "本周 **Linux** 要闻速递")
+    shown = cli(tmp_path, "status", str(issue)).stdout
+    assert "(made from an earlier version of the issue file)" in shown and "updates the draft" in shown
+    assert "next: distributor" in shown
+
+
+def filled_issue(folder: Path, settings: Settings, images: tuple[str, ...], measure, target: int) -> Path:
+    """Write an issue with `images` whose article, measured by `measure`, is `target` characters."""
+    def write(filler: int) -> Path:
+        path = write_issue(folder, "long", images=images)
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("本周 **Linux** 要闻", "本周 **Linux** 要闻" + "字" * filler), encoding="utf-8")
+        return path
+    base = measure(render_issue(write(0), settings, ["wechat"]).wechat)
+    path = write(target - base)
+    assert measure(render_issue(path, settings, ["wechat"]).wechat) == target
+    return path
+
+
+FOUR_IMAGES = ("/images/a.png", "/images/b.png", "/images/c.png", "/images/d.png")
+
+
+def test_content_limit_counts_uploaded_urls_so_preview_dry_run_and_publish_agree(tmp_path, stub, site):
+    for name in ("c", "d"):
+        (site / "images" / f"{name}.png").write_bytes(sample_png(name.encode()))
+    settings = configure(tmp_path, stub, site_root=site)
+    # 19,913 characters as rendered, as in the report: under the limit before the images are uploaded,
+    # over it once their src are WeChat's URLs.
+    issue = filled_issue(tmp_path, settings, FOUR_IMAGES, lambda article: len(article.content), 19_913)
+    preview = cli(tmp_path, "preview", str(issue), "--out", str(tmp_path / "preview"))
+    assert preview.returncode == 0, preview.stderr
+    assert "warning: wechat content is" in preview.stdout and "each of its 4 images to upload counted" in preview.stdout
+    for args in (("--dry-run",), ()):
+        refused = publish_cli(tmp_path, issue, *args)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith(f"distributor: error: {issue}") and "the limit is under 20000" in line
+    assert stub.requests() == []
+
+
+def test_content_just_under_the_limit_with_the_longest_urls_is_published(tmp_path, stub, site):
+    for name in ("c", "d"):
+        (site / "images" / f"{name}.png").write_bytes(sample_png(name.encode()))
+    settings = configure(tmp_path, stub, site_root=site)
+    issue = filled_issue(tmp_path, settings, FOUR_IMAGES, lambda article: len(content_as_sent(article)[0]), 19_999)
+    preview = cli(tmp_path, "preview", str(issue), "--out", str(tmp_path / "preview"))
+    assert "warning: wechat content" not in preview.stdout
+    published = publish_cli(tmp_path, issue)
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert len(stub.requests("media/uploadimg")) == 4 and len(stub.drafts()) == 1
+    assert len(the_draft(stub)["content"]) < 19_999

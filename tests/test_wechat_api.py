@@ -268,7 +268,6 @@ def test_clientmsgid_retried_too_fast_asks_for_a_minute(stub):
 
 
 @pytest.mark.parametrize(("errcode", "hint"), [
-    (40164, "add this server's IP to the account's IP whitelist"),
     (48001, "the account lacks this API permission"),
     (53503, "publish check"),
     (40007, "invalid media_id"),
@@ -281,12 +280,25 @@ def test_other_errcodes_are_permanent_with_a_hint(stub, errcode, hint):
     assert hint in str(caught.value) and str(errcode) in str(caught.value)
 
 
-def test_wrong_secret_is_permanent_and_never_shown(stub):
+def test_wrong_secret_stops_the_channel_and_is_never_shown(stub):
     wrong = "wrong-secret-8c1d"
     api = make_api(stub, secret=wrong)
-    with pytest.raises(PermanentDeliveryError, match="40125") as caught:
+    with pytest.raises(ChannelStoppedError, match="40125") as caught:
         api.list_drafts(0, 10)
     assert wrong not in str(caught.value) and wrong not in (caught.value.reply or "")
+
+
+@pytest.mark.parametrize(("endpoint", "errcode", "hint"), [
+    ("stable_token", 40013, "check the configured app_id"),
+    ("stable_token", 40001, "check the configured app secret"),
+    ("stable_token", 40164, "IP whitelist"),
+    ("draft/batchget", 40164, "IP whitelist"),
+])
+def test_refused_credentials_or_ip_stop_the_channel_with_a_hint(stub, endpoint, errcode, hint):
+    stub.inject(endpoint, Fault.errcode(errcode, "refused"))
+    with pytest.raises(ChannelStoppedError) as caught:
+        make_api(stub).list_drafts(0, 10)
+    assert f"errcode {errcode}" in str(caught.value) and hint in str(caught.value)
 
 
 def test_secret_and_token_never_appear_in_errors_or_reprs(stub):
@@ -349,8 +361,8 @@ def test_no_token_or_secret_down_the_exception_chain(stub):
     with pytest.raises(TransientDeliveryError) as caught:
         make_api(stub, tokens, base_url=f"http://127.0.0.1:{port}/").list_drafts(0, 10)
     errors.append(caught.value)
-    assert {type(e).__name__ for e in errors} == {"PermanentDeliveryError", "TransientDeliveryError",
-                                                 "UncertainDeliveryError"}
+    assert {type(e).__name__ for e in errors} == {"ChannelStoppedError", "PermanentDeliveryError",
+                                                 "TransientDeliveryError", "UncertainDeliveryError"}
     for error in errors:
         shown = "".join(traceback.format_exception(error)) + "".join(
             f"{e} {e!r} {e.args!r} {getattr(e, 'reply', '')}" for e in chained(error))

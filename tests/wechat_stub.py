@@ -19,7 +19,8 @@ which keeps the draft. `mass_send_quota` makes sendall answer 45028 once that ma
 a clientmsgid seen within 24 stub hours answers 45065 with the first send's msg_id.
 Tokens last `token_lifetime` seconds of the stub's own clock, which `advance_clock(seconds)`
 moves; `expire_tokens()` makes every issued token answer 42001 at once and `revoke_tokens()`
-makes them unknown (40014). Like the real
+makes them unknown (40014). `slow_down(endpoint, seconds)` makes every request to an endpoint
+wait before it is acted on, which widens the window two concurrent clients race in. Like the real
 API, a JSON body holding `\\uXXXX` escapes is refused with 40033, so Chinese must go out as UTF-8.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ import time
 import traceback
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import message_from_bytes
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,7 +77,8 @@ class UploadedFile:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request as the stub received it; `fault` names the scripted fault it met, if any."""
+    """One request as the stub received it (at `at`, epoch seconds); `fault` names the scripted fault
+    it met, if any."""
 
     method: str
     endpoint: str
@@ -85,6 +87,7 @@ class RecordedRequest:
     body_json: Any
     files: tuple[UploadedFile, ...]
     fault: str | None
+    at: float = 0.0
 
     def file(self, field: str) -> UploadedFile | None:
         """Return the uploaded file of a form field, or None."""
@@ -305,7 +308,8 @@ class WechatApiState:
             raise _ApiError(40005, "invalid file type")
         if len(data) >= MAX_CONTENT_IMAGE_BYTES:
             raise _ApiError(40009, "invalid image size")
-        url = f"http://mmbiz.qpic.cn/mmbiz_{kind}/{new_id(40)}/0?wx_fmt={kind}"
+        # Shaped and sized like the real replies (an 86-character id), less their "&from=appmsg".
+        url = f"http://mmbiz.qpic.cn/sz_mmbiz_{kind}/{new_id(86)}/0?wx_fmt={kind}"
         self._images[url] = data
         return {"url": url}
 
@@ -516,6 +520,7 @@ class WechatStub(WechatApiState):
         super().__init__(app_id, app_secret, publish_polls=publish_polls,
                          token_lifetime=token_lifetime, mass_send_quota=mass_send_quota)
         self._faults: dict[str, deque[Fault]] = {}
+        self._delays: dict[str, float] = {}
         self._requests: list[RecordedRequest] = []
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -567,6 +572,12 @@ class WechatStub(WechatApiState):
         with self.lock:
             self._faults.setdefault(_endpoint(endpoint), deque()).extend(faults)
 
+    def slow_down(self, endpoint: str, seconds: float) -> None:
+        """Make every later request to an endpoint wait `seconds` (at most MAX_FAULT_DELAY_SECONDS)
+        before it is acted on and answered."""
+        with self.lock:
+            self._delays[_endpoint(endpoint)] = min(seconds, MAX_FAULT_DELAY_SECONDS)
+
     def pending_faults(self, endpoint: str) -> int:
         """Return how many scripted faults an endpoint has not consumed yet."""
         with self.lock:
@@ -608,6 +619,10 @@ class _Handler(BaseHTTPRequestHandler):
         request = _parse(method, _endpoint(url.path), url.query, self.headers.get("Content-Type", ""), raw)
         fault = stub._take_fault(request.endpoint)
         stub._record(request if fault is None else _with_fault(request, fault.kind))
+        with stub.lock:
+            delay = stub._delays.get(request.endpoint, 0.0)
+        if delay:
+            stub._stopping.wait(delay)
         if fault is not None and fault.kind == "slow":
             stub._stopping.wait(fault.seconds)
         if fault is not None and fault.kind == "drop":
@@ -663,12 +678,11 @@ def _parse(method: str, endpoint: str, query: str, content_type: str, raw: bytes
         parsed = json.loads(text) if text else None
     except ValueError:
         parsed = None
-    return RecordedRequest(method, endpoint, params, text, parsed, files, None)
+    return RecordedRequest(method, endpoint, params, text, parsed, files, None, time.time())
 
 
 def _with_fault(request: RecordedRequest, kind: str) -> RecordedRequest:
-    return RecordedRequest(request.method, request.endpoint, request.query, request.body_text,
-                           request.body_json, request.files, kind)
+    return replace(request, fault=kind)
 
 
 def _parse_multipart(content_type: str, raw: bytes) -> tuple[UploadedFile, ...]:
