@@ -12,6 +12,7 @@ environment variable that holds the secret, read only when a channel needs it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -257,6 +258,19 @@ def _existing_folder(value: str) -> str | None:
     return None if Path(value).expanduser().is_dir() else f"no such folder {value!r}"
 
 
+def _ehlo_name(value: str) -> str | None:
+    """A host name, or an address literal in brackets ([192.0.2.1], [IPv6:2001:db8::1]) as RFC 5321 writes it."""
+    if value.startswith("[") and value.endswith("]"):
+        try:
+            ipaddress.ip_address(value[1:-1].removeprefix("IPv6:"))
+            return None
+        except ValueError:
+            return f"invalid address literal {value!r}"
+    if value.replace(".", "").isdigit() or ":" in value:
+        return f"write an IP address in brackets, as [{value}]"
+    return hostname_problem(value)
+
+
 def _environment_variable(value: str) -> str | None:
     return None if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value) else \
         f"{value!r} is not an environment variable name (letters, digits and _)"
@@ -278,6 +292,7 @@ _TEXT_CHECKS: dict[str, Callable[[str], str | None]] = {
     "channels.email.template_dir": _existing_folder,
     "channels.wechat.base_url": http_url_problem,
     "smtp.host": hostname_problem,
+    "smtp.ehlo_name": _ehlo_name,
     "schedule.operator_email": explained_address_problem,
 }
 _MAX_TEXT = 4096       # any other text: a path, a name, an id

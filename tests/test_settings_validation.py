@@ -67,6 +67,10 @@ VALUE_CASES = {
     "site_root that does not exist": ("site:\n  site_root: /nonexistent/site\n",
                                       "site.site_root: no such folder '/nonexistent/site'"),
     "smtp.host with a space": ("smtp:\n  host: relay example.org\n", "smtp.host: invalid host name"),
+    "CR LF in smtp.ehlo_name": ('smtp:\n  ehlo_name: "mail.example.org\\r\\nMAIL FROM:<x@evil.example>"\n',
+                                "smtp.ehlo_name: holds a control character"),
+    "an IP address for smtp.ehlo_name": ("smtp:\n  ehlo_name: 192.0.2.1\n",
+                                         "smtp.ehlo_name: write an IP address in brackets, as [192.0.2.1]"),
     "an environment variable name with a space": ("smtp:\n  password_env: SMTP PASSWORD\n",
                                                   "smtp.password_env: 'SMTP PASSWORD' is not an environment variable"),
     "a NUL byte in the ledger path": ('ledger:\n  path: "/tmp/a\\0b"\n', "ledger.path: holds a control character"),
@@ -101,6 +105,7 @@ channels:
     base_url: http://localhost:8080/
 smtp:
   host: ::1
+  ehlo_name: "[IPv6:2001:db8::1]"
   timeout_seconds: 7
 """, encoding="utf-8")
     result = run_dry(settings)
