@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -188,7 +189,7 @@ def secret_from_env(variable: str, what: str) -> str:
 
 def _build(cls: type, data: Any, prefix: str, path: str) -> Any:
     if not isinstance(data, dict):
-        raise SettingsError(f"{prefix or 'settings'}: expected a mapping", path=path)
+        raise SettingsError(f"{prefix.rstrip('.') or 'settings'}: expected a mapping", path=path)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     values = {}
@@ -271,6 +272,19 @@ def _ehlo_name(value: str) -> str | None:
     return hostname_problem(value)
 
 
+def _time_zone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+        return None
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)"
+
+
+def _language(value: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*", value) else \
+        f"{value!r} is not a language tag such as zh, en or zh-CN"
+
+
 def _environment_variable(value: str) -> str | None:
     return None if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value) else \
         f"{value!r} is not an environment variable name (letters, digits and _)"
@@ -282,6 +296,7 @@ _TEXT_CHECKS: dict[str, Callable[[str], str | None]] = {
     "site.name": text_problem,
     "site.base_url": http_url_problem,
     "site.site_root": _existing_folder,
+    "site.language": _language,
     "channels.email.from_address": explained_address_problem,
     "channels.email.from_name": text_problem,
     "channels.email.reply_to": named_address_problem,
@@ -294,6 +309,7 @@ _TEXT_CHECKS: dict[str, Callable[[str], str | None]] = {
     "smtp.host": hostname_problem,
     "smtp.ehlo_name": _ehlo_name,
     "schedule.operator_email": explained_address_problem,
+    "schedule.timezone": _time_zone,
 }
 _MAX_TEXT = 4096       # any other text: a path, a name, an id
 

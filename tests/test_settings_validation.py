@@ -73,6 +73,13 @@ VALUE_CASES = {
                                          "smtp.ehlo_name: write an IP address in brackets, as [192.0.2.1]"),
     "an environment variable name with a space": ("smtp:\n  password_env: SMTP PASSWORD\n",
                                                   "smtp.password_env: 'SMTP PASSWORD' is not an environment variable"),
+    "an unknown time zone": ("schedule:\n  timezone: Mars/Olympus_Mons\n",
+                             "schedule.timezone: unknown time zone 'Mars/Olympus_Mons'"),
+    "a time zone that is a path": ("schedule:\n  timezone: ../../../etc/passwd\n",
+                                   "schedule.timezone: unknown time zone '../../../etc/passwd'"),
+    "a language that is no language tag": ("site:\n  language: 'zh\"><script>'\n",
+                                           "site.language: 'zh\"><script>' is not a language tag"),
+    "a section that is not a mapping": ("site: [a, b]\n", "site: expected a mapping"),
     "a NUL byte in the ledger path": ('ledger:\n  path: "/tmp/a\\0b"\n', "ledger.path: holds a control character"),
 }
 
@@ -95,6 +102,7 @@ def test_the_example_settings_and_good_values_still_load(tmp_path: Path) -> None
     settings.write_text(f"""site:
   base_url: http://127.0.0.1:4000/blog/
   site_root: {tmp_path}
+  language: zh-Hans-CN
 channels:
   email:
     from_address: o'brien+news@mail.example.xn--fiqs8s
