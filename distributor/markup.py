@@ -19,20 +19,30 @@ writes it back in the form Python-Markdown reads the same way:
 Python-Markdown then runs with ``extra`` (tables, footnotes, attr_list, md_in_html, abbr,
 def_list) and ``sane_lists``; soft line breaks stay soft (no ``nl2br``). Raw HTML is kept:
 sanitising is a later stage's job.
+
+The body is untrusted input. Lists and quotes nest at most ``MAX_NESTING`` levels (deeper is
+refused with its line: Python-Markdown would exhaust Python's stack); the normaliser finds
+closing fences and the ends of HTML blocks through indexes built once per container, so
+unclosed openers cost no rescan; and `brackets` keeps the link patterns linear.
 """
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import markdown
 from markdown.extensions import Extension
 from markdown.preprocessors import Preprocessor
 
+from .brackets import BracketGuard, GuardedInline, restore, stand_ins
+from .errors import InputError
+
+MAX_NESTING = 50  # lists and quotes inside one another; the deepest corpus issue nests 4
 _STEP = 4  # Python-Markdown's indentation per nesting level
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?: |$)")
@@ -42,6 +52,16 @@ _QUOTE = re.compile(r"^ {0,3}> ?")
 _HTML_START = re.compile(r"^ {0,3}<(!--|/?([A-Za-z][A-Za-z0-9-]*)(?=[\s/>]|$))")
 _RAW_TEXT_TAGS = frozenset({"script", "pre", "style", "textarea"})
 _LIST_KINDS = ("ul", "ol")
+_ANY_FENCE_CLOSER = re.compile(r"^ {0,3}(`{3,}|~{3,}) *$")
+
+
+class MarkupTooDeep(InputError):
+    """Lists or quotes nested deeper than `MAX_NESTING`; `body_line` is the line in the body."""
+
+    def __init__(self, body_line: int):
+        self.body_line = body_line
+        self.problem = f"lists or quotes nested deeper than {MAX_NESTING} levels"
+        super().__init__(self.problem, line=body_line)
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,56 @@ def _trim_blank_tail(lines: list[str], end: int, start: int) -> int:
     return end
 
 
+@dataclass
+class _Container:
+    """The lines of one container, where it sits (nesting depth, index of its first line in the
+    body) and indexes built on first use, so that finding a closer never rescans the lines."""
+
+    lines: list[str]
+    depth: int
+    first: int
+    _closers: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    _lines_with: dict[str, list[int]] = field(default_factory=dict)
+    _balance_ends: dict[str, list[int]] = field(default_factory=dict)
+
+    def closing_fence(self, i: int, mark: str) -> int | None:
+        """Index of the first line after `i` that closes a fence opened with `mark`."""
+        key = (mark[0], len(mark))
+        if key not in self._closers:
+            self._closers[key] = [index for index, line in enumerate(self.lines)
+                                  if (found := _ANY_FENCE_CLOSER.match(line))
+                                  and found.group(1)[0] == mark[0] and len(found.group(1)) >= len(mark)]
+        found = self._closers[key]
+        at = bisect.bisect_right(found, i)
+        return found[at] if at < len(found) else None
+
+    def first_line_with(self, i: int, closer: str, pattern: re.Pattern[str]) -> int | None:
+        """Index of the first line from `i` on in which `pattern` (named `closer`) is found."""
+        if closer not in self._lines_with:
+            self._lines_with[closer] = [index for index, line in enumerate(self.lines) if pattern.search(line)]
+        found = self._lines_with[closer]
+        at = bisect.bisect_left(found, i)
+        return found[at] if at < len(found) else None
+
+    def balanced_end(self, i: int, tag: str) -> int | None:
+        """The least `end` > `i` such that lines i..end-1 close every `<tag>` they open, or None."""
+        if tag not in self._balance_ends:
+            opening, closing = re.compile(rf"<{tag}(?=[\s/>]|$)", re.I), re.compile(rf"</{tag}\s*>", re.I)
+            totals = [0]
+            for line in self.lines:
+                totals.append(totals[-1] + len(opening.findall(line)) - len(closing.findall(line)))
+            # For each k, the first k' > k whose running total is not above totals[k].
+            ends: list[int] = [-1] * len(totals)
+            waiting: list[int] = []
+            for index, total in enumerate(totals):
+                while waiting and totals[waiting[-1]] >= total:
+                    ends[waiting.pop()] = index
+                waiting.append(index)
+            self._balance_ends[tag] = ends
+        end = self._balance_ends[tag][i]
+        return end if end >= 0 else None
+
+
 class _BlockNormaliser:
     """Rewrite CommonMark block structure into the dialect Python-Markdown parses alike."""
 
@@ -70,8 +140,12 @@ class _BlockNormaliser:
         self._stash = stash
         self._block_tags = block_tags
 
-    def container(self, lines: list[str], in_item: bool) -> list[str]:
-        """Normalise the lines of one container (document, list item or blockquote)."""
+    def container(self, lines: list[str], in_item: bool, depth: int = 0, first: int = 0) -> list[str]:
+        """Normalise the lines of one container (document, list item or blockquote), the one at
+        `depth` whose first line is line `first` (from 0) of the body."""
+        if depth > MAX_NESTING:
+            raise MarkupTooDeep(first + 1)
+        where = _Container(lines, depth, first)
         out: list[str] = []
         last, loose_item = "blank", False
         i = 0
@@ -80,7 +154,7 @@ class _BlockNormaliser:
                 out.append("")
                 last, i = "blank", i + 1
                 continue
-            block = self._block(lines, i, last)
+            block = self._block(where, i, last)
             if block.kind in _LIST_KINDS:
                 # Python-Markdown needs a blank line before a list, except for a list nested
                 # tightly under its item's first line and for the next item of a tight list.
@@ -95,7 +169,8 @@ class _BlockNormaliser:
             last, i = block.kind, block.end
         return out
 
-    def _block(self, lines: list[str], i: int, last: str) -> _Block:
+    def _block(self, where: _Container, i: int, last: str) -> _Block:
+        lines = where.lines
         line = lines[i]
         if last != "para" and _indent(line) >= _STEP:
             end = i + 1
@@ -104,19 +179,19 @@ class _BlockNormaliser:
             end = _trim_blank_tail(lines, end, i)
             return _Block("block", end, [text if text.strip() else "" for text in lines[i:end]])
         fence = _FENCE.match(line)
-        if fence and (close := self._closing_fence(lines, i, fence)) is not None:
+        if fence and (close := self._closing_fence(where, i, fence)) is not None:
             return _Block("block", close + 1, [self._stash_code(lines[i + 1 : close], fence)])
         if _ATX_HEADING.match(line):
             return _Block("block", i + 1, [line.strip()])
         if _THEMATIC_BREAK.match(line) and not (last == "para" and set(line.strip()) == {"-"}):
             return _Block("block", i + 1, [line.strip()])
         if _QUOTE.match(line):
-            return self._quote(lines, i)
-        if (end := self._html_end(lines, i)) is not None:
+            return self._quote(where, i)
+        if (end := self._html_end(where, i)) is not None:
             return _Block("block", end, lines[i:end])
         item = _LIST_ITEM.match(line)
         if item and (last != "para" or self._interrupts_paragraph(line, item)):
-            return self._item(lines, i, item)
+            return self._item(where, i, item)
         return _Block("para", i + 1, [self._paragraph_text(line, item if last == "para" else None)])
 
     @staticmethod
@@ -141,10 +216,11 @@ class _BlockNormaliser:
             or _ATX_HEADING.match(line)
             or _FENCE.match(line)
             or _THEMATIC_BREAK.match(line)
-            or self._html_end([line], 0) is not None
+            or self._html_block_tag(line) is not None
         )
 
-    def _item(self, lines: list[str], i: int, item: re.Match[str]) -> _Block:
+    def _item(self, where: _Container, i: int, item: re.Match[str]) -> _Block:
+        lines = where.lines
         line, marker = lines[i], item.group(2)
         after_marker = len(item.group(1)) + len(marker)
         if not line[item.end() :].strip() or len(item.group(4)) > _STEP:
@@ -164,12 +240,13 @@ class _BlockNormaliser:
                 break
             end += 1
         end = _trim_blank_tail(lines, end, i)
-        body = self.container(content[: end - i], in_item=True)
+        body = self.container(content[: end - i], True, where.depth + 1, where.first + i)
         kind = "ol" if item.group(3) else "ul"
         head = f"{marker.replace(')', '.')} {body[0]}"
         return _Block(kind, end, [head] + [" " * _STEP + text if text else "" for text in body[1:]])
 
-    def _quote(self, lines: list[str], i: int) -> _Block:
+    def _quote(self, where: _Container, i: int) -> _Block:
+        lines = where.lines
         content: list[str] = []
         end = i
         while end < len(lines):
@@ -181,43 +258,43 @@ class _BlockNormaliser:
             else:
                 break
             end += 1
-        body = self.container(content, in_item=False)
+        body = self.container(content, False, where.depth + 1, where.first + i)
         return _Block("block", end, [f"> {text}" if text else ">" for text in body])
 
-    def _html_end(self, lines: list[str], i: int) -> int | None:
-        start = _HTML_START.match(lines[i])
+    def _html_block_tag(self, line: str) -> str | None:
+        """Return what opens the raw HTML block that `line` starts ("!--" or the tag), or None."""
+        start = _HTML_START.match(line)
         if not start:
             return None
         tag = (start.group(2) or "").lower()
-        if start.group(1) == "!--":
-            closer = re.compile("-->")
-        elif tag in _RAW_TEXT_TAGS:
-            closer = re.compile(rf"</{tag}\s*>", re.I)
-        elif tag in self._block_tags:
-            closer = None
-        else:
+        if start.group(1) == "!--" or tag in _RAW_TEXT_TAGS or tag in self._block_tags:
+            return start.group(1) if start.group(1) == "!--" else tag
+        return None
+
+    def _html_end(self, where: _Container, i: int) -> int | None:
+        tag = self._html_block_tag(where.lines[i])
+        if tag is None:
             return None
-        depth = 0
-        for end in range(i, len(lines)):
-            if closer is not None and closer.search(lines[end]):
-                return end + 1
-            if closer is None:
-                depth += len(re.findall(rf"<{tag}(?=[\s/>]|$)", lines[end], re.I))
-                depth -= len(re.findall(rf"</{tag}\s*>", lines[end], re.I))
-                if depth <= 0:
-                    return end + 1
-        end = i + 1
+        if tag == "!--":
+            end = where.first_line_with(i, "-->", re.compile("-->"))
+        elif tag in _RAW_TEXT_TAGS:
+            end = where.first_line_with(i, f"</{tag}", re.compile(rf"</{tag}\s*>", re.I))
+        else:
+            end = where.balanced_end(i, tag)
+            end = end - 1 if end is not None else None
+        if end is not None:
+            return end + 1
+        lines, end = where.lines, i + 1
         while end < len(lines) and lines[end].strip():
             end += 1
         return end
 
     @staticmethod
-    def _closing_fence(lines: list[str], i: int, fence: re.Match[str]) -> int | None:
+    def _closing_fence(where: _Container, i: int, fence: re.Match[str]) -> int | None:
         mark = fence.group(2)
         if mark[0] == "`" and "`" in fence.group(3):
             return None
-        closer = re.compile(rf"^ {{0,3}}{re.escape(mark[0])}{{{len(mark)},}} *$")
-        return next((j for j in range(i + 1, len(lines)) if closer.match(lines[j])), None)
+        return where.closing_fence(i, mark)
 
     def _stash_code(self, body: list[str], fence: re.Match[str]) -> str:
         indent = len(fence.group(1))
@@ -235,11 +312,44 @@ class _NormaliseBlocks(Preprocessor):
         return _BlockNormaliser(self.md.htmlStash.store, block_tags).container(lines, False)
 
 
+_FENCE_RUN = re.compile(r"^(`{3,}|~{3,})")
+
+
+class _UnclosedFencesHidden(Preprocessor):
+    """Run Python-Markdown's fenced code search (it still finds fences the normaliser leaves, those
+    in raw HTML blocks) with the fence lines that can neither open nor close a block hidden behind a
+    stand-in: its regex rescans from each of them to the end of the text."""
+
+    def __init__(self, md: markdown.Markdown, fenced: Preprocessor):
+        super().__init__(md)
+        self._fenced = fenced
+
+    def run(self, lines: list[str]) -> list[str]:
+        fences = [(index, found.group(1)) for index, line in enumerate(lines) if (found := _FENCE_RUN.match(line))]
+        closers = {fence: index for index, fence in fences if lines[index].rstrip(" ") == fence}   # last of each
+        openers: dict[str, int] = {}
+        for index, fence in fences:
+            openers.setdefault(fence, index)                                                   # first of each
+        marks = self.md.inlinePatterns["bracket_guard"].marks
+        # Hidden: no closing line after it, and not itself the closing line of an earlier opener.
+        hidden = {index for index, fence in fences if closers.get(fence, -1) <= index
+                  and (lines[index].rstrip(" ") != fence or openers[fence] == index)}
+        shown = [marks[4 if line[0] == "`" else 5] + line[1:] if index in hidden else line
+                 for index, line in enumerate(lines)]
+        return [line.replace(marks[4], "`").replace(marks[5], "~") for line in self._fenced.run(shown)]
+
+
 class _CommonMarkBlocks(Extension):
-    """Register the block normaliser between whitespace normalising and fenced code."""
+    """Register the block normaliser between whitespace normalising and fenced code, and the
+    bracket guard among the inline patterns."""
 
     def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 (Python-Markdown API)
         md.preprocessors.register(_NormaliseBlocks(md), "commonmark_blocks", 27)
+        md.preprocessors.register(_UnclosedFencesHidden(md, md.preprocessors["fenced_code_block"]),
+                                  "fenced_code_block", 25)
+        # After code spans (190) and escapes (180), before footnotes (175) and links (170-125).
+        md.inlinePatterns.register(BracketGuard(md), "bracket_guard", 177)
+        md.treeprocessors.register(GuardedInline(md), "inline", 20)
 
 
 _local = threading.local()
@@ -254,7 +364,17 @@ def _converter() -> markdown.Markdown:
 
 
 def render_markdown(body: str) -> str:
-    """Render an issue body (front matter already removed, Liquid already resolved) to an HTML fragment."""
+    """Render an issue body (front matter already removed, Liquid already resolved) to an HTML fragment.
+    Raise `MarkupTooDeep` for lists or quotes nested past `MAX_NESTING`."""
     converter = _converter()
     converter.reset()
-    return converter.convert(body)
+    guard = converter.inlinePatterns["bracket_guard"]
+    guard.marks = stand_ins(body)
+    # A `<` after the last `>` can open no tag, comment or autolink: a stand-in keeps Python's HTML
+    # parser from scanning to the end from each of them.
+    last = body.rfind(">") + 1
+    body = body[:last] + body[last:].replace("<", guard.marks[3])
+    try:
+        return restore(converter.convert(body), guard.marks)
+    except RecursionError as exc:     # some other nesting Python-Markdown recurses on (the bound above is the known one)
+        raise InputError("the Markdown is nested too deeply to render") from exc

@@ -10,7 +10,9 @@ from channels.text import render_text
 from channels.wechat import render_wechat
 
 from .body import render_body
+from .errors import InputError
 from .issue import load_issue
+from .markup import MarkupTooDeep
 from .models import Body, EmailRendition, Issue, TextRendition, WechatRendition
 from .settings import Settings
 
@@ -39,7 +41,15 @@ def render_issue(path: str | Path, settings: Settings, channels: Iterable[str] =
     Markdown is rendered once for all."""
     wanted = set(channels)
     issue = load_issue(path, settings.site, title=title)
-    body = render_body(issue, settings.site)
+    try:
+        body = render_body(issue, settings.site)
+    except MarkupTooDeep as exc:
+        raise InputError(exc.problem, path=str(issue.source_path),
+                         line=issue.body_first_line + exc.body_line - 1) from exc
+    except InputError as exc:
+        if exc.path is not None:
+            raise
+        raise InputError(str(exc), path=str(issue.source_path)) from exc
     # The email's text part is the text rendition, so email needs it even when text is not asked for.
     text = render_text(issue, body, settings) if wanted & {"text", "email"} else None
     return Renditions(
