@@ -13,9 +13,10 @@ import base64
 import datetime as dt
 import hashlib
 import html
+import secrets
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, parseaddr
 
 from distributor.errors import InputError
 from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
@@ -66,15 +67,22 @@ class MessageTemplate:
         digest = hashlib.sha256(f"{self.parts.issue_key}|{self.parts.channel}|{address.lower()}".encode())
         return f"<{digest.hexdigest()[:40]}@{self.domain}>"
 
-    def render(self, recipient: Recipient, unsubscribe_url: str) -> bytes:
-        """Return the complete message for one recipient as SMTP-ready bytes (CRLF, no dot-stuffing needed)."""
+    def test_copy_message_id(self) -> str:
+        """Return a fresh Message-ID for a test copy (`publish --to`). It must differ from the real copy's:
+        a mailbox that hides duplicates by Message-ID (Gmail) would otherwise drop the issue itself."""
+        digest = hashlib.sha256(f"{self.parts.issue_key}|{self.parts.channel}".encode()).hexdigest()[:24]
+        return f"<test.{secrets.token_hex(8)}.{digest}@{self.domain}>"
+
+    def render(self, recipient: Recipient, unsubscribe_url: str, *, message_id: str | None = None) -> bytes:
+        """Return the complete message for one recipient as SMTP-ready bytes (CRLF, no dot-stuffing needed);
+        its Message-ID is `message_id`, or the recipient's own stable one."""
         require_single_line(recipient.address, "recipient address")
         require_single_line(unsubscribe_url, "unsubscribe URL")
         shown_name = recipient.name or recipient.address
         headers = [
             self._head,
             _line("To", recipient.address),
-            _line("Message-ID", self.message_id(recipient.address)),
+            _line("Message-ID", message_id or self.message_id(recipient.address)),
             _list_unsubscribe(unsubscribe_url, self.mailto),
         ]
         text = self._text.encode(shown_name, unsubscribe_url)
@@ -109,7 +117,11 @@ def _header_block(parts: MessageParts, settings: EmailSettings, date: dt.datetim
         _line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
     ]
     if settings.reply_to:
-        lines.append(_line("Reply-To", settings.reply_to))
+        # Encoded as From is: a display name outside ASCII becomes an RFC 2047 encoded word.
+        name, address = parseaddr(settings.reply_to)
+        if "@" not in address:
+            raise InputError(f"reply_to {settings.reply_to!r} is not an address")
+        lines.append(_line("Reply-To", formataddr((name, address), charset="utf-8")))
     return b"".join(lines)
 
 

@@ -38,10 +38,13 @@ class MailChannel:
         self.transport = transport
         self.unsubscribe_url = unsubscribe_url
 
-    def prepare(self, recipient: Recipient) -> PreparedMessage:
-        """Build the recipient's message from the issue's template."""
-        wire = self.template.render(recipient, self.unsubscribe_url(recipient))
-        return PreparedMessage(recipient.address, self.template.message_id(recipient.address), wire)
+    def prepare(self, recipient: Recipient, *, test_copy: bool = False) -> PreparedMessage:
+        """Build the recipient's message from the issue's template; a test copy gets a Message-ID of its
+        own, so that it never stands for the recipient's real copy."""
+        template = self.template
+        message_id = template.test_copy_message_id() if test_copy else template.message_id(recipient.address)
+        wire = template.render(recipient, self.unsubscribe_url(recipient), message_id=message_id)
+        return PreparedMessage(recipient.address, message_id, wire)
 
     async def deliver(self, message: PreparedMessage) -> str:
         """Hand the message to the transport; return the server's reply."""

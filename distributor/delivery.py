@@ -135,7 +135,7 @@ async def send_test_copy(address: str, renditions: Renditions, settings: Setting
     try:
         for name, template in message_templates(renditions, settings).items():
             channel = MailChannel(name, template, transport, unsubscribe_links(settings, secret))
-            message = channel.prepare(recipient)
+            message = channel.prepare(recipient, test_copy=True)
             try:
                 reply = await policy.run(lambda: channel.deliver(message))
             except DeliveryError as exc:

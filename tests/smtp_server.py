@@ -65,6 +65,9 @@ class FaultySmtpServer:
       withhold_after_dot    {address: seconds} receive the whole message (recorded in `withheld`), then
                             stay silent for `seconds` and close the connection
       command_delay_seconds wait this long before every reply, the greeting included
+      max_connections       greet at most this many connections at a time; the greeting of one more is
+                            '421 4.7.0 too many connections' and the connection closes (Postfix's limit)
+      certificate           (certificate, key) PEM paths to serve instead of the throwaway CA's certificate
     """
 
     def __init__(self, *, username: str | None = None, password: str | None = None, tls: str = "none",
@@ -73,7 +76,8 @@ class FaultySmtpServer:
                  rejected_recipients: Mapping[str, str] | None = None,
                  data_replies: Mapping[str, Sequence[str | None]] | None = None,
                  drop_on_data: Mapping[str, int] | None = None, drop_in_data: Mapping[str, int] | None = None,
-                 withhold_after_dot: Mapping[str, float] | None = None, command_delay_seconds: float = 0.0):
+                 withhold_after_dot: Mapping[str, float] | None = None, command_delay_seconds: float = 0.0,
+                 max_connections: int | None = None, certificate: tuple[Path, Path] | None = None):
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
         self.host = HOST
@@ -83,6 +87,11 @@ class FaultySmtpServer:
         self._tls = tls
         self._greeting = greeting
         self._delay = command_delay_seconds
+        self._max_connections = max_connections
+        self._certificate = certificate
+        self._ehlo_names: list[str] = []
+        self._refused_connections = 0
+        self._admitted = 0
         self._mail_replies = collections.deque(mail_replies)
         self._rcpt_replies = {a: collections.deque(r) for a, r in (rcpt_replies or {}).items()}
         self._rejected = dict(rejected_recipients or {})
@@ -131,6 +140,18 @@ class FaultySmtpServer:
     def auth_attempts(self) -> int:
         with self._lock:
             return self._auth_attempts
+
+    @property
+    def ehlo_names(self) -> list[str]:
+        """The name each EHLO (or HELO) command gave, in order."""
+        with self._lock:
+            return list(self._ehlo_names)
+
+    @property
+    def refused_connections(self) -> int:
+        """Connections greeted with 421 because of `max_connections`."""
+        with self._lock:
+            return self._refused_connections
 
     # Lifecycle.
 
@@ -191,6 +212,8 @@ class FaultySmtpServer:
     def _make_tls_context(self) -> ssl.SSLContext:
         self._tmpdir = Path(tempfile.mkdtemp(prefix="faulty-smtp-"))
         self.ca_path, cert_path, key_path = _write_certificates(self._tmpdir)
+        if self._certificate is not None:
+            cert_path, key_path = self._certificate
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert_path, key_path)
         return context
@@ -221,6 +244,7 @@ class _FaultySMTP(SMTP):
     def __init__(self, owner: FaultySmtpServer, *, tls_context: ssl.SSLContext | None):
         self._owner = owner
         self._greeted = False
+        self._counted = False
         self.connection_number = 0
         handler = _Handler(owner)
         super().__init__(handler, hostname="smtp.test", ident="FaultySmtpServer",
@@ -236,7 +260,22 @@ class _FaultySMTP(SMTP):
             owner._live.add(self)
         super().connection_made(transport)
 
+    def _admit(self) -> bool:
+        """Count this connection against `max_connections` if there is room; False when there is none."""
+        owner = self._owner
+        with owner._lock:
+            if owner._admitted >= (owner._max_connections or 0):
+                owner._refused_connections += 1
+                return False
+            owner._admitted += 1
+            self._counted = True
+            return True
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            with self._owner._lock:
+                self._owner._admitted -= 1
         self._owner._live.discard(self)
         super().connection_lost(error)
 
@@ -245,14 +284,27 @@ class _FaultySMTP(SMTP):
         close_after = text.startswith("421")
         if not self._greeted:
             self._greeted = True
-            if self._owner._greeting is not None:
-                text = self._owner._greeting
+            owner = self._owner
+            if owner._greeting is not None:
+                text = owner._greeting
                 close_after = not text.startswith("220")
+            elif owner._max_connections is not None and not self._admit():
+                text, close_after = "421 4.7.0 smtp.test Error: too many connections from 127.0.0.1", True
         if self._owner._delay:
             await asyncio.sleep(self._owner._delay)
         await super().push(text)
         if close_after and self.transport is not None:
             self.transport.close()
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        with self._owner._lock:
+            self._owner._ehlo_names.append(hostname)
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        with self._owner._lock:
+            self._owner._ehlo_names.append(hostname)
+        await super().smtp_HELO(hostname)
 
     async def smtp_DATA(self, arg: str) -> None:
         recipients = list(self.envelope.rcpt_tos) if self.envelope is not None else []

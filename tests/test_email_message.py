@@ -66,3 +66,29 @@ def test_injection_through_the_subject_is_refused():
     parts = MessageParts("/k/", "email", "Title\r\nBcc: x@example.org", "t", None)
     with pytest.raises(InputError, match="subject"):
         MessageTemplate(parts, EmailSettings(), date=DATE)
+
+
+def test_a_test_copy_message_id_differs_from_the_real_one_and_from_every_other_test_copy():
+    made = template("t", None)
+    real = made.message_id("a@example.org")
+    copies = {made.test_copy_message_id() for _ in range(3)}
+    assert len(copies) == 3 and real not in copies
+    wire = made.render(Recipient("a@example.org"), "https://x.org/u", message_id=min(copies))
+    assert email.message_from_bytes(wire, policy=email.policy.default)["Message-ID"] == min(copies)
+
+
+@pytest.mark.parametrize(("reply_to", "header"), [
+    ("编辑部 <editor@example.org>", b"Reply-To: =?utf-8?b?57yW6L6R6YOo?= <editor@example.org>\r\n"),
+    ("editor@example.org", b"Reply-To: editor@example.org\r\n"),
+    ('"Editors, Weekly" <editor@example.org>', b'Reply-To: "Editors, Weekly" <editor@example.org>\r\n'),
+])
+def test_reply_to_is_encoded_as_from_is(reply_to, header):
+    wire = template("t", None, reply_to=reply_to).render(Recipient("a@example.org"), "https://x.org/u")
+    head = wire.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    assert header in head
+    head.decode("ascii")
+
+
+def test_a_reply_to_that_is_no_address_is_refused():
+    with pytest.raises(InputError, match="reply_to"):
+        template("t", None, reply_to="编辑部")

@@ -1,18 +1,28 @@
 """The SMTP transport against a real, fault-injecting aiosmtpd server on 127.0.0.1."""
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
+import datetime
+import ipaddress
 import socket
 from collections.abc import Awaitable
+from pathlib import Path
 
 import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+import channels.smtp_transport
 from channels.smtp_transport import SmtpConfig, SmtpPool, check_relay, to_wire
 from distributor.errors import (
     ChannelStoppedError,
     PermanentDeliveryError,
+    SenderThrottledError,
     TransientDeliveryError,
     UncertainDeliveryError,
 )
@@ -151,6 +161,7 @@ def test_sender_refusals() -> None:
     with FaultySmtpServer(mail_replies=["451 4.3.2 later", "553 5.7.1 sender not allowed", None]) as server:
         later, stopped, ok = run(send_all(config_for(server), *[("a@x.test", SMALL)] * 3))
     assert isinstance(later, TransientDeliveryError) and later.reply == "451 4.3.2 later"
+    assert not isinstance(later, SenderThrottledError)
     assert isinstance(stopped, ChannelStoppedError) and stopped.reply == "553 5.7.1 sender not allowed"
     assert ok.startswith("250 ")
 
@@ -218,11 +229,15 @@ def test_refusing_greeting_stops_the_channel() -> None:
     assert caught.value.reply == "554 5.3.2 no service here"
 
 
-def test_busy_greeting_is_transient() -> None:
+def test_busy_greeting_is_transient_for_the_check_and_stops_a_pool_that_opens_nothing() -> None:
     with FaultySmtpServer(greeting="421 4.3.2 too many connections") as server:
         with pytest.raises(TransientDeliveryError) as caught:
-            run(SmtpPool(config_for(server)).open())
+            run(check_relay(config_for(server)))
+        with pytest.raises(ChannelStoppedError, match="accepted no connection") as stopped:
+            run(SmtpPool(config_for(server, pool_size=3)).open())
+        assert server.connections_opened == 2   # the pool's first connection was refused: no others tried
     assert (caught.value.reply, caught.value.reconnect) == ("421 4.3.2 too many connections", True)
+    assert stopped.value.reply == "421 4.3.2 too many connections"
 
 
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
@@ -274,3 +289,137 @@ def test_config_refuses_plain_to_a_remote_host_and_hides_the_password() -> None:
     config = SmtpConfig(host="::1", port=25, security="plain", username="u", password=PASSWORD,
                         timeout_seconds=1.0, pool_size=1)
     assert PASSWORD not in repr(config)
+
+
+def write_self_signed(directory: Path, *, dns_names: tuple[str, ...] = (),
+                      ips: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """Write a self-signed server certificate (it is its own CA) and its key; return their paths."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (dns_names or ips)[0])])
+    names = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "self-signed.pem", directory / "self-signed.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_pool_sends_over_the_connections_a_limited_relay_allows() -> None:
+    async def send_ten(config: SmtpConfig) -> tuple[int, list[str]]:
+        async with SmtpPool(config) as pool:
+            replies = await asyncio.gather(*(pool.send(SENDER, f"r{n}@x.test", SMALL) for n in range(10)))
+            return pool.opened, replies
+
+    with FaultySmtpServer(max_connections=2) as server:
+        opened, replies = run(send_ten(config_for(server, pool_size=5)))
+        assert server.refused_connections == 3
+        messages = server.messages
+    assert opened == 2
+    assert all(reply.startswith("250 ") for reply in replies)
+    assert sorted(m.rcpt_tos[0] for m in messages) == sorted(f"r{n}@x.test" for n in range(10))
+    assert len({m.connection for m in messages}) == 2
+
+
+def test_rate_limit_on_the_sender_at_mail_from_is_sender_throttled() -> None:
+    limit = "450 4.7.1 Error: too much mail from 127.0.0.1"
+    with FaultySmtpServer(mail_replies=[limit, "421 4.7.0 closing", None]) as server:
+        throttled, closing, ok = run(send_all(config_for(server), *[("a@x.test", SMALL)] * 3))
+        assert server.rcpt_attempts == {"a@x.test": 1}
+    assert isinstance(throttled, SenderThrottledError) and throttled.reply == limit
+    assert isinstance(throttled, TransientDeliveryError) and throttled.reconnect is False
+    assert type(closing) is TransientDeliveryError and closing.reconnect is True
+    assert ok.startswith("250 ")
+
+
+def test_wrong_password_is_tried_once_per_mechanism_on_one_connection() -> None:
+    with FaultySmtpServer(username="sender", password="right-password") as server:
+        with pytest.raises(ChannelStoppedError, match="refused authentication"):
+            run(SmtpPool(config_for(server, username="sender", password=PASSWORD, pool_size=5)).open())
+        assert server.connections_opened == 1
+        assert 1 <= server.auth_attempts <= 2     # the server offers PLAIN and LOGIN
+
+
+def test_a_self_signed_certificate_is_refused_with_openssl_reason_and_trusted_through_the_ca_file(
+        tmp_path: Path) -> None:
+    cert_path, key_path = write_self_signed(tmp_path, ips=("127.0.0.1",))
+    with FaultySmtpServer(tls="starttls", certificate=(cert_path, key_path)) as server:
+        with pytest.raises(ChannelStoppedError) as caught:
+            run(check_relay(config_for(server, security="starttls")))
+        [reply] = run(send_all(config_for(server, security="starttls", cafile=str(cert_path)), ("a@x.test", SMALL)))
+    assert "SSLCertVerificationError: self-signed certificate (to trust a private CA, name its certificate in " \
+        "smtp.ca_file)" in str(caught.value)
+    assert reply.startswith("250 ")
+
+
+def test_a_certificate_for_another_name_says_ip_address_mismatch(tmp_path: Path) -> None:
+    cert_path, key_path = write_self_signed(tmp_path, dns_names=("mail.example.org",))
+    with FaultySmtpServer(tls="starttls", certificate=(cert_path, key_path)) as server:
+        with pytest.raises(ChannelStoppedError) as caught:
+            run(check_relay(config_for(server, security="starttls", cafile=str(cert_path))))
+    assert "SSLCertVerificationError: IP address mismatch, certificate is not valid for '127.0.0.1'" \
+        in str(caught.value)
+    assert "ca_file" not in str(caught.value)
+
+
+def test_starttls_against_an_implicit_tls_port_says_so_without_waiting_the_command_timeout() -> None:
+    with FaultySmtpServer(tls="implicit") as server:
+        config = config_for(server, security="starttls", timeout_seconds=60.0, greeting_timeout_seconds=0.5)
+        with pytest.raises(ChannelStoppedError) as caught:
+            run(SmtpPool(config).open())    # bounded by TEST_SECONDS, far below the 60 s timeout
+    assert "did not answer the greeting within 0.5 s: is this an implicit-TLS port? try smtp.security: tls" \
+        in str(caught.value)
+
+
+def test_implicit_tls_against_a_starttls_port_says_so() -> None:
+    with FaultySmtpServer(tls="starttls") as server:
+        with pytest.raises(ChannelStoppedError, match="is this a STARTTLS port. try smtp.security: starttls"):
+            run(check_relay(config_for(server, security="tls", cafile=str(server.ca_path))))
+
+
+def test_the_ehlo_name_is_the_configured_one_or_the_machines_fqdn() -> None:
+    with FaultySmtpServer() as server:
+        run(send_all(config_for(server, local_hostname="mail.sender.test"), ("a@x.test", SMALL)))
+        run(send_all(config_for(server, local_hostname=None), ("a@x.test", SMALL)))
+        names = server.ehlo_names
+    assert names == ["mail.sender.test", socket.getfqdn()]
+    with pytest.raises(ValueError, match="ehlo_name"):
+        config_for(server, local_hostname="bad name\r\nMAIL FROM:<x@y>")
+
+
+@pytest.mark.parametrize("recipient", ["a@x.test> NOTIFY=SUCCESS ORCPT=rfc822;v@evil.test",
+                                       "a@x.test>\r\nRCPT TO:<v@evil.test", "读者@x.test"])
+def test_a_recipient_that_would_change_the_command_is_refused_before_the_relay_sees_it(recipient: str) -> None:
+    with FaultySmtpServer() as server:
+        refused, ok = run(send_all(config_for(server), (recipient, SMALL), ("ok@x.test", SMALL)))
+        assert server.rcpt_attempts == {"ok@x.test": 1}
+    assert isinstance(refused, PermanentDeliveryError) and "cannot be sent" in str(refused)
+    assert ok.startswith("250 ")
+
+
+def test_a_multiline_reply_and_a_reply_before_the_command_are_read_whole() -> None:
+    replies = {"a@x.test": ["250-2.0.0 first line\r\n250-second line\r\n250 2.0.0 Ok: queued as X"]}
+    with FaultySmtpServer(data_replies=replies) as server:
+        [reply] = run(send_all(config_for(server), ("a@x.test", SMALL)))
+    assert reply == "250 2.0.0 first line\nsecond line\n2.0.0 Ok: queued as X"
+
+
+def test_the_transport_uses_no_private_name_of_aiosmtplib() -> None:
+    """Only our own underscored names: aiosmtplib's private ones (e.g. `_drain_helper`) may change in any release."""
+    source = Path(channels.smtp_transport.__file__).read_text(encoding="utf-8")
+    own = {node.name for node in ast.walk(ast.parse(source))
+           if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))}
+    own |= {target.attr for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in getattr(node, "targets", [getattr(node, "target", None)])
+            if isinstance(target, ast.Attribute)}
+    private = {node.attr for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)
+               and node.attr.startswith("_") and not node.attr.startswith("__") and node.attr not in own}
+    assert private == set()
