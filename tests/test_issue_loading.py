@@ -94,3 +94,43 @@ def test_bad_input_names_file_and_line(tmp_path, source, message, line):
 def test_unreadable_file(tmp_path):
     with pytest.raises(InputError, match="cannot read issue"):
         load_issue(tmp_path / "missing.md", SITE)
+
+
+@pytest.mark.parametrize("source, message, line", [
+    ("---\ntitle: [a, b]\n---\nbody\n", "title must be text, not a list", 2),
+    ("---\ntitle: T\npermalink: [a, b]\n---\nbody\n", "permalink must be text, not a list", 3),
+    ("---\ntitle: T\nauthor: {name: x}\n---\nbody\n", "author must be text, not a mapping", 3),
+    ("---\ntitle: 2024\n---\nbody\n", "title must be text, not the int '2024'", 2),
+    ("---\ntitle: T\ntags: [1, 2]\n---\nbody\n", "tags must be a string or a list of strings", 3),
+    ("---\ntitle: T\ndraft: maybe\n---\nbody\n", "draft must be true or false", 3),
+    ("---\ntitle: T\ndate: [2024]\n---\nbody\n", "date must be a date, not a list", 3),
+    ("---\ntitle: T\n\ndate: 2024-02-30\n---\nbody\n", "date '2024-02-30' is not valid", 4),
+    ("---\ntitle: \"a\\r\\nBcc: victim@evil.example\"\n---\nbody\n", "control character U+000D", 2),
+    ("---\ntitle: T\nauthor: |\n  two\n  lines\n---\nbody\n", "author contains the control character U+000A", 3),
+    ("Title: a\x07b\nDate: 2013-06-07\n\nHello.\n", "title contains the control character U+0007", 1),
+    ("---\ntitle: T\ncover: \"/a.png\\u2028x\"\n---\nbody\n", "control character U+2028", 3),
+])
+def test_front_matter_of_the_wrong_type_is_refused_with_its_line(tmp_path, source, message, line):
+    path = write(tmp_path, "bad.md", source)
+    with pytest.raises(InputError) as caught:
+        load_issue(path, SITE)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:{line}:")
+
+
+def test_a_description_may_fold_over_lines_but_holds_no_other_control_character(tmp_path):
+    source = "---\ntitle: T\ndescription: |\n  one\n  two\ndraft: false\n---\nbody\n"
+    assert load_issue(write(tmp_path, "a.md", source), SITE).description == "one\ntwo"
+    with pytest.raises(InputError, match="U\\+001B"):
+        load_issue(write(tmp_path, "c.md", "---\ntitle: T\ndescription: \"a\\x1bb\"\n---\nbody\n"), SITE)
+    pelican = "Title: T\nDraft: true\n\nHello.\n"
+    assert load_issue(write(tmp_path, "b.md", pelican), SITE).draft is True
+
+
+def test_title_option_gives_a_headerless_file_its_title(tmp_path):
+    path = write(tmp_path, "2024-07-10-sweekly.md", "![cover](/c.png)\n\n## 序言\n\n正文。\n")
+    with pytest.raises(InputError, match="--title"):
+        load_issue(path, SITE)
+    issue = load_issue(path, SITE, title=" Python 潮流周刊#60 ")
+    assert (issue.title, issue.key, issue.body_first_line) == ("Python 潮流周刊#60", "2024-07-10-sweekly", 1)
+    assert issue.body_markdown.startswith("![cover]")
