@@ -17,7 +17,7 @@ class Issue:
     """One newsletter issue as its source file says it."""
 
     source_path: Path
-    key: str                      # what the ledger knows the issue by: permalink, else file slug
+    key: str                      # what the ledger knows the issue by: permalink, else the whole file stem
     content_hash: str             # sha256 of the source file's bytes
     title: str
     body_markdown: str
