@@ -7,7 +7,8 @@ or TABs after YAML values (PyYAML rejects a TAB there) are tolerated.
 
 The file is untrusted input, read with bounds: at most `MAX_ISSUE_BYTES` (it is never read
 whole past that), and front matter without YAML aliases or anchors (an alias bomb expands
-a few lines into gigabytes) and nested at most `MAX_FRONT_MATTER_DEPTH` levels.
+a few lines into gigabytes), at most `MAX_FRONT_MATTER_BYTES` long and nested at most
+`MAX_FRONT_MATTER_DEPTH` levels.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .errors import InputError
 
 MAX_ISSUE_BYTES = 2 * 1024 * 1024
 MAX_FRONT_MATTER_DEPTH = 10
+MAX_FRONT_MATTER_BYTES = 64 * 1024      # real ones have a few hundred; PyYAML needs seconds per megabyte
 _FENCE = "---"
 _PELICAN_LINE = re.compile(r"^([A-Za-z][A-Za-z_-]*):[ \t]*(.*)$")
 _ATX_TITLE = re.compile(r"^#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
@@ -125,6 +127,9 @@ def _yaml_header(lines: list[str], path: Path) -> tuple[dict[str, Any], dict[str
     else:
         raise InputError("front matter opened with '---' is never closed", path=str(path), line=1)
     yaml_text = "\n".join(line.rstrip() for line in lines[1:end])
+    if len(yaml_text.encode("utf-8")) > MAX_FRONT_MATTER_BYTES:
+        raise InputError(f"the front matter is over {MAX_FRONT_MATTER_BYTES // 1024} KB (lines 2-{end}): "
+                         "it holds the issue's fields, not its text", path=str(path), line=1)
     loader = _FrontMatterLoader(yaml_text)
     try:
         node = loader.get_single_node()

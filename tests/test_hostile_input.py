@@ -78,6 +78,13 @@ def test_hostile_front_matter_is_refused_with_its_line(tmp_path, front_matter, l
     assert f"issue.md:{line}:" in result.stderr and message in result.stderr
 
 
+def test_front_matter_over_its_bound_is_refused_before_it_is_parsed(tmp_path):
+    fields = "".join(f"k{number}: v\n" for number in range(150_000))
+    result = preview(tmp_path, f"---\ntitle: T\n{fields}---\nbody\n")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "issue.md:1: the front matter is over 64 KB" in result.stderr
+
+
 def test_an_impossible_date_in_the_file_name_is_refused(tmp_path):
     result = preview(tmp_path, HEADER + "body\n", name="2024-02-30-weekly.md")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
