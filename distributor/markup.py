@@ -376,5 +376,5 @@ def render_markdown(body: str) -> str:
     body = body[:last] + body[last:].replace("<", guard.marks[3])
     try:
         return restore(converter.convert(body), guard.marks)
-    except RecursionError as exc:     # some other nesting Python-Markdown recurses on (the bound above is the known one)
+    except RecursionError as exc:     # other nesting Python-Markdown recurses on: `markdown="1"` HTML, definitions
         raise InputError("the Markdown is nested too deeply to render") from exc
