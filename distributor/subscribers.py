@@ -55,8 +55,9 @@ class BadRow:
 
 def read_subscribers(path: str | Path) -> Iterator[Subscriber | BadRow]:
     """Yield each row as a `Subscriber`, or a `BadRow` saying why it is skipped. A file that
-    cannot be read or has no email column raises `InputError` before the first row; a file
-    that is not UTF-8 text or not valid CSV or YAML raises it naming the line."""
+    cannot be read, is not a regular file within `MAX_FILE_BYTES` or has no email column raises
+    `InputError` before the first row; a fault of the file met further down (see the module
+    docstring) raises it there, naming the line."""
     path = Path(path)
     rows = _yaml_rows(path) if path.suffix.lower() in (".yaml", ".yml") else _csv_rows(path)
     seen: set[str] = set()
