@@ -1,4 +1,4 @@
-"""Keep Python-Markdown's link patterns linear in the size of a paragraph.
+"""Keep Python-Markdown's inline patterns linear in the size of a paragraph.
 
 Python-Markdown's link, image, reference and footnote patterns scan forward from every `[` for
 its closing `]`, and from every `](` for its closing `)`: a paragraph of 100,000 `[` (or `![`,
@@ -15,7 +15,9 @@ the finished HTML, so the output is what Python-Markdown would have made:
 
 `markup` uses the same stand-ins for a `<` after the last `>` of the body (it can open nothing)
 and for fence lines that can neither open nor close a block. Backslash escapes are taken out in
-one pass too (Python-Markdown copies the paragraph once per escape).
+one pass too, and so are the matches of the patterns that only look forward (links, images,
+references, footnotes, autolinks, inline HTML, entities, line breaks): Python-Markdown copies
+the paragraph once per match. Emphasis and code spans keep its own loop.
 """
 from __future__ import annotations
 
@@ -23,13 +25,21 @@ import bisect
 import re
 
 import markdown
-from markdown.inlinepatterns import ESCAPE_RE, EscapeInlineProcessor, InlineProcessor
+from markdown.extensions.footnotes import FootnoteInlineProcessor
+from markdown.inlinepatterns import (ESCAPE_RE, AutolinkInlineProcessor, AutomailInlineProcessor,
+                                     EscapeInlineProcessor, HtmlInlineProcessor, InlineProcessor,
+                                     LinkInlineProcessor, SubstituteTagInlineProcessor)
 from markdown.treeprocessors import InlineProcessor as InlineTreeprocessor
-from markdown.util import ETX, STX
+from markdown.util import ETX, STX, AtomicString
 
 _NEWLINES = re.compile(r"\s+")
 _ANGLE_DESTINATION = re.compile(r"\s*<")
 _ESCAPE = re.compile(ESCAPE_RE)
+# Patterns that look only forward from their match, so every match can be taken in one pass over
+# the text as it was. Emphasis keeps state between matches and code spans look behind (at a
+# backslash the placeholder would hide): they stay with Python-Markdown's loop.
+_IN_ONE_PASS = (LinkInlineProcessor, AutolinkInlineProcessor, AutomailInlineProcessor, HtmlInlineProcessor,
+                SubstituteTagInlineProcessor, FootnoteInlineProcessor)
 _CANDIDATES = range(0xF0000, 0xFFFFE)      # Supplementary Private Use Area-A
 _RESTORED = ("[", "]", "(", "&lt;", "`", "~")
 
@@ -80,7 +90,44 @@ class GuardedInline(InlineTreeprocessor):
             # one copy of the paragraph per escape: STX, the character's code point, ETX.
             return _ESCAPE.sub(lambda found: f"{STX}{ord(found.group(1))}{ETX}" if found.group(1) in
                                self.md.ESCAPED_CHARS else found.group(0), data), False, 0
+        if isinstance(pattern, _IN_ONE_PASS):
+            return self._apply_in_one_pass(pattern, data, patternIndex, startIndex)
         return super()._InlineProcessor__applyPattern(pattern, data, patternIndex, startIndex)
+
+    def _apply_in_one_pass(self, pattern, data: str, pattern_index: int, start_index: int):  # noqa: ANN001
+        """Do what Python-Markdown's loop does with every match of `pattern`, building the new text
+        once: its loop copies the paragraph once per match (quadratic for 25,000 links in one)."""
+        if any(exclude.lower() in self.ancestors for exclude in pattern.ANCESTOR_EXCLUDES):
+            return data, False, 0
+        pieces: list[str] = []
+        position = search_from = start_index
+        pieces.append(data[:start_index])
+        while True:
+            for match in pattern.getCompiledRegExp().finditer(data, search_from):
+                node, start, end = pattern.handleMatch(match, data)
+                if start is not None and end is not None:
+                    break
+            else:
+                break
+            if node is None:                    # text the pattern skips over
+                search_from = end
+                continue
+            if not isinstance(node, str) and not isinstance(node.text, AtomicString):
+                for child in [node, *node]:
+                    if child.text:
+                        self.ancestors.append(child.tag.lower())
+                        child.text = self._InlineProcessor__handleInline(child.text, pattern_index + 1)
+                        self.ancestors.pop()
+                    if child.tail:
+                        child.tail = self._InlineProcessor__handleInline(child.tail, pattern_index)
+            placeholder = self._InlineProcessor__stashNode(node, pattern.type())
+            pieces += [data[position:start], placeholder]
+            if end < start:                     # Python-Markdown's own odd end: let its loop go on
+                done = "".join(pieces)
+                return done + data[end:], True, len(done)
+            position = search_from = end
+        pieces.append(data[position:])
+        return "".join(pieces), False, 0
 
 
 class _Paragraph:
