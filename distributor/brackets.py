@@ -16,8 +16,8 @@ the finished HTML, so the output is what Python-Markdown would have made:
 `markup` uses the same stand-ins for a `<` after the last `>` of the body (it can open nothing)
 and for fence lines that can neither open nor close a block. Backslash escapes are taken out in
 one pass too, and so are the matches of the patterns that only look forward (links, images,
-references, footnotes, autolinks, inline HTML, entities, line breaks): Python-Markdown copies
-the paragraph once per match. Emphasis and code spans keep its own loop.
+references, footnotes, code spans, autolinks, inline HTML, entities, line breaks):
+Python-Markdown copies the paragraph once per match. Emphasis keeps its own loop.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import re
 import markdown
 from markdown.extensions.footnotes import FootnoteInlineProcessor
 from markdown.inlinepatterns import (ESCAPE_RE, AutolinkInlineProcessor, AutomailInlineProcessor,
-                                     EscapeInlineProcessor, HtmlInlineProcessor, InlineProcessor,
-                                     LinkInlineProcessor, SubstituteTagInlineProcessor)
+                                     BacktickInlineProcessor, EscapeInlineProcessor, HtmlInlineProcessor,
+                                     InlineProcessor, LinkInlineProcessor, SubstituteTagInlineProcessor)
 from markdown.treeprocessors import InlineProcessor as InlineTreeprocessor
 from markdown.util import ETX, STX, AtomicString
 
@@ -36,10 +36,10 @@ _NEWLINES = re.compile(r"\s+")
 _ANGLE_DESTINATION = re.compile(r"\s*<")
 _ESCAPE = re.compile(ESCAPE_RE)
 # Patterns that look only forward from their match, so every match can be taken in one pass over
-# the text as it was. Emphasis keeps state between matches and code spans look behind (at a
-# backslash the placeholder would hide): they stay with Python-Markdown's loop.
-_IN_ONE_PASS = (LinkInlineProcessor, AutolinkInlineProcessor, AutomailInlineProcessor, HtmlInlineProcessor,
-                SubstituteTagInlineProcessor, FootnoteInlineProcessor)
+# the text as it was (code spans look behind only after a run of backslashes, handled below).
+# Emphasis keeps state between matches: it stays with Python-Markdown's loop.
+_IN_ONE_PASS = (LinkInlineProcessor, BacktickInlineProcessor, AutolinkInlineProcessor, AutomailInlineProcessor,
+                HtmlInlineProcessor, SubstituteTagInlineProcessor, FootnoteInlineProcessor)
 _CANDIDATES = range(0xF0000, 0xFFFFE)      # Supplementary Private Use Area-A
 _RESTORED = ("[", "]", "(", "&lt;", "`", "~")
 
@@ -122,7 +122,9 @@ class GuardedInline(InlineTreeprocessor):
                         child.tail = self._InlineProcessor__handleInline(child.tail, pattern_index)
             placeholder = self._InlineProcessor__stashNode(node, pattern.type())
             pieces += [data[position:start], placeholder]
-            if end < start:                     # Python-Markdown's own odd end: let its loop go on
+            # Python-Markdown's own odd end, or a code span's run of backslashes (its placeholder hides
+            # them from the look-behind of the next match): let its loop go on from here.
+            if end < start or (isinstance(pattern, BacktickInlineProcessor) and match.group(1)):
                 done = "".join(pieces)
                 return done + data[end:], True, len(done)
             position = search_from = end
