@@ -115,7 +115,8 @@ async def _send_mail(renditions: Renditions, mail: MailPlan, settings: Settings,
             if total:
                 channel = MailChannel(name, templates[name], transport, links)
                 run = MailRun(channel, ledger, renditions.issue.key, policy=policy, limiter=limiter,
-                              progress=progress, concurrency=smtp.pool_size, interrupt=interrupt)
+                              progress=progress, concurrency=smtp.pool_size, interrupt=interrupt,
+                              only_planned=True)
                 outcomes.append(await run.run(mail.statuses))
                 if outcomes[-1].stopped:
                     break

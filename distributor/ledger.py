@@ -8,15 +8,19 @@ last commits, and then the row is still `sending`, i.e. uncertain, not lost).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, TypeVar
 
-from .errors import InputError
+from .errors import StorageError
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -42,7 +46,8 @@ CREATE TABLE IF NOT EXISTS issue_identities (
     recorded_at REAL NOT NULL) WITHOUT ROWID;
 """
 STATUSES = ("pending", "sending", "sent", "failed")
-_PLAN_BATCH = 2000
+_PLAN_BATCH = 2000      # addresses inserted per statement while a plan streams the subscriber file
+_IN_PLAN = " AND EXISTS (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,16 @@ class Lease:
     name: str
     holder: str
     expires_at: float
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a plan changed: rows added, pending rows dropped because their address left the subscriber
+    file, and whether the issue already had rows on the channel (a resumed or repeated run)."""
+
+    added: int
+    removed: int
+    resumed: bool
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,17 @@ class DeliveryRow:
     subscriber_id: str | None
 
 
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _create_private(path: Path) -> None:
     """Create a new ledger file readable by its owner only: it holds every address and the WeChat
     token (SQLite gives its -wal and -shm files the same mode). An existing file is not opened
@@ -78,50 +104,167 @@ def _create_private(path: Path) -> None:
     except FileExistsError:
         return
     except OSError as exc:
-        raise InputError(f"cannot create the ledger (ledger.path): {exc.strerror or exc}", path=str(path)) from exc
+        raise StorageError(f"cannot create the ledger (ledger.path): {exc.strerror or exc}", path=str(path)) from exc
+
+
+def _check_integrity(db: sqlite3.Connection) -> None:
+    """Raise `StorageError` unless SQLite's quick_check finds the file sound: a damaged page must stop
+    a command at once, not pass for an empty or short ledger (about 30 ms for 100,000 rows)."""
+    found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    if found != ["ok"]:
+        first = found[0].splitlines()[-1] if found and found[0] else "no answer"
+        raise StorageError(f"the ledger is damaged (SQLite quick_check: {first}); move it aside and restore "
+                           "a backup: nothing was sent or changed")
+
+
+def _disk_full(path: str) -> bool:
+    """Whether the file system holding the ledger at `path` has no space left."""
+    try:
+        return path != ":memory:" and shutil.disk_usage(Path(path).parent).free == 0
+    except OSError:
+        return False
+
+
+def _problem(exc: sqlite3.Error, lock_timeout_seconds: float, path: str) -> str:
+    """Say in one line what an SQLite error means for the person running the command. SQLite calls
+    some writes that fail for want of space (its shared-memory index) an I/O error: the free space
+    tells them apart."""
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if code.startswith("SQLITE_IOERR") and _disk_full(path):
+        code = "SQLITE_FULL"
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return (f"the ledger is locked by another process (waited {lock_timeout_seconds:g} s, "
+                "ledger.lock_timeout_seconds)")
+    if code.startswith("SQLITE_FULL"):
+        return "the disk holding the ledger is full; free some space and run again (nothing was half-written)"
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return f"the ledger is damaged ({exc}); move it aside and restore a backup"
+    if code.startswith("SQLITE_READONLY"):
+        return f"the ledger cannot be written ({exc}): give this user write access to the file and its folder"
+    if code.startswith("SQLITE_CANTOPEN"):
+        return f"cannot open the ledger ({exc}): check the file and that its folder can be written"
+    if code.startswith("SQLITE_IOERR"):
+        return f"input/output error on the ledger ({exc})"
+    return f"ledger error: {exc}"
+
+
+def _open_read_only(source: Path, lock_timeout_seconds: float) -> sqlite3.Connection:
+    """Open the ledger at `source` read-only. On a read-only file system SQLite cannot make the WAL
+    index it needs: then, when no WAL file is left over, nothing can be writing and it is read as
+    immutable."""
+    uri = source.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=lock_timeout_seconds)
+    try:
+        db.execute("PRAGMA schema_version").fetchone()
+        return db
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if not (exc.sqlite_errorname or "").startswith("SQLITE_CANTOPEN") \
+                or Path(f"{source}-wal").exists():
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True)
 
 
 class Ledger:
-    """The SQLite ledger at `path` (":memory:" for one that vanishes, as a dry run wants)."""
+    """The SQLite ledger at `path` (":memory:" for one that vanishes, as a dry run wants).
 
-    def __init__(self, path: str | Path, *, clock=time.time):
+    Opening checks the file (quick_check); every SQLite failure while opening is a `StorageError`,
+    and `storage_errors()` makes those of later calls one too. Another process's write lock is
+    waited for `lock_timeout_seconds` at most (ledger.lock_timeout_seconds)."""
+
+    def __init__(self, path: str | Path, *, clock=time.time, lock_timeout_seconds: float = 10.0):
         self.clock = clock
+        self.lock_timeout_seconds = lock_timeout_seconds
         target = str(path)
         if target != ":memory:":
             target_path = Path(target).expanduser()
             try:
                 target_path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise InputError(f"cannot create the ledger folder: {exc}", path=str(target_path)) from exc
+                raise StorageError(f"cannot create the ledger folder (ledger.path): {exc.strerror or exc}",
+                                   path=str(target_path)) from exc
             target = str(target_path)
             _create_private(target_path)
+        self.path = target
         try:
             # Blocking channel calls run in worker threads and reach the ledger from there (the WeChat
             # token store); SQLite's serialized mode makes one shared connection safe for that.
-            self.db = sqlite3.connect(target, isolation_level=None, timeout=30.0, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
+            self.db = sqlite3.connect(target, isolation_level=None, timeout=lock_timeout_seconds,
+                                      check_same_thread=False)
         except sqlite3.Error as exc:
-            raise InputError(f"cannot open the ledger (ledger.path): {exc}", path=target) from exc
+            raise StorageError(_problem(exc, lock_timeout_seconds, target), path=target) from exc
+        with self.storage_errors():
+            try:
+                if target != ":memory:":
+                    _check_integrity(self.db)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA)
+            except BaseException:
+                self.db.close()
+                raise
 
     @classmethod
-    def snapshot(cls, path: str | Path) -> "Ledger":
+    def snapshot(cls, path: str | Path, *, lock_timeout_seconds: float = 10.0) -> "Ledger":
         """Return an in-memory copy of the ledger at `path` (empty if there is none): a dry run
-        sees what a real run would see, and whatever it writes is gone when it ends."""
-        copy = cls(":memory:")
+        sees what a real run would see, and whatever it writes is gone when it ends. The file is
+        only read, so a read-only ledger (file or folder) serves as well."""
+        copy = cls(":memory:", lock_timeout_seconds=lock_timeout_seconds)
         source = Path(path).expanduser()
-        if source.exists():
-            original = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        if not source.exists():
+            return copy
+        copy.path = str(source)
+        with copy.storage_errors():
+            original = _open_read_only(source, lock_timeout_seconds)
             try:
+                _check_integrity(original)
                 original.backup(copy.db)
             finally:
                 original.close()
+            copy.db.executescript(_SCHEMA)     # an empty file, or one from before a table was added
         return copy
 
+    @contextlib.contextmanager
+    def storage_errors(self) -> Iterator[None]:
+        """Turn an SQLite failure inside the block into a `StorageError` that says what it means
+        (locked, disk full, damaged, read-only) in one line, naming the ledger file."""
+        try:
+            yield
+        except StorageError as exc:
+            if exc.path is None:
+                raise StorageError(str(exc), path=self.path) from exc
+            raise
+        except sqlite3.Error as exc:
+            problem = _problem(exc, self.lock_timeout_seconds, self.path)
+            if (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) \
+                    and self.path != ":memory:":
+                problem += self._lock_holders()
+            raise StorageError(problem, path=self.path) from exc
+
+    def _lock_holders(self) -> str:
+        """Say what may be holding the write lock, when the ledger knows: a scheduled job a runner is
+        running, a run that holds a lease (the WeChat steps of an issue). Reading needs no lock in
+        WAL mode; a connection of its own serves when this one is already closed."""
+        now, found = self.clock(), []
+        with contextlib.closing(sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=0.1)) as db:
+            for query, describe in (
+                    ("SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_until > ?",
+                     lambda job, owner: f"scheduled job {job} is running (runner {owner})"),
+                    ("SELECT name, holder FROM leases WHERE expires_at > ?",
+                     lambda name, holder: f"lease {name} is held by {holder}")):
+                try:
+                    found += [describe(*row) for row in db.execute(query, (now,))]
+                except sqlite3.Error:
+                    continue                # no such table yet, or not readable either
+        return f"; held now: {', '.join(found)}" if found else "; nothing in the ledger says by what"
+
     def close(self) -> None:
-        self.commit()
-        self.db.close()
+        """Commit what is pending and close; the connection is closed even when the commit fails."""
+        try:
+            self.commit()
+        finally:
+            self.db.close()
 
     def begin(self) -> None:
         """Open a transaction unless one is open: later writes wait for `commit` to become durable.
@@ -173,31 +316,52 @@ class Ledger:
     # --- deliveries ------------------------------------------------------------------------
 
     def plan(self, issue_key: str, channel: str, content_hash: str,
-             recipients: Iterable[tuple[str, str | None]]) -> None:
-        """Add a pending row for each (address, name) not yet known for this issue and channel,
-        and give each new address its opaque subscriber id, in batched transactions."""
-        now = self.clock()
-        batch: list[tuple] = []
-        for address, name in recipients:
-            batch.append((issue_key, channel, address, name, content_hash, now, now))
-            if len(batch) >= _PLAN_BATCH:
-                self._insert(batch)
-                batch = []
-        self._insert(batch)
+             recipients: Iterable[tuple[str, str | None]]) -> PlanResult:
+        """Make the issue's plan for `channel` match `recipients` (every address of the subscriber
+        file, as (address, name)), in one transaction: whole, or not at all if reading them fails.
+        A pending row is added for each address not yet known and not suppressed, with its opaque
+        subscriber id; the pending rows of addresses no longer among them are dropped (never mailed);
+        rows already sending, sent or failed are history and stay. The addresses are kept for this
+        connection, so `rows(..., only_planned=True)` leaves out those that left the file."""
+        now, added = self.clock(), 0
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS planned (channel TEXT NOT NULL, address TEXT NOT NULL,"
+                        " PRIMARY KEY (channel, address)) WITHOUT ROWID")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DELETE FROM temp.planned WHERE channel = ?", (channel,))
+            resumed = self.db.execute("SELECT 1 FROM deliveries WHERE issue_key = ? AND channel = ? LIMIT 1",
+                                      (issue_key, channel)).fetchone() is not None
+            for batch in _batches(recipients, _PLAN_BATCH):
+                added += self._insert(issue_key, channel, content_hash, now, batch)
+            removed = self.db.execute(
+                "DELETE FROM deliveries WHERE issue_key = ? AND channel = ? AND status = 'pending' AND NOT EXISTS"
+                " (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(recipient))",
+                (issue_key, channel, channel)).rowcount
+        except BaseException:
+            if self.db.in_transaction:          # SQLite has already rolled back after some errors
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return PlanResult(added, removed, resumed)
 
-    def _insert(self, batch: list[tuple]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR IGNORE INTO deliveries (issue_key, channel, recipient, name, content_hash,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
-            self.db.executemany("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, ?)",
-                                [(secrets.token_urlsafe(12), row[2].lower()) for row in batch])
+    def _insert(self, issue_key: str, channel: str, content_hash: str, now: float,
+                batch: list[tuple[str, str | None]]) -> int:
+        """Note a batch of the file's addresses and add the rows that are new; return how many."""
+        self.db.executemany("INSERT OR IGNORE INTO temp.planned VALUES (?, lower(?))",
+                            [(channel, address) for address, _ in batch])
+        added = self.db.executemany(
+            "INSERT OR IGNORE INTO deliveries (issue_key, channel, recipient, name, content_hash, created_at,"
+            " updated_at) SELECT ?, ?, ?, ?, ?, ?, ? WHERE lower(?) NOT IN (SELECT address FROM suppressions)",
+            [(issue_key, channel, address, name, content_hash, now, now, address) for address, name in batch]).rowcount
+        self.db.executemany("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, lower(?))",
+                            [(secrets.token_urlsafe(12), address) for address, _ in batch])
+        return added
 
     def rows(self, issue_key: str, channel: str, statuses: Iterable[str], *,
-             skip_suppressed: bool = True) -> Iterator[DeliveryRow]:
+             skip_suppressed: bool = True, only_planned: bool = False) -> Iterator[DeliveryRow]:
         """Yield the rows of this issue and channel whose status is one of `statuses` (leaving out
-        suppressed addresses unless asked); a page at a time in recipient order, so rows may be
+        suppressed addresses unless asked, and with `only_planned` those not in the subscriber file
+        that this connection's last `plan` read); a page at a time in recipient order, so rows may be
         updated while this runs and none is seen twice."""
         wanted = tuple(statuses)
         marks = ",".join("?" * len(wanted))
@@ -209,21 +373,23 @@ class Ledger:
                 " ON s.address = lower(d.recipient) WHERE d.issue_key = ? AND d.channel = ?"
                 f" AND d.status IN ({marks}) AND d.recipient > ?"
                 f" AND (? OR lower(d.recipient) NOT IN (SELECT address FROM suppressions))"
-                " ORDER BY d.recipient LIMIT 500",
-                (issue_key, channel, *wanted, last, not skip_suppressed)).fetchall()
+                f"{_IN_PLAN if only_planned else ''} ORDER BY d.recipient LIMIT 500",
+                (issue_key, channel, *wanted, last, not skip_suppressed,
+                 *((channel,) if only_planned else ()))).fetchall()
             if not page:
                 return
             for row in page:
                 yield DeliveryRow(*row)
             last = page[-1][0]
 
-    def count(self, issue_key: str, channel: str, statuses: Iterable[str]) -> int:
+    def count(self, issue_key: str, channel: str, statuses: Iterable[str], *, only_planned: bool = False) -> int:
         """Count the rows that `rows()` would yield."""
         wanted = tuple(statuses)
         return self.db.execute(
-            f"SELECT COUNT(*) FROM deliveries WHERE issue_key = ? AND channel = ? AND status IN"
-            f" ({','.join('?' * len(wanted))}) AND lower(recipient) NOT IN (SELECT address FROM suppressions)",
-            (issue_key, channel, *wanted)).fetchone()[0]
+            f"SELECT COUNT(*) FROM deliveries d WHERE issue_key = ? AND channel = ? AND status IN"
+            f" ({','.join('?' * len(wanted))}) AND lower(recipient) NOT IN (SELECT address FROM suppressions)"
+            f"{_IN_PLAN if only_planned else ''}",
+            (issue_key, channel, *wanted, *((channel,) if only_planned else ()))).fetchone()[0]
 
     def sent_since(self, since: float) -> int:
         """Count messages handed to the relay (or being handed over) since `since`, for its caps."""
@@ -242,14 +408,16 @@ class Ledger:
             (message_id, self.clock(), issue_key, channel, recipient, *wanted)).rowcount == 1
 
     def mark(self, issue_key: str, channel: str, recipient: str, status: str, *,
-             reply: str | None = None, error: str | None = None) -> None:
-        """Set the row's status with what the other side said (`sent`, `failed`, or back to `pending`)."""
+             reply: str | None = None, error: str | None = None, uncount: bool = False) -> None:
+        """Set the row's status with what the other side said (`sent`, `failed`, or back to `pending`).
+        `uncount` takes back the attempt that `mark_sending` counted, when the refusal was about the
+        sender or the session and nothing was tried for this recipient."""
         if status not in STATUSES:
             raise ValueError(status)
         self.db.execute(
-            "UPDATE deliveries SET status = ?, reply = COALESCE(?, reply), last_error = ?, updated_at = ?"
-            " WHERE issue_key = ? AND channel = ? AND recipient = ?",
-            (status, reply, error, self.clock(), issue_key, channel, recipient))
+            "UPDATE deliveries SET status = ?, reply = COALESCE(?, reply), last_error = ?,"
+            " attempts = MAX(attempts - ?, 0), updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?",
+            (status, reply, error, int(uncount), self.clock(), issue_key, channel, recipient))
 
     def counts(self, issue_key: str) -> dict[str, dict[str, int]]:
         """Return {channel: {status: count}} for the issue."""
@@ -298,6 +466,46 @@ class Ledger:
 
     def uncache(self, kind: str, key: str) -> None:
         self.db.execute("DELETE FROM cache WHERE kind = ? AND key = ?", (kind, key))
+
+    # --- leases ------------------------------------------------------------------------------
+    # A lease gives one process a name (such as "wechat:<issue key>") until it expires: the holder
+    # renews it while it works, and once it lapses (the holder died) anyone may take it.
+
+    def take_lease(self, name: str, holder: str, seconds: float) -> Lease:
+        """Take the lease on `name` for `holder` until now + `seconds`, unless another holder's lease
+        on it still runs; return the lease as it stands (taken when its holder is `holder`). The
+        look and the take happen under one write lock (BEGIN IMMEDIATE), so two processes asking at
+        the same moment never both get it."""
+        self.begin()
+        try:
+            now = self.clock()
+            self.db.execute(
+                "INSERT INTO leases (name, holder, expires_at, taken_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
+                " taken_at = excluded.taken_at WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
+                (name, holder, now + seconds, now, now))
+            row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.commit()
+        return Lease(*row)
+
+    def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Extend `holder`'s lease on `name` to now + `seconds`; False when another holder has it."""
+        return self.db.execute("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
+                               (self.clock() + seconds, name, holder)).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up `holder`'s lease on `name` (nothing happens when another holder has it)."""
+        self.db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def lease(self, name: str) -> Lease | None:
+        """Return the lease that holds `name` now, or None when none does."""
+        row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ? AND expires_at > ?",
+                              (name, self.clock())).fetchone()
+        return Lease(*row) if row else None
+
     # --- issue identity ----------------------------------------------------------------------
     # Which issue a key stands for: its date and title (and file) when it was first planned or
     # published, so another file that comes to the same key is refused (distributor/identity.py).
@@ -355,42 +563,3 @@ class Ledger:
             raise
         self.commit()
         return moved
-
-    # --- leases ------------------------------------------------------------------------------
-    # A lease gives one process a name (such as "wechat:<issue key>") until it expires: the holder
-    # renews it while it works, and once it lapses (the holder died) anyone may take it.
-
-    def take_lease(self, name: str, holder: str, seconds: float) -> Lease:
-        """Take the lease on `name` for `holder` until now + `seconds`, unless another holder's lease
-        on it still runs; return the lease as it stands (taken when its holder is `holder`). The
-        look and the take happen under one write lock (BEGIN IMMEDIATE), so two processes asking at
-        the same moment never both get it."""
-        self.begin()
-        try:
-            now = self.clock()
-            self.db.execute(
-                "INSERT INTO leases (name, holder, expires_at, taken_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
-                " taken_at = excluded.taken_at WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
-                (name, holder, now + seconds, now, now))
-            row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.commit()
-        return Lease(*row)
-
-    def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
-        """Extend `holder`'s lease on `name` to now + `seconds`; False when another holder has it."""
-        return self.db.execute("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
-                               (self.clock() + seconds, name, holder)).rowcount == 1
-
-    def release_lease(self, name: str, holder: str) -> None:
-        """Give up `holder`'s lease on `name` (nothing happens when another holder has it)."""
-        self.db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
-
-    def lease(self, name: str) -> Lease | None:
-        """Return the lease that holds `name` now, or None when none does."""
-        row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ? AND expires_at > ?",
-                              (name, self.clock())).fetchone()
-        return Lease(*row) if row else None

@@ -18,9 +18,9 @@ import threading
 from dataclasses import dataclass
 
 from channels.email_message import Recipient
-from channels.mail import MailChannel
+from channels.mail import MailChannel, PreparedMessage
 
-from .errors import (ChannelStoppedError, PermanentDeliveryError, TransientDeliveryError,
+from .errors import (ChannelStoppedError, PermanentDeliveryError, SenderThrottledError, TransientDeliveryError,
                      UncertainDeliveryError)
 from .ledger import DeliveryRow, Ledger
 from .progress import Progress
@@ -43,7 +43,7 @@ class MailRun:
 
     def __init__(self, channel: MailChannel, ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
                  limiter: RateLimiter, progress: Progress, concurrency: int,
-                 interrupt: threading.Event | None = None):
+                 interrupt: threading.Event | None = None, only_planned: bool = False):
         self.channel = channel
         self.ledger = ledger
         self.issue_key = issue_key
@@ -56,6 +56,8 @@ class MailRun:
         self.pending_commit: asyncio.Future[None] | None = None
         # Set from a signal handler: messages being handed over finish, no new one starts.
         self.interrupt = interrupt or threading.Event()
+        # Only the addresses of the subscriber file as the plan read it (`Ledger.plan`), resent rows too.
+        self.only_planned = only_planned
 
     async def run(self, statuses: tuple[str, ...]) -> ChannelOutcome:
         """Deliver the rows and return the counts of this run."""
@@ -63,7 +65,7 @@ class MailRun:
         queue: asyncio.Queue[DeliveryRow | None] = asyncio.Queue(maxsize=self.concurrency * 4)
 
         async def produce() -> None:
-            for row in self.ledger.rows(self.issue_key, self.channel.name, statuses):
+            for row in self.ledger.rows(self.issue_key, self.channel.name, statuses, only_planned=self.only_planned):
                 if self.interrupt.is_set() and not self.stopped:
                     self.stopped = ChannelStoppedError("interrupted; publish again to send the rest")
                 if self.stopped:
@@ -116,35 +118,81 @@ class MailRun:
             self.stopped = exc
             return
         message = self.channel.prepare(Recipient(address, row.name, row.subscriber_id))
-        self.ledger.begin()
-        if not self.ledger.mark_sending(self.issue_key, name, address, message.message_id, self.statuses):
-            return                      # another run has moved this row on since it was read
-        await self.committed()
+        attempts = _Attempts(self, message, row.attempts)
         try:
-            reply = await self.policy.run(lambda: self.channel.deliver(message),
-                                          on_retry=lambda *_: self.progress.retried(name))
+            reply = await self.policy.run(attempts.make, on_retry=lambda *_: self.progress.retried(name))
+        except _NotOurs:
+            return                      # another run has moved this row on since it was read
         except PermanentDeliveryError as exc:
             self.record(address, "failed", reply=exc.reply, error=str(exc))
             if exc.suppress:
                 self.ledger.suppress(address, reason=exc.reply or str(exc), source="bounce")
             self.progress.failed(name)
+        except SenderThrottledError as exc:
+            # The relay never took the sender again within the retry deadline: the row is back to
+            # pending (as after every refused attempt) and the channel stops, for a later run.
+            self.stopped = ChannelStoppedError(
+                f"the relay kept refusing the sender for {self.policy.deadline_seconds:g} s (retry.deadline_seconds):"
+                f" {exc.reply or exc}", reply=exc.reply)
         except TransientDeliveryError as exc:
-            self.record(address, "failed", reply=exc.reply,
-                        error=f"gave up after {self.policy.attempts} attempts: {exc}")
+            self.record(address, "failed", reply=exc.reply, error=f"gave up after {attempts.made} attempts: {exc}")
             self.progress.failed(name)
         except UncertainDeliveryError as exc:
             self.record(address, "sending", reply=exc.reply, error=str(exc))
             self.progress.uncertain(name)
         except ChannelStoppedError as exc:
             # Refused before the message was handed over: the row goes back as it was.
-            self.record(address, "pending", reply=None, error=None)
+            self.record(address, "pending", reply=None, error=None, uncount=True)
             self.stopped = exc
         else:
             self.record(address, "sent", reply=reply, error=None)
+            self.limiter.succeeded()
             self.progress.sent(name)
 
-    def record(self, address: str, status: str, *, reply: str | None, error: str | None) -> None:
-        """Write an outcome; it is committed at the end of this round, with whatever else came."""
+    def record(self, address: str, status: str, *, reply: str | None, error: str | None,
+               uncount: bool = False) -> None:
+        """Write an outcome; it is committed at the end of this round, with whatever else came.
+        `uncount` takes back the attempt the claim counted (nothing was tried for this recipient)."""
         self.ledger.begin()
-        self.ledger.mark(self.issue_key, self.channel.name, address, status, reply=reply, error=error)
+        self.ledger.mark(self.issue_key, self.channel.name, address, status, reply=reply, error=error,
+                         uncount=uncount)
         self.commit_soon()
+
+
+class _NotOurs(Exception):
+    """The row was no longer in a state this run sends when it came to claim it."""
+
+
+class _Attempts:
+    """The attempts at one row: each claims the row (`sending`, counted in the ledger) just before
+    its hand-over, and a refused one puts the row back to `pending` with the reply before the
+    backoff, so a process that dies while waiting leaves it to be sent, not uncertain."""
+
+    def __init__(self, run: MailRun, message: PreparedMessage, earlier: int):
+        self.run = run
+        self.message = message
+        self.made = earlier             # attempts recorded in the ledger for this row, this one's included
+        self.claim_from = run.statuses  # a retry claims the row back from `pending` only
+
+    async def make(self) -> str:
+        run, address = self.run, self.message.recipient
+        if self.claim_from is not run.statuses:
+            if run.stopped or run.interrupt.is_set():
+                raise _NotOurs          # the row waits as `pending` for a later run
+            await run.limiter.acquire(counted=False)
+        run.ledger.begin()
+        if not run.ledger.mark_sending(run.issue_key, run.channel.name, address, self.message.message_id,
+                                       self.claim_from):
+            raise _NotOurs
+        self.made += 1
+        self.claim_from = ("pending",)
+        await run.committed()
+        try:
+            return await run.channel.deliver(self.message)
+        except TransientDeliveryError as exc:
+            throttled = isinstance(exc, SenderThrottledError)
+            if throttled:
+                self.made -= 1
+                run.limiter.throttled(run.policy.delay_seconds(run.limiter.throttles + 1, exc.retry_after_seconds))
+            run.record(address, "pending", reply=exc.reply, error=str(exc), uncount=throttled)
+            raise

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from channels.email_message import MessageParts, MessageTemplate, Recipient
 
+from .errors import StorageError
 from .models import EmailRendition, TextRendition, WechatRendition
 from .pipeline import Renditions
 from .settings import Settings
@@ -54,21 +55,26 @@ def preview_files(renditions: Renditions, settings: Settings) -> dict[str, bytes
 
 
 def write_files(files: dict[str, bytes], folder: Path) -> None:
-    """Write every file or none: each goes to a temporary name first and is renamed into place."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write every file or none: each goes to a temporary name in `folder` first, flushed to disk,
+    and all are renamed into place only once every one was written whole. A folder that cannot
+    be made or written (a full disk, a read-only one) is a `StorageError` and leaves nothing."""
     staged: list[tuple[str, Path]] = []
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
             staged.append((temporary, folder / name))
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
-    except OSError:
+                stream.flush()
+                os.fsync(stream.fileno())
+        for temporary, final in staged:
+            os.replace(temporary, final)
+    except OSError as exc:
         for temporary, _ in staged:
             Path(temporary).unlink(missing_ok=True)
-        raise
-    for temporary, final in staged:
-        os.replace(temporary, final)
+        raise StorageError(f"cannot write {', '.join(files)}: {exc.strerror or exc}; nothing was written",
+                           path=str(folder)) from exc
 
 
 def summarise(renditions: Renditions) -> list[ChannelSummary]:

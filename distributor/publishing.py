@@ -21,14 +21,15 @@ from channels.console_sink import ConsoleSink
 from channels.smtp_transport import SmtpPool
 from channels.wechat import content_as_sent, limit_violations
 
+from . import run_report
 from .checks import smtp_config
 from .delivery import MailPlan, deliver, message_templates, send_test_copy, unsubscribe_links
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError
+from .errors import EXIT_OK, InputError
 from .identity import check_identity
 from .ledger import Ledger
 from .models import UNSUBSCRIBE_PLACEHOLDER
-from .orchestrator import ChannelOutcome
 from .pipeline import CHANNELS, Renditions, render_issue
+from .preview import write_files
 from .settings import Settings
 from .subscribers import BadRow, read_subscribers
 
@@ -77,26 +78,36 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
     transport = _transport(settings, options.dry_run, out) if mails else None
     if options.to:
         return asyncio.run(send_test_copy(options.to, renditions, settings, transport, secret, out))
-    ledger = Ledger.snapshot(settings.ledger.path) if options.dry_run else Ledger(settings.ledger.path)
+    mail = [name for name in channels if name in MAIL_CHANNELS and _subscriber_file(settings, name)]
+    for name in mail:                   # every file read to its end before the ledger is touched
+        _warn_bad_rows(check_subscribers(_subscriber_file(settings, name)), err)
+    timeout = settings.ledger.lock_timeout_seconds
+    ledger = Ledger.snapshot(settings.ledger.path, lock_timeout_seconds=timeout) if options.dry_run \
+        else Ledger(settings.ledger.path, lock_timeout_seconds=timeout)
     wechat = renditions.wechat if "wechat" in channels and not options.dry_run else None
-    try:
-        check_identity(ledger, renditions.issue, err)     # another issue under this key: refused here
-        _write_text_file(renditions, settings, options.dry_run, out)
-        mail = [name for name in channels if name in MAIL_CHANNELS and _subscriber_file(settings, name)]
-        for name in mail:
-            _plan(ledger, renditions, name, _subscriber_file(settings, name), err)
-        totals = {name: ledger.count(renditions.issue.key, name, options.statuses()) for name in mail}
-        _describe(renditions, settings, channels, totals, out)
-        if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
-            print("nothing sent", file=out)
-            return EXIT_OK
-        mail = MailPlan(totals, options.statuses(), transport, secret,
-                        live_progress=err.isatty() and not options.dry_run)
-        outcomes = asyncio.run(deliver(renditions, wechat, mail, settings, ledger, err,
-                                       to_wechat=options.to_wechat, interrupt=interrupt))
-        return _report(outcomes, out, "handed to the dry-run sink" if options.dry_run else "sent")
-    finally:
-        ledger.close()
+    with ledger.storage_errors():
+        try:
+            check_identity(ledger, renditions.issue, err)     # another issue under this key: refused here
+            _write_text_file(renditions, settings, options.dry_run, out)
+            for name in mail:
+                _plan(ledger, renditions, name, _subscriber_file(settings, name), err)
+            key = renditions.issue.key
+            totals = {name: ledger.count(key, name, options.statuses(), only_planned=True) for name in mail}
+            _describe(renditions, settings, channels, totals, out)
+            if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
+                print("nothing sent", file=out)
+                return EXIT_OK
+            plan = MailPlan(totals, options.statuses(), transport, secret,
+                            live_progress=err.isatty() and not options.dry_run)
+            outcomes = asyncio.run(deliver(renditions, wechat, plan, settings, ledger, err,
+                                           to_wechat=options.to_wechat, interrupt=interrupt))
+            lines, status = run_report.summary(outcomes, run_report.standing(ledger, key, mail), mail,
+                                               "handed to the dry-run sink" if options.dry_run else "sent",
+                                               f"distributor status {options.issue}")
+            print("\n".join(lines), file=out)
+            return status
+        finally:
+            ledger.close()
 
 
 def configuration_problems(settings: Settings, channels: tuple[str, ...], *, test_copy: bool = False) -> list[str]:
@@ -145,27 +156,54 @@ def _transport(settings: Settings, dry_run: bool, out: TextIO) -> MailTransport:
     return SmtpPool(smtp_config(settings))
 
 
-def _plan(ledger: Ledger, renditions: Renditions, channel: str, path: str, err: TextIO) -> None:
-    """Stream the subscriber file into pending ledger rows; report bad rows, skip suppressed ones."""
-    bad: list[BadRow] = []
+@dataclass(frozen=True)
+class SubscriberCheck:
+    """A subscriber file read to its end: its bad rows (the first few kept), how many in all."""
 
-    def good_rows():
-        for row in read_subscribers(path):
-            if isinstance(row, BadRow):
-                bad.append(row)
-            elif not ledger.is_suppressed(row.address):
-                yield row.address, row.name
+    bad_rows: tuple[BadRow, ...]
+    bad_total: int
 
-    issue = renditions.issue
-    ledger.plan(issue.key, channel, issue.content_hash, good_rows())
-    for row in bad[:_BAD_ROWS_SHOWN]:
+
+def check_subscribers(path: str) -> SubscriberCheck:
+    """Read the whole subscriber file once, as the plan will, keeping nothing but the first bad rows:
+    a file refused at its last line (not UTF-8, a NUL byte, an unterminated quote) raises
+    `InputError` before a single row is planned or a message sent."""
+    shown: list[BadRow] = []
+    total = 0
+    for row in read_subscribers(path):
+        if isinstance(row, BadRow):
+            total += 1
+            if len(shown) < _BAD_ROWS_SHOWN:
+                shown.append(row)
+    return SubscriberCheck(tuple(shown), total)
+
+
+def _warn_bad_rows(check: SubscriberCheck, err: TextIO) -> None:
+    for row in check.bad_rows:
         print(f"distributor: warning: skipped {row}", file=err)
-    if len(bad) > _BAD_ROWS_SHOWN:
-        print(f"distributor: warning: skipped {len(bad) - _BAD_ROWS_SHOWN} more bad rows", file=err)
+    if check.bad_total > len(check.bad_rows):
+        print(f"distributor: warning: skipped {check.bad_total - len(check.bad_rows)} more bad rows", file=err)
+
+
+def _plan(ledger: Ledger, renditions: Renditions, channel: str, path: str, err: TextIO) -> None:
+    """Make the channel's plan match the subscriber file as it is now (read a second time, streamed,
+    in one transaction): new addresses are added, the pending rows of removed ones dropped."""
+    issue = renditions.issue
+    result = ledger.plan(issue.key, channel, issue.content_hash,
+                         ((row.address, row.name) for row in read_subscribers(path) if not isinstance(row, BadRow)))
+    if result.removed:
+        print(f"distributor: {channel}: not mailing {_recipients(result.removed)} no longer in {path} "
+              "(planned by an earlier run)", file=err)
+    if result.resumed and result.added:
+        print(f"distributor: {channel}: {_recipients(result.added)} new in {path} added to the plan", file=err)
     earlier = ledger.content_hashes(issue.key, channel) - {issue.content_hash}
     if earlier:
         print(f"distributor: warning: {channel}: the issue file changed since earlier recipients got it",
               file=err)
+
+
+def _recipients(count: int) -> str:
+    return f"{count} recipient{'s' * (count != 1)}"
 
 
 def _describe(renditions: Renditions, settings: Settings, channels: tuple[str, ...],
@@ -201,24 +239,8 @@ def _write_text_file(renditions: Renditions, settings: Settings, dry_run: bool, 
     if dry_run:
         print(f"  text: would write {target}", file=out)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
     # The file is for readers of an archive, not for a subscriber: no unsubscribe line.
     lines = renditions.text.text.splitlines(keepends=True)
-    target.write_text("".join(line for line in lines if UNSUBSCRIBE_PLACEHOLDER not in line), encoding="utf-8")
+    text = "".join(line for line in lines if UNSUBSCRIBE_PLACEHOLDER not in line)
+    write_files({target.name: text.encode("utf-8")}, target.parent)     # whole, or not at all
     print(f"  text: wrote {target}", file=out)
-
-
-def _report(outcomes: list[ChannelOutcome], out: TextIO, sent_label: str) -> int:
-    status = EXIT_OK
-    for outcome in outcomes:
-        if outcome.detail:
-            print(f"  {outcome.channel}: {outcome.detail}", file=out)
-        else:
-            print(f"  {outcome.channel}: {outcome.sent} {sent_label}, {outcome.failed} failed, "
-                  f"{outcome.uncertain} uncertain", file=out)
-        if outcome.stopped:
-            print(f"  {outcome.channel}: stopped: {outcome.stopped}; publish again to resume", file=out)
-            status = EXIT_STOPPED
-        elif (outcome.failed or outcome.uncertain) and status == EXIT_OK:
-            status = EXIT_FAILED
-    return status

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TypeVar
 
-from .errors import TransientDeliveryError
+from .errors import SenderThrottledError, TransientDeliveryError
 from .settings import RetrySettings
 
 T = TypeVar("T")
@@ -38,16 +38,26 @@ class RetryPolicy:
                   on_retry: Callable[[int, TransientDeliveryError], None] | None = None,
                   clock: Callable[[], float] = time.monotonic) -> T:
         """Call `attempt` until it returns, retrying only `TransientDeliveryError`; re-raise the
-        last one when the attempts or the deadline run out. Other errors pass straight through."""
+        last one when the attempts or the deadline run out. A `SenderThrottledError` is about the
+        sender, not this delivery: it does not count against the attempts and backs off on its own
+        count, but the deadline bounds it too. Other errors pass straight through. `on_retry` gets
+        the number of counted attempts so far and the error, before each wait."""
         deadline = clock() + self.deadline_seconds
-        for number in range(1, self.attempts + 1):
+        counted = throttled = 0
+        while True:
             try:
                 return await attempt()
             except TransientDeliveryError as exc:
-                wait = self.delay_seconds(number, exc.retry_after_seconds)
-                if number == self.attempts or clock() + wait > deadline:
+                if isinstance(exc, SenderThrottledError):
+                    throttled += 1
+                    wait = self.delay_seconds(throttled, exc.retry_after_seconds)
+                else:
+                    counted += 1
+                    wait = self.delay_seconds(counted, exc.retry_after_seconds)
+                    if counted >= self.attempts:
+                        raise
+                if clock() + wait > deadline:
                     raise
                 if on_retry is not None:
-                    on_retry(number, exc)
+                    on_retry(counted, exc)
                 await asyncio.sleep(wait)
-        raise AssertionError("unreachable: the loop returns or raises")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import time
 
 import pytest
 
-from distributor.errors import (ChannelStoppedError, PermanentDeliveryError, TransientDeliveryError,
-                                UncertainDeliveryError)
+from distributor.errors import (ChannelStoppedError, PermanentDeliveryError, SenderThrottledError,
+                                TransientDeliveryError, UncertainDeliveryError)
 from distributor.ratelimit import RateLimiter
 from distributor.retry import RetryPolicy
 
@@ -40,6 +41,8 @@ def attempts_that(*outcomes):
     ([UncertainDeliveryError("timeout after .")], UncertainDeliveryError, 1),
     ([ChannelStoppedError("535")], ChannelStoppedError, 1),
     ([TransientDeliveryError("451")] * 4, TransientDeliveryError, 4),
+    # A throttled sender is not the recipient's fault: it does not use up the recipient's attempts.
+    ([SenderThrottledError("450 4.7.1")] * 6 + [TransientDeliveryError("451")] * 3 + ["ok"], "ok", 10),
 ])
 def test_only_transient_errors_are_retried(outcomes, result, calls):
     attempt, log = attempts_that(*outcomes)
@@ -98,3 +101,61 @@ def test_hourly_cap_stops_the_run_and_a_later_run_resumes(tmp_path):
         settings.write_text(settings.read_text().replace("hourly_cap: 3", "hourly_cap: 10"))
         assert run_publish(settings)[0] == 0
         assert sorted(received_by(server)) == addresses and len(server.messages) == 5
+
+
+def test_a_sender_throttled_for_ever_is_bounded_by_the_deadline():
+    policy = RetryPolicy(attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.02, deadline_seconds=0.2)
+    attempt, log = attempts_that(*[SenderThrottledError("450 4.7.1 slow down")] * 1000)
+    started = time.monotonic()
+    with pytest.raises(SenderThrottledError):
+        asyncio.run(policy.run(attempt))
+    assert time.monotonic() - started < 1 and len(log) > 3
+
+
+def test_a_throttle_pauses_every_sender_halves_the_rate_and_recovers_with_successes():
+    limiter = RateLimiter(per_second=10)
+    started = time.monotonic()
+    limiter.throttled(0.2)
+    limiter.throttled(0.2)                  # a second connection hearing the same refusal: no second halving
+    assert limiter.slowdown == pytest.approx(0.2) and limiter.throttles == 1
+
+    async def two_sends() -> None:
+        await limiter.acquire()
+        await limiter.acquire(counted=False)
+
+    asyncio.run(two_sends())
+    assert time.monotonic() - started >= 0.2 + 0.19     # the pause, then the halved rate's spacing
+    limiter.throttled(0.01)                 # refused again before a success: a pause, the rate stays
+    assert limiter.slowdown == pytest.approx(0.2) and limiter.throttles == 2
+    for _ in range(100):
+        limiter.succeeded()
+    assert limiter.slowdown == 0.0 and limiter.throttles == 0
+
+
+@pytest.mark.usefixtures("unsubscribe_secret")
+def test_a_relay_throttling_the_sender_slows_the_run_down_and_everyone_gets_it(tmp_path):
+    addresses = [f"r{i:03d}@example.org" for i in range(200)]
+    throttled = 20                          # the first 20 MAIL FROM commands get 450 4.7.1
+    with FaultySmtpServer(mail_replies=["450 4.7.1 <news@example.org>: sender rate limit exceeded"] * throttled) \
+            as server:
+        settings = configure(tmp_path, server, addresses)
+        status, out, err = run_publish(settings)
+        assert status == 0, out + err
+        assert received_by(server) == {address: 1 for address in addresses}
+    rows = ledger_rows(tmp_path)
+    assert {row[0] for row in rows.values()} == {"sent"}
+    attempts = [row[0] for row in sqlite3.connect(tmp_path / "ledger.sqlite3").execute("SELECT attempts FROM deliveries")]
+    assert sum(attempts) == len(addresses)  # the throttled tries are not the recipients' attempts
+
+
+@pytest.mark.usefixtures("unsubscribe_secret")
+def test_a_relay_that_never_takes_the_sender_again_stops_the_channel_with_rows_pending(tmp_path):
+    addresses = [f"r{i}@example.org" for i in range(6)]
+    with FaultySmtpServer(mail_replies=["450 4.7.1 sender rate limit exceeded"] * 100_000) as server:
+        settings = configure(tmp_path, server, addresses)
+        settings.write_text(settings.read_text().replace("retry:\n", "retry:\n  deadline_seconds: 0.5\n"))
+        status, out, _ = run_publish(settings)
+        assert server.messages == []
+    assert status == 3 and "stopped: the relay kept refusing the sender" in out and "4.7.1" in out
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    assert db.execute("SELECT DISTINCT status, attempts FROM deliveries").fetchall() == [("pending", 0)]

@@ -210,10 +210,11 @@ def test_killed_runner_is_taken_over_after_its_lease_lapses(tmp_path):
         assert status == 1 and "is running and cannot be cancelled (runner " in err
         status, out, _ = run_due(settings, after_lapse)
         counts = received_by(server)
-    assert status == 0 and "job 1: resuming (attempt 2" in out, out
+    assert "job 1: resuming (attempt 2" in out, out
     rows = ledger_rows(tmp_path)
     uncertain = {address for address, row in rows.items() if row[0] == "sending"}
     assert len(uncertain) <= 3                     # at most the messages in flight when it was killed
+    assert status == (1 if uncertain else 0), out  # the rows the kill left uncertain count for the issue
     assert all(counts.get(address) == 1 for address in addresses if address not in uncertain), counts
     assert all(counts.get(address, 0) <= 1 for address in uncertain)
     assert job(tmp_path, 1).state == "done"

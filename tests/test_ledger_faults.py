@@ -1,0 +1,250 @@
+"""Storage faults, for real: a damaged ledger file, one locked by another process, one on a read-only
+file system, and a full disk under the ledger and under every file a command writes. Each gets one
+line on stderr and exit status 3 from the real CLI, and leaves nothing half-written.
+
+The read-only and full-disk cases mount a small tmpfs, so they need root; they skip otherwise."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distributor.jobs import JobStore
+from distributor.ledger import Ledger
+
+from .conftest import EXAMPLE, ROOT
+from .publish_helpers import SECRET, configure, received_by
+from .smtp_server import FaultySmtpServer
+
+ADDRESSES = [f"r{i:04d}@example.org" for i in range(3000)]
+
+
+def one_line_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    """Exit 3 with one `distributor: error:` line on stderr saying each phrase, and no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("distributor: error: "), result.stderr
+    assert all(phrase in lines[0] for phrase in phrases), lines[0]
+
+
+def run(settings: Path, *args: str, stdout=None, timeout: float = 60) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET}
+    return subprocess.run([sys.executable, "-m", "distributor", "--settings", str(settings), *args],
+                          stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout, cwd=ROOT, env=environment)
+
+
+# --- a damaged ledger ---------------------------------------------------------------------------
+
+def full_ledger(path: Path) -> bytes:
+    """Make a real ledger of a few thousand rows, closed (its WAL folded in), and return its bytes."""
+    ledger = Ledger(path)
+    ledger.plan("example-weekly-11-4th-2026", "email", "hash", ((address, "Reader") for address in ADDRESSES))
+    ledger.close()
+    return path.read_bytes()
+
+
+def damage(data: bytes, how: str) -> bytes:
+    if how == "garbage":
+        return bytes((i * 37 + 11) % 256 for i in range(len(data)))
+    if how == "truncated":
+        return data[:len(data) // 2]
+    if how == "header only":
+        return data[:100]
+    # A page in the middle (a b-tree leaf of the deliveries) with part of its cells zeroed: SQLite still
+    # opens the file and counts rows; only a check of the pages finds it.
+    page = 4096 * (len(data) // 4096 // 2)
+    return data[:page + 100] + bytes(300) + data[page + 400:]
+
+
+COMMANDS = {
+    "publish": ("publish", str(EXAMPLE), "--yes"),
+    "dry run": ("publish", str(EXAMPLE), "--dry-run"),
+    "status": ("status", str(EXAMPLE)),
+    "subscribers list": ("subscribers", "list"),
+    "schedule list": ("schedule", "list"),
+}
+
+
+@pytest.fixture(scope="module")
+def ledger_bytes(tmp_path_factory) -> bytes:
+    return full_ledger(tmp_path_factory.mktemp("ledger") / "ledger.sqlite3")
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "header only", "a damaged page"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_damaged_ledger_is_one_line_and_exit_3(tmp_path, ledger_bytes, how, command):
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES[:5])
+        ledger = tmp_path / "ledger.sqlite3"
+        ledger.write_bytes(damage(ledger_bytes, how))
+        if how == "a damaged page":                  # what the test relies on: a plain read does not notice
+            db = sqlite3.connect(ledger)
+            assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == len(ADDRESSES)
+            assert db.execute("PRAGMA quick_check").fetchone()[0] != "ok"
+            db.close()
+        result = run(settings, *COMMANDS[command])
+        assert server.messages == []
+    one_line_error(result, "ledger", "damaged")
+
+
+def test_a_dry_run_on_an_empty_ledger_file_sees_a_new_ledger(tmp_path):
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES[:5])
+        (tmp_path / "ledger.sqlite3").write_bytes(b"")     # SQLite's own reading: a database with no tables
+        result = run(settings, *COMMANDS["dry run"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "email: 5 handed to the dry-run sink" in result.stdout
+
+
+# --- a ledger locked by another process ---------------------------------------------------------
+
+def test_a_locked_ledger_is_waited_for_a_bounded_time_then_named_with_its_holder(tmp_path):
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES[:5])
+        settings.write_text(settings.read_text().replace("ledger:\n", "ledger:\n  lock_timeout_seconds: 0.5\n"))
+        ledger = Ledger(tmp_path / "ledger.sqlite3")
+        jobs = JobStore.of(ledger)
+        jobs.add(str(EXAMPLE), ("email",), time.time() - 1, "UTC")
+        assert jobs.claim("runner-on-another-host", time.time(), 600) is not None
+        ledger.close()
+        holder = sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            started = time.monotonic()
+            result = run(settings, "publish", str(EXAMPLE), "--yes", timeout=30)
+            waited = time.monotonic() - started
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert server.messages == []
+    one_line_error(result, "locked by another process", "ledger.lock_timeout_seconds",
+                   "scheduled job 1 is running (runner runner-on-another-host)")
+    assert waited < 20                          # bounded by the setting, not the former 30 s
+
+
+# --- read-only and full file systems (root: a tmpfs of our own) --------------------------------
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str = "64k"):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system of `folder` to the last byte (unbuffered writes, each as large as fits)."""
+    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while os.write(descriptor, b"\0" * size):
+                    pass
+    finally:
+        os.close(descriptor)
+
+
+def with_ledger_in(settings: Path, folder: Path) -> None:
+    text = settings.read_text()
+    start = text.index("  path: ") + len("  path: ")
+    settings.write_text(text[:start] + str(folder / "ledger.sqlite3") + text[text.index("\n", start):])
+
+
+def test_a_dry_run_on_a_read_only_ledger_works_and_a_publish_says_so_in_one_line(tmp_path):
+    with tmpfs(tmp_path / "ro", size="4m") as folder, FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES[:3])
+        with_ledger_in(settings, folder)
+        assert run(settings, "publish", str(EXAMPLE), "--yes").returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        (tmp_path / "subscribers.csv").write_text("email\nnew@example.org\n" + "".join(f"{a}\n" for a in ADDRESSES[:3]))
+        dry = run(settings, "publish", str(EXAMPLE), "--dry-run")
+        real = run(settings, "publish", str(EXAMPLE), "--yes")
+        assert len(server.messages) == 3
+    assert dry.returncode == 0 and "Traceback" not in dry.stderr, dry.stdout + dry.stderr
+    assert "email: 1 recipients" in dry.stdout and "would send" in dry.stdout
+    one_line_error(real, "ledger")
+
+
+@pytest.mark.parametrize("room_kb", [0, 96])     # full when the ledger is opened; full half way through the plan
+def test_a_full_disk_under_the_ledger_stops_publish_with_nothing_planned_or_sent(tmp_path, room_kb):
+    with tmpfs(tmp_path / "full", size="1m") as folder, FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES[:2000])
+        with_ledger_in(settings, folder)
+        Ledger(folder / "ledger.sqlite3").close()       # the ledger exists, the disk is full under it
+        fill(folder)
+        os.truncate(folder / "filler", max(os.path.getsize(folder / "filler") - room_kb * 1024, 0))
+        result = run(settings, "publish", str(EXAMPLE), "--yes")
+        assert server.connections_opened == 0
+        os.remove(folder / "filler")                    # room again, to read what the ledger holds
+        db = sqlite3.connect(folder / "ledger.sqlite3")
+        assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+        db.close()
+    one_line_error(result, "disk holding the ledger is full")
+
+
+def test_preview_to_a_full_disk_writes_nothing(tmp_path):
+    with tmpfs(tmp_path / "full") as folder:
+        fill(folder)
+        os.remove(folder / "filler")
+        with open(folder / "filler", "wb") as stream:    # room for a few KB, not for the preview
+            stream.write(b"\0" * (40 * 1024))
+        out = folder / "preview"
+        result = subprocess.run([sys.executable, "-m", "distributor", "preview", str(EXAMPLE), "--out", str(out)],
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+        left = sorted(path.name for path in out.iterdir()) if out.exists() else []
+    one_line_error(result, "No space left on device", "nothing was written")
+    assert left == []
+
+
+def test_the_text_archive_to_a_full_disk_stops_before_anything_is_sent(tmp_path):
+    with tmpfs(tmp_path / "full") as folder, FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES[:3])
+        settings.write_text(settings.read_text().replace("text: {enabled: false}",
+                                                         f"text: {{output_dir: {folder / 'archive'}}}"))
+        (folder / "archive").mkdir()
+        fill(folder)
+        result = run(settings, "publish", str(EXAMPLE), "--yes")
+        left = sorted(path.name for path in (folder / "archive").iterdir())
+        assert received_by(server) == {}
+    one_line_error(result, "No space left on device")
+    assert left == []
+
+
+def test_subscribers_export_to_a_full_disk_leaves_no_file(tmp_path):
+    with tmpfs(tmp_path / "full") as folder, FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, [])
+        ledger = Ledger(tmp_path / "ledger.sqlite3")
+        for number in range(2000):
+            ledger.suppress(f"gone{number:04d}@example.org", reason="unsubscribed on request", source="command")
+        ledger.close()
+        fill(folder)
+        result = run(settings, "subscribers", "export", str(folder / "suppressed.csv"))
+        left = sorted(path.name for path in folder.iterdir())
+    one_line_error(result, "No space left on device", "nothing was written")
+    assert left == ["filler"]
+
+
+def test_subscribers_export_to_a_full_standard_output_is_one_line_and_exit_3(tmp_path):
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, [])
+        ledger = Ledger(tmp_path / "ledger.sqlite3")
+        for number in range(2000):
+            ledger.suppress(f"gone{number:04d}@example.org", reason="unsubscribed on request", source="command")
+        ledger.close()
+        with open("/dev/full", "w") as full:
+            result = run(settings, "subscribers", "export", "-", stdout=full)
+    one_line_error(result, "standard output", "No space left on device")
