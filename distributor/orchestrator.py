@@ -1,8 +1,11 @@
 """Deliver a mail channel's planned rows: rate limit, retry, and record each outcome in the ledger.
 
 Progress advances per recipient after the transport answered, never per batch. A row is marked
-`sending`, durably, before its message is handed over; if the process dies then, the row stays
-`sending` and is reported as uncertain instead of being sent twice.
+`sending`, durably, before each attempt hands its message over (and its attempts counted); if the
+process dies then, the row stays `sending` and is reported as uncertain instead of being sent
+twice. A refused attempt puts the row back to `pending` with the reply while it waits for its
+retry, so dying then leaves it resendable. A relay throttling the sender slows the whole channel
+down through the rate limiter; those refusals count against no row's attempts.
 
 Ledger writes share commits (group commit): the writes made while the event loop runs one round
 are committed together at its end, and a message goes out only after its `sending` mark was
