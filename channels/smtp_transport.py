@@ -123,7 +123,9 @@ class _Session(asyncio.Protocol):
 
     One task uses a session at a time (the pool hands each connection to one sender), so commands never
     interleave. The write buffer's high-water mark is 0: `drain()` returns only once everything written
-    was handed to the socket, so the final '.' is written strictly after the whole body.
+    was handed to the socket, so the final '.' is written strictly after the whole body. Over TLS it is
+    handed to the TLS layer, which may still hold the body's last few dozen KB: a connection lost then is
+    reported uncertain, never transient, so the error stays on the side that sends no duplicate.
     """
 
     def __init__(self, transport: asyncio.Transport, timeout: float):
