@@ -44,7 +44,7 @@ _ATTRIBUTES = {
     "td": _CELL, "th": _CELL | {"scope"},
     "table": {"width", "border", "cellpadding", "cellspacing"},
     "col": {"span", "width"}, "colgroup": {"span", "width"},
-    "code": {"class"},        # language-*: what the fence named (kept to the language here, below)
+    "code": {"class"},        # narrowed to the fence's one `language-*` class by the walk below
     "details": {"open"},
 }
 _CLASSES = {"div": {"footnote"}, "a": {"footnote-ref", "footnote-backref"}}
