@@ -144,7 +144,8 @@ def test_a_relay_throttling_the_sender_slows_the_run_down_and_everyone_gets_it(t
         assert received_by(server) == {address: 1 for address in addresses}
     rows = ledger_rows(tmp_path)
     assert {row[0] for row in rows.values()} == {"sent"}
-    attempts = [row[0] for row in sqlite3.connect(tmp_path / "ledger.sqlite3").execute("SELECT attempts FROM deliveries")]
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    attempts = [row[0] for row in db.execute("SELECT attempts FROM deliveries")]
     assert sum(attempts) == len(addresses)  # the throttled tries are not the recipients' attempts
 
 

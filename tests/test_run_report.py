@@ -56,7 +56,8 @@ def test_a_rerun_that_sends_nothing_new_still_reports_what_earlier_runs_left(tmp
         status, out, _ = run_publish(settings)
         assert len(server.messages) == 1
     assert status == 1, out
-    assert out.rstrip().splitlines()[-1].strip() == f"1 uncertain, 1 failed from earlier runs: distributor status {EXAMPLE}"
+    last = out.rstrip().splitlines()[-1].strip()
+    assert last == f"1 uncertain, 1 failed from earlier runs: distributor status {EXAMPLE}"
 
 
 def test_after_a_kill_the_resumed_run_names_the_uncertain_rows_and_exits_1(tmp_path):
