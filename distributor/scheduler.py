@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import timezones
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
 from .issue import load_issue
 from .jobs import MAX_TRIES, Job, JobStore, retry_delay
 from .ledger import Ledger
@@ -185,6 +185,8 @@ class Scheduler:
         except InputError as exc:
             reason = f"the issue does not validate any more: {exc}"
             return JobOutcome(job.id, "failed", EXIT_BAD_INPUT, reason), issue_key, None
+        except StorageError as exc:     # a locked or full ledger may be fine later: an early stop, tried again
+            return self._stopped_early(job, EXIT_STOPPED, str(exc)), issue_key, None
         except Exception as exc:  # record any other failure instead of leaving the job to be retried forever
             reason = f"{exc.__class__.__name__}: {exc}"
             return JobOutcome(job.id, "failed", EXIT_FAILED, reason), issue_key, None

@@ -483,3 +483,29 @@ schedule:
     status, _, err = command(settings, "schedule", "add", str(EXAMPLE), "--at", "2026-12-04 08:00", now=clock)
     assert status == 2 and "a real publish would refuse it" in err and expected in err, err
     assert command(settings, "schedule", "list")[1] == "no jobs\n"
+
+
+def test_a_storage_fault_during_a_job_is_an_early_stop_tried_again(tmp_path):
+    """A file the job cannot write (here the text channel's archive folder) may be writable later:
+    the job backs off like any early stop instead of failing for good."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the archive folder should be", encoding="utf-8")
+    clock = Clock(shanghai("2026-12-04 08:00:10"))
+    with FaultySmtpServer() as server:
+        settings = schedule_settings(tmp_path, server, ["a@example.org"])
+        text = settings.read_text(encoding="utf-8")
+        settings.write_text(text.replace("text: {enabled: false}",
+                                         f"text: {{enabled: true, output_dir: {blocker / 'archive'}}}"),
+                            encoding="utf-8")
+        ledger = Ledger(tmp_path / "ledger.sqlite3")
+        try:
+            JobStore.of(ledger).add(str(EXAMPLE), ("email", "text"), shanghai("2026-12-04 08:00:00").timestamp(),
+                                    "Asia/Shanghai")
+        finally:
+            ledger.close()
+        status, out, _ = run_due(settings, clock)
+        assert server.messages == []
+    stopped = job(tmp_path, 1)
+    assert status == 3 and "trying again at 2026-12-04 08:05 CST" in out, out
+    assert stopped.state == "scheduled" and stopped.early_stops == 1
+    assert "cannot write" in stopped.reason and "nothing was written" in stopped.reason
