@@ -58,19 +58,20 @@ def read_regular_file(path: Path, max_bytes: int, what: str) -> bytes:
 
 
 class BoundedSafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses aliases and nesting deeper than `MAX_YAML_DEPTH`; every
+    """PyYAML's safe loader that refuses aliases and nesting deeper than `max_depth`; every
     refusal is a `yaml.YAMLError` with the mark of the offending node."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, max_depth: int = MAX_YAML_DEPTH) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._max_depth = max_depth
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             raise ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed", event.start_mark)
-        if self._depth >= MAX_YAML_DEPTH:
-            raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        if self._depth >= self._max_depth:
+            raise ComposerError(None, None, f"nested deeper than {self._max_depth} levels", event.start_mark)
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -81,8 +82,9 @@ class BoundedSafeLoader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep)
         except (ValueError, OverflowError) as exc:       # e.g. a date 2024-02-30, an int of 5,000 digits
+            what = "date" if node.tag == "tag:yaml.org,2002:timestamp" else "value"
             value = node.value[:40] if isinstance(node.value, str) else ""
-            raise ConstructorError(None, None, f"invalid value {value!r}: {exc}", node.start_mark) from exc
+            raise ConstructorError(None, None, f"{what} {value!r} is not valid ({exc})", node.start_mark) from exc
 
 
 def load_yaml(text: str) -> Any:

@@ -5,23 +5,22 @@ Three header shapes are real: Jekyll YAML front matter between `---` fences, a P
 `# ` heading (Python 潮流周刊), or `--title`. A UTF-8 BOM, CRLF line ends and trailing blanks
 or TABs after YAML values (PyYAML rejects a TAB there) are tolerated.
 
-The file is untrusted input, read with bounds: at most `MAX_ISSUE_BYTES` (it is never read
-whole past that), and front matter without YAML aliases or anchors (an alias bomb expands
-a few lines into gigabytes), at most `MAX_FRONT_MATTER_BYTES` long and nested at most
-`MAX_FRONT_MATTER_DEPTH` levels.
+The file is untrusted input, read with bounds (`bounded`): a regular file of at most
+`MAX_ISSUE_BYTES` (it is never read whole past that), and front matter without YAML aliases (an
+alias bomb expands a few lines into gigabytes), at most `MAX_FRONT_MATTER_BYTES` long and nested
+at most `MAX_FRONT_MATTER_DEPTH` levels.
 """
 from __future__ import annotations
 
 import hashlib
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.events import AliasEvent
 
+from .bounded import BoundedSafeLoader, read_regular_file
 from .errors import InputError
 
 MAX_ISSUE_BYTES = 2 * 1024 * 1024
@@ -48,7 +47,7 @@ class SourceFile:
 
 def read_source(path: Path) -> SourceFile:
     """Read `path` and split off its header; raise `InputError` naming the file and line."""
-    raw = _read_bounded(path)
+    raw = read_regular_file(path, MAX_ISSUE_BYTES, "issue")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -66,60 +65,6 @@ def read_source(path: Path) -> SourceFile:
     return SourceFile(path, fields, body, body_start + 1, hashlib.sha256(raw).hexdigest(), field_lines)
 
 
-def _read_bounded(path: Path) -> bytes:
-    """Return the file's bytes, refusing anything over `MAX_ISSUE_BYTES` before reading it whole
-    (and a device or FIFO, which has no size to check and could be read forever)."""
-    limit = f"an issue may be at most {MAX_ISSUE_BYTES // (1024 * 1024)} MB"
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError("cannot read issue: not a regular file", path=str(path))
-        if info.st_size > MAX_ISSUE_BYTES:
-            raise InputError(f"the file has {info.st_size:,} bytes: {limit}", path=str(path))
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_ISSUE_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read issue: {exc.strerror or exc}", path=str(path)) from exc
-    if len(raw) > MAX_ISSUE_BYTES:
-        raise InputError(f"the file grew past the limit while being read: {limit}", path=str(path))
-    return raw
-
-
-class _FrontMatterLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases or anchors and with a bound on nesting; a value that
-    cannot be built (a date like 2024-02-30, an integer of 5,000 digits) is a YAML error with its
-    position instead of a Python exception."""
-
-    def __init__(self, text: str):
-        super().__init__(text)
-        self._depth = 0
-
-    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
-        event = self.peek_event()
-        if isinstance(event, AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed",
-                                              event.start_mark)
-        if getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(None, None, "YAML anchors (&name) are not allowed",
-                                              event.start_mark)
-        self._depth += 1
-        try:
-            if self._depth > MAX_FRONT_MATTER_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_FRONT_MATTER_DEPTH} levels", event.start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_object(self, node, deep=False):  # noqa: ANN001 (PyYAML's signature)
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
-            what = "date" if node.tag == "tag:yaml.org,2002:timestamp" else "value"
-            raise yaml.constructor.ConstructorError(
-                None, None, f"{what} {str(node.value)[:40]!r} is not valid ({exc})", node.start_mark) from exc
-
-
 def _yaml_header(lines: list[str], path: Path) -> tuple[dict[str, Any], dict[str, int], int]:
     for end in range(1, len(lines)):
         if lines[end].rstrip() in (_FENCE, "..."):
@@ -130,7 +75,7 @@ def _yaml_header(lines: list[str], path: Path) -> tuple[dict[str, Any], dict[str
     if len(yaml_text.encode("utf-8")) > MAX_FRONT_MATTER_BYTES:
         raise InputError(f"the front matter is over {MAX_FRONT_MATTER_BYTES // 1024} KB (lines 2-{end}): "
                          "it holds the issue's fields, not its text", path=str(path), line=1)
-    loader = _FrontMatterLoader(yaml_text)
+    loader = BoundedSafeLoader(yaml_text, max_depth=MAX_FRONT_MATTER_DEPTH)
     try:
         node = loader.get_single_node()
         if node is not None and not isinstance(node, yaml.MappingNode):

@@ -137,7 +137,7 @@ FILE_CASES = {
     "nesting 10,000 deep": (lambda d: _write(d / "deep.yaml", "site: " + "[" * 10_000 + "]" * 10_000 + "\n"),
                             "deep.yaml:1: invalid YAML: nested deeper than 20 levels"),
     "a date that does not exist": (lambda d: _write(d / "date.yaml", "site:\n  name: 2024-02-30\n"),
-                                   "date.yaml:2: invalid YAML: invalid value '2024-02-30'"),
+                                   "date.yaml:2: invalid YAML: date '2024-02-30' is not valid"),
 }
 
 
