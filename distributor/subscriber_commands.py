@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import email.utils
 import os
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TextIO
 
+from .addresses import named_address_problem
 from .errors import InputError, StorageError
 from .ledger import Ledger
 from .settings import Settings
@@ -143,11 +143,12 @@ def _write_csv(stream: TextIO, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def _address(given: str) -> str:
-    """Return the bare address in `given` ("Name <a@b>" too, as a mailto request's From has it)."""
-    address = email.utils.parseaddr(given)[1].strip()
-    if "@" not in address or any(char.isspace() for char in address):
-        raise InputError(f"not an email address: {given!r}")
-    return address
+    """Return the bare address in `given` ("Name <a@b>" too, as a mailto request's From has it),
+    checked against the same allow list as every other address."""
+    given = given.strip()
+    if problem := named_address_problem(given):
+        raise InputError(f"ADDRESS: {problem}")
+    return given[:-1].rpartition("<")[2] if given.endswith(">") else given
 
 
 def _open_ledger(settings: Settings, *, create: bool) -> Ledger:

@@ -287,8 +287,14 @@ def test_subscribers_commands(tmp_path):
     status, exported = run_command(settings, "subscribers", "export", "-")
     assert exported.splitlines() == ["address,reason,source,time", exported.splitlines()[1]]
     assert exported.splitlines()[1].startswith("asked@example.org,mailto request,command,")
-    with pytest.raises(InputError, match="not an email address"):
+    with pytest.raises(InputError, match="invalid address 'nobody'"):
         run_command(settings, "subscribers", "unsubscribe", "nobody")
+    # The same allow list as everywhere: parseaddr would have taken the second address of a list.
+    for hostile in ("a@example.org, b@example.org", "Name <a@example.org>\r\nBcc: x@example.org", "zoë@example.org"):
+        with pytest.raises(InputError, match="ADDRESS: "):
+            run_command(settings, "subscribers", "unsubscribe", hostile)
+    assert "unsubscribed named@example.org" in run_command(
+        settings, "subscribers", "unsubscribe", "Reader <named@example.org>")[1]
 
 
 def test_read_only_commands_create_no_ledger(tmp_path):
