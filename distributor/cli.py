@@ -91,9 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     if args.serve:
         from .preview_server import serve_preview
-        if args.title is not None:
-            raise InputError("--title works with preview --out, not with --serve: give the file a title line")
-        return serve_preview(args.issue, settings, port=args.port, out=sys.stdout)
+        return serve_preview(args.issue, settings, port=args.port, out=sys.stdout, title=args.title)
     channels = CHANNELS if args.channel == "all" else (args.channel,)
     renditions = render_issue(args.issue, settings, channels, title=args.title)
     write_files(preview_files(renditions, settings), args.out)

@@ -69,9 +69,10 @@ class RenderedPreview:
     wechat_html: bytes
 
 
-def render_preview(path: Path, settings: Settings) -> RenderedPreview:
-    """Render the issue at `path` for every channel and prepare the panels and framed documents."""
-    renditions = render_issue(path, settings)
+def render_preview(path: Path, settings: Settings, title: str | None = None) -> RenderedPreview:
+    """Render the issue at `path` (titled `title` when given) for every channel and prepare the
+    panels and framed documents."""
+    renditions = render_issue(path, settings, title=title)
     email, wechat, text = renditions.email, renditions.wechat, renditions.text
     assert email and wechat and text, "render_issue renders every channel when none is left out"
     return RenderedPreview(

@@ -45,8 +45,8 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 class PreviewState:
     """The latest rendering (or the error that stopped it) and its version number, shared by threads."""
 
-    def __init__(self, issue: Path, settings: Settings, out: TextIO):
-        self.issue, self.settings, self.out = issue, settings, out
+    def __init__(self, issue: Path, settings: Settings, out: TextIO, title: str | None = None):
+        self.issue, self.settings, self.out, self.title = issue, settings, out, title
         self.version = 0
         self.preview: RenderedPreview | None = None
         self.error: str | None = None
@@ -57,7 +57,7 @@ class PreviewState:
     def refresh(self) -> None:
         """Render the issue again; an unusable issue or template keeps the last good panels and says why."""
         try:
-            preview, error = render_preview(self.issue, self.settings), None
+            preview, error = render_preview(self.issue, self.settings, self.title), None
         except (InputError, jinja2.TemplateError) as exc:
             preview, error = self.preview, _describe(exc)
         with self._changed:
@@ -190,16 +190,17 @@ def handler_for(state: PreviewState) -> type[PreviewHandler]:
     return type("BoundPreviewHandler", (PreviewHandler,), {"state": state})
 
 
-def serve_preview(issue: Path, settings: Settings, *, port: int, out: TextIO,
+def serve_preview(issue: Path, settings: Settings, *, port: int, out: TextIO, title: str | None = None,
                   ready: threading.Event | None = None, stop: threading.Event | None = None) -> int:
-    """Serve the live preview of `issue` on 127.0.0.1:`port` (0: any free port) until `stop` is set
-    or Ctrl-C; print the URL to `out`, set `ready` once requests are answered, and return 0."""
+    """Serve the live preview of `issue` (titled `title` when given) on 127.0.0.1:`port` (0: any free
+    port) until `stop` is set or Ctrl-C; print the URL to `out`, set `ready` once requests are
+    answered, and return 0."""
     if not 0 <= port <= 65535:
         raise InputError(f"port {port} is out of range 0-65535")
     if not issue.is_file():
         raise InputError("no such issue file", path=str(issue))
     stop = stop or threading.Event()
-    state = PreviewState(issue, settings, out)
+    state = PreviewState(issue, settings, out, title)
     server = _listen(port, state)      # before rendering, so a busy port fails before anything is printed
     threads = [threading.Thread(target=server.serve_forever, name="preview-http", daemon=True)]
     try:

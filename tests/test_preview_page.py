@@ -50,14 +50,14 @@ def tiny_png() -> bytes:
 
 
 @contextmanager
-def serve(issue: Path, settings: Settings) -> Iterator[RunningPreview]:
+def serve(issue: Path, settings: Settings, title: str | None = None) -> Iterator[RunningPreview]:
     """Run serve_preview on a free port in a thread; stop it and check it returned 0 afterwards."""
     out, ready, stop = io.StringIO(), threading.Event(), threading.Event()
     outcome: dict[str, object] = {}
 
     def run() -> None:
         try:
-            outcome["status"] = serve_preview(issue, settings, port=0, out=out, ready=ready, stop=stop)
+            outcome["status"] = serve_preview(issue, settings, port=0, out=out, title=title, ready=ready, stop=stop)
         except Exception as exc:   # surfaced by the assertion below
             outcome["error"] = exc
             ready.set()
@@ -115,6 +115,14 @@ def edit(issue: Path, old: str, new: str) -> None:
     text = issue.read_text(encoding="utf-8")
     assert old in text
     issue.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_a_file_without_a_title_is_served_with_the_one_given(tmp_path: Path) -> None:
+    issue = tmp_path / "2024-07-10-sweekly.md"
+    issue.write_text("![cover](/images/cover.png)\n\n## 序言\n\n本周内容。\n", encoding="utf-8")
+    with serve(issue, Settings(), title="Python 潮流周刊 第 60 期") as preview:
+        page = get(preview.url)[2].decode()
+    assert page.count("Python 潮流周刊 第 60 期") >= 4 and "no front matter" not in page
 
 
 def test_page_has_the_three_panels_and_its_own_assets(running: RunningPreview) -> None:
