@@ -33,6 +33,8 @@ HOST = "127.0.0.1"
 TLS_MODES = ("none", "starttls", "implicit")
 _IN_DATA_READ_BYTES = 4096
 _STOP_SECONDS = 5.0
+# The longest `hold_after_messages` keeps a message unanswered when a test never calls release().
+_HOLD_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class FaultySmtpServer:
                             is larger than the socket buffers (several MB on loopback)
       withhold_after_dot    {address: seconds} receive the whole message (recorded in `withheld`), then
                             stay silent for `seconds` and close the connection
+      hold_after_messages   once this many messages were accepted, receive each later one (recorded in
+                            `withheld`) and stay silent until `release()` (at most _HOLD_SECONDS), then close
+                            the connection; after `release()` messages are accepted as usual. A client is
+                            thus stopped after exactly that many messages, for as long as a test needs
       command_delay_seconds wait this long before every reply, the greeting included
       max_connections       greet at most this many connections at a time; the greeting of one more is
                             '421 4.7.0 too many connections' and the connection closes (Postfix's limit)
@@ -77,7 +83,8 @@ class FaultySmtpServer:
                  data_replies: Mapping[str, Sequence[str | None]] | None = None,
                  drop_on_data: Mapping[str, int] | None = None, drop_in_data: Mapping[str, int] | None = None,
                  withhold_after_dot: Mapping[str, float] | None = None, command_delay_seconds: float = 0.0,
-                 max_connections: int | None = None, certificate: tuple[Path, Path] | None = None):
+                 max_connections: int | None = None, certificate: tuple[Path, Path] | None = None,
+                 hold_after_messages: int | None = None):
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
         self.host = HOST
@@ -99,6 +106,8 @@ class FaultySmtpServer:
         self._drops_on_data = collections.Counter(drop_on_data or {})
         self._drops_in_data = collections.Counter(drop_in_data or {})
         self._withhold = dict(withhold_after_dot or {})
+        self._hold_after = hold_after_messages
+        self._released = asyncio.Event()    # waited on in the server's loop, set from any thread by release()
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []
         self._withheld: list[ReceivedMessage] = []
@@ -121,7 +130,7 @@ class FaultySmtpServer:
 
     @property
     def withheld(self) -> list[ReceivedMessage]:
-        """Messages received in full but never answered (`withhold_after_dot`)."""
+        """Messages received in full but never answered (`withhold_after_dot`, `hold_after_messages`)."""
         with self._lock:
             return list(self._withheld)
 
@@ -152,6 +161,12 @@ class FaultySmtpServer:
         """Connections greeted with 421 because of `max_connections`."""
         with self._lock:
             return self._refused_connections
+
+    def release(self) -> None:
+        """End the hold of `hold_after_messages`: held messages get no reply and their connections close;
+        later messages are accepted as usual."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
 
     # Lifecycle.
 
@@ -231,6 +246,11 @@ class FaultySmtpServer:
                     drops[address] -= 1
                     return True
         return False
+
+    def _held_now(self) -> bool:
+        with self._lock:
+            return self._hold_after is not None and len(self._messages) >= self._hold_after \
+                and not self._released.is_set()
 
     def _record(self, into: list[ReceivedMessage], message: ReceivedMessage) -> int:
         with self._lock:
@@ -371,6 +391,14 @@ class _Handler:
             await asyncio.sleep(withhold)
             await server.abort_connection()
             return "451 4.3.0 withheld"
+        if owner._held_now():
+            owner._record(owner._withheld, message)
+            try:
+                await asyncio.wait_for(owner._released.wait(), _HOLD_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            await server.abort_connection()
+            return "451 4.3.0 held"
         for address in envelope.rcpt_tos:
             scripted = owner._next_reply(owner._data_replies.get(address))
             if scripted is not None:
