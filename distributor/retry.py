@@ -36,12 +36,14 @@ class RetryPolicy:
 
     async def run(self, attempt: Callable[[], Awaitable[T]], *,
                   on_retry: Callable[[int, TransientDeliveryError], None] | None = None,
-                  clock: Callable[[], float] = time.monotonic) -> T:
+                  clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
         """Call `attempt` until it returns, retrying only `TransientDeliveryError`; re-raise the
         last one when the attempts or the deadline run out. A `SenderThrottledError` is about the
         sender, not this delivery: it does not count against the attempts and backs off on its own
         count, but the deadline bounds it too. Other errors pass straight through. `on_retry` gets
-        the number of counted attempts so far and the error, before each wait."""
+        the number of counted attempts so far and the error, before each wait. `clock` and `sleep`
+        are what the deadline is measured and the waits are spent on."""
         deadline = clock() + self.deadline_seconds
         counted = throttled = 0
         while True:
@@ -60,4 +62,4 @@ class RetryPolicy:
                     raise
                 if on_retry is not None:
                     on_retry(counted, exc)
-                await asyncio.sleep(wait)
+                await sleep(wait)

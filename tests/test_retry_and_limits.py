@@ -61,13 +61,31 @@ def test_backoff_grows_is_capped_and_honours_retry_after():
     assert policy.delay_seconds(1, 60) == 60
 
 
+class FakeTime:
+    """A clock that only `sleep` moves, recording each wait asked for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
 def test_deadline_stops_retrying_before_the_attempt_limit():
     policy = RetryPolicy(attempts=100, base_delay_seconds=0.05, max_delay_seconds=0.05, deadline_seconds=0.2)
     attempt, log = attempts_that(*[TransientDeliveryError("busy")] * 100)
-    started = time.monotonic()
+    fake = FakeTime()
     with pytest.raises(TransientDeliveryError):
-        asyncio.run(policy.run(attempt))
-    assert time.monotonic() - started < 1 and 2 <= len(log) < 10
+        asyncio.run(policy.run(attempt, clock=fake.clock, sleep=fake.sleep))
+    # It waited between attempts, never past the deadline, and stopped once the next wait would cross it.
+    assert len(log) == len(fake.waits) + 1 and 4 <= len(fake.waits) <= 8
+    assert all(0.025 <= wait <= 0.05 for wait in fake.waits)
+    assert 0.2 - 0.05 < sum(fake.waits) <= 0.2
 
 
 def test_rate_limit_spaces_sends():
@@ -106,10 +124,13 @@ def test_hourly_cap_stops_the_run_and_a_later_run_resumes(tmp_path):
 def test_a_sender_throttled_for_ever_is_bounded_by_the_deadline():
     policy = RetryPolicy(attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.02, deadline_seconds=0.2)
     attempt, log = attempts_that(*[SenderThrottledError("450 4.7.1 slow down")] * 1000)
-    started = time.monotonic()
+    fake = FakeTime()
     with pytest.raises(SenderThrottledError):
-        asyncio.run(policy.run(attempt))
-    assert time.monotonic() - started < 1 and len(log) > 3
+        asyncio.run(policy.run(attempt, clock=fake.clock, sleep=fake.sleep))
+    # Throttles use up no attempts (far more than 3 tries), but the deadline ends them.
+    assert len(log) == len(fake.waits) + 1 > 3
+    assert all(wait <= 0.02 for wait in fake.waits)
+    assert 0.2 - 0.02 < sum(fake.waits) <= 0.2
 
 
 def test_a_throttle_pauses_every_sender_halves_the_rate_and_recovers_with_successes():
