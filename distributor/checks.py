@@ -11,7 +11,7 @@ from channels.smtp_transport import SmtpConfig, check_relay
 from channels.wechat_publisher import wechat_api
 
 from .errors import DeliveryError, InputError
-from .ledger import Ledger
+from .ledger import open_ledger
 from .settings import Settings, secret_from_env
 
 _MAX_CA_FILE_BYTES = 1 << 20
@@ -56,7 +56,7 @@ def check_services(settings: Settings, out: TextIO) -> bool:
             healthy = False
     wechat = settings.channels.wechat
     if wechat.enabled and wechat.app_id:
-        ledger = Ledger(settings.ledger.path)
+        ledger = open_ledger(settings.ledger)
         try:
             wechat_api(settings, ledger).access_token()
             print(f"wechat: access token fetched for {wechat.app_id}", file=out)

@@ -105,12 +105,12 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from .issue import load_issue
-    from .ledger import Ledger
+    from .ledger import open_ledger
     from .status import write_status
     from channels.wechat_state import wechat_state
     if not Path(settings.ledger.path).expanduser().exists():
         raise InputError("no ledger yet: nothing has been published", path=settings.ledger.path)
-    ledger = Ledger(settings.ledger.path)
+    ledger = open_ledger(settings.ledger)
     try:
         issue = load_issue(args.issue, settings.site, title=args.title)
         publish_again = shlex.join(["distributor", *(["--settings", args.settings] if args.settings else []),

@@ -1,10 +1,17 @@
 """The ledger: one SQLite file that remembers what was sent, to whom, and what must not be sent.
 
-Deliveries are unique on (issue key, channel, recipient) and move pending → sending → sent or
-failed. A row left in `sending` is uncertain: the message may have been handed over, so it is
-not sent again unless asked. The file runs in WAL mode with synchronous=NORMAL: a commit
-costs tens of microseconds and survives a killed process (only a power cut can lose the
-last commits, and then the row is still `sending`, i.e. uncertain, not lost).
+It holds the deliveries (one row per issue key, channel and recipient), the suppression list,
+the opaque subscriber ids of unsubscribe links, the WeChat steps' checkpoints, caches (the
+access token, uploaded images), the scheduled jobs (distributor/jobs.py) and the leases that keep
+two runs from driving the same steps, and each issue key's identity (its date and title).
+
+Deliveries move pending → sending → sent or failed. A row left in `sending` is uncertain: the
+message may have been handed over, so it is not sent again unless asked. The file runs in WAL
+mode with synchronous=NORMAL: a commit costs tens of microseconds and survives a killed process
+(only a power cut can lose the last commits, and then the row is still `sending`, i.e.
+uncertain, not lost). Opening runs quick_check; every SQLite fault (locked past
+ledger.lock_timeout_seconds, damaged, full, read-only) is a `StorageError`. Commands open it
+with `open_ledger`, which honours the settings.
 """
 from __future__ import annotations
 
@@ -16,9 +23,12 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Iterable, Iterator, TypeVar
 
 from .errors import StorageError
+
+if TYPE_CHECKING:
+    from .settings import LedgerSettings
 
 T = TypeVar("T")
 
@@ -563,3 +573,12 @@ class Ledger:
             raise
         self.commit()
         return moved
+
+
+def open_ledger(settings: LedgerSettings, *, create: bool = True) -> "Ledger":
+    """Open the ledger that `settings` (the `ledger` section) name, waiting for another process's
+    write lock `lock_timeout_seconds` at most. A command that only reads (`create=False`) gets an
+    empty in-memory one when no file exists yet, rather than making one."""
+    if not create and not Path(settings.path).expanduser().exists():
+        return Ledger(":memory:", lock_timeout_seconds=settings.lock_timeout_seconds)
+    return Ledger(settings.path, lock_timeout_seconds=settings.lock_timeout_seconds)

@@ -16,7 +16,7 @@ from typing import Callable
 
 from .errors import EXIT_FAILED, EXIT_OK, InputError
 from .jobs import MAX_TRIES, Job, JobStore
-from .ledger import Ledger
+from .ledger import open_ledger
 from .pipeline import CHANNELS
 from .settings import Settings
 from .timezones import display_zone_name, read_local_time, show
@@ -63,9 +63,10 @@ def _add(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     status = _validate(issue, channels, settings, args.title)
     if status != EXIT_OK:
         return status
-    ledger = Ledger(settings.ledger.path)
+    ledger = open_ledger(settings.ledger)
     try:
-        job = JobStore.of(ledger).add(str(issue), channels, local.timestamp(), zone_name, title=args.title)
+        with ledger.storage_errors():
+            job = JobStore.of(ledger).add(str(issue), channels, local.timestamp(), zone_name, title=args.title)
     finally:
         ledger.close()
     print(f"job {job.id} scheduled: {issue} on {', '.join(channels)} at {show(job.run_at, zone_name)} {zone_name}")
@@ -105,9 +106,10 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     if not Path(settings.ledger.path).expanduser().exists():
         print("no jobs")
         return EXIT_OK
-    ledger = Ledger(settings.ledger.path)
+    ledger = open_ledger(settings.ledger)
     try:
-        jobs = JobStore.of(ledger).jobs()
+        with ledger.storage_errors():
+            jobs = JobStore.of(ledger).jobs()
     finally:
         ledger.close()
     zone_name = display_zone_name(settings)
@@ -132,13 +134,14 @@ def _details(job: Job, zone_name: str) -> list[str]:
 
 
 def _cancel(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
-    ledger = Ledger(settings.ledger.path)
+    ledger = open_ledger(settings.ledger)
     try:
-        jobs = JobStore.of(ledger)
-        before = jobs.job(args.job)
-        if before is None:
-            raise InputError(f"no job {args.job} (see distributor schedule list)")
-        after = jobs.cancel(args.job, now())
+        with ledger.storage_errors():
+            jobs = JobStore.of(ledger)
+            before = jobs.job(args.job)
+            if before is None:
+                raise InputError(f"no job {args.job} (see distributor schedule list)")
+            after = jobs.cancel(args.job, now())
     finally:
         ledger.close()
     if after.state == "cancelled":

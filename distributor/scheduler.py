@@ -10,6 +10,7 @@ later, backing off (see `jobs.retry_delay`).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -26,7 +27,7 @@ from . import timezones
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
 from .issue import load_issue
 from .jobs import MAX_TRIES, Job, JobStore, retry_delay
-from .ledger import Ledger
+from .ledger import Ledger, open_ledger
 from .operator_report import JobReport, deliver_report
 from .publishing import PublishOptions, publish
 from .settings import Settings
@@ -114,34 +115,46 @@ class Scheduler:
 
     def run_due(self, interrupt: threading.Event) -> int:
         """Run every job that is due (or abandoned by a dead runner) and return the worst exit status;
-        stop taking jobs once `interrupt` is set."""
+        stop taking jobs once `interrupt` is set. A ledger locked past ledger.lock_timeout_seconds
+        is a `StorageError`."""
+        with contextlib.closing(open_ledger(self.settings.ledger)) as ledger:
+            return self._run_due(ledger, interrupt)
+
+    def _run_due(self, ledger: Ledger, interrupt: threading.Event) -> int:
         worst = EXIT_OK
-        ledger = Ledger(self.ledger_path)
-        try:
+        with ledger.storage_errors():
             jobs = JobStore.of(ledger)
             while not interrupt.is_set():
                 job = jobs.claim(self.owner, self.now(), self.settings.schedule.lease_seconds)
                 if job is None:
                     break
                 worst = max(worst, self.run_job(ledger, jobs, job, interrupt).exit_status)
-        finally:
-            ledger.close()
         return worst
 
     def work(self, interrupt: threading.Event) -> None:
         """Run due jobs as they come due until `interrupt` is set, sleeping until the next job's time
-        but never longer than `schedule.poll_seconds` (jobs may be added meanwhile)."""
+        but never longer than `schedule.poll_seconds` (jobs may be added meanwhile). The ledger is
+        opened once per poll; a poll that finds it locked (a publish holding it a moment) or
+        otherwise unusable warns in one line and the next poll tries again."""
+        poll = self.settings.schedule.poll_seconds
         while not interrupt.is_set():
-            self.run_due(interrupt)
-            interrupt.wait(self.seconds_until_next())
+            try:
+                with contextlib.closing(open_ledger(self.settings.ledger)) as ledger:
+                    self._run_due(ledger, interrupt)
+                    wait = self.seconds_until_next(ledger)
+            except StorageError as exc:
+                print(f"distributor: warning: {exc}; trying again in {poll:g} s", file=self.err, flush=True)
+                wait = poll
+            interrupt.wait(wait)
 
-    def seconds_until_next(self) -> float:
-        """Return how long to sleep before a job may next be due, at most `schedule.poll_seconds`."""
-        ledger = Ledger(self.ledger_path)
-        try:
+    def seconds_until_next(self, ledger: Ledger | None = None) -> float:
+        """Return how long to sleep before a job may next be due, at most `schedule.poll_seconds`
+        (read from `ledger` when given, else from a connection of its own)."""
+        if ledger is None:
+            with contextlib.closing(open_ledger(self.settings.ledger)) as own:
+                return self.seconds_until_next(own)
+        with ledger.storage_errors():
             upcoming = JobStore.of(ledger).next_due_time()
-        finally:
-            ledger.close()
         poll = self.settings.schedule.poll_seconds
         return poll if upcoming is None else min(poll, max(0.0, upcoming - self.now()))
 

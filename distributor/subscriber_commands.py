@@ -14,7 +14,7 @@ from typing import TextIO
 
 from .addresses import named_address_problem
 from .errors import InputError, StorageError
-from .ledger import Ledger
+from .ledger import open_ledger
 from .settings import Settings
 from .subscribers import BadRow, read_subscribers
 
@@ -58,7 +58,7 @@ def run_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.std
     if not path:
         raise InputError("channels.email.subscribers is not set: there is no subscriber file to list")
     totals = dict.fromkeys(STATES, 0)
-    with closing(_open_ledger(settings, create=False)) as ledger, ledger.storage_errors():
+    with closing(open_ledger(settings.ledger, create=False)) as ledger, ledger.storage_errors():
         for row in read_subscribers(path):
             if isinstance(row, BadRow):
                 print(f"warning: {row}", file=sys.stderr)
@@ -75,7 +75,7 @@ def run_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.std
 def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     """Suppress the address with source "command"; an address already suppressed stays as it was."""
     address = _address(args.address)
-    with closing(_open_ledger(settings, create=True)) as ledger, ledger.storage_errors():
+    with closing(open_ledger(settings.ledger, create=True)) as ledger, ledger.storage_errors():
         earlier = ledger.suppression(address)
         if earlier is not None:
             print(f"{address} is already {state_of(earlier)} (source {earlier[2]}, since {_iso(earlier[3])})",
@@ -89,7 +89,7 @@ def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = 
 def run_resubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     """Remove the address from the suppression list, whatever put it there."""
     address = _address(args.address)
-    with closing(_open_ledger(settings, create=True)) as ledger, ledger.storage_errors():
+    with closing(open_ledger(settings.ledger, create=True)) as ledger, ledger.storage_errors():
         earlier = ledger.suppression(address)
         if earlier is None or not ledger.unsuppress(address):
             print(f"{address} is not unsubscribed; nothing to do", file=out)
@@ -100,7 +100,7 @@ def run_resubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = 
 
 def run_export(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     """Write the suppression list as CSV (address, reason, source, ISO-8601 time) to FILE or stdout."""
-    with closing(_open_ledger(settings, create=False)) as ledger, ledger.storage_errors():
+    with closing(open_ledger(settings.ledger, create=False)) as ledger, ledger.storage_errors():
         rows = [(address, reason or "", source, _iso(created)) for address, reason, source, created
                 in ledger.suppressions()]
     if args.file == "-":
@@ -149,14 +149,6 @@ def _address(given: str) -> str:
     if problem := named_address_problem(given):
         raise InputError(f"ADDRESS: {problem}")
     return given[:-1].rpartition("<")[2] if given.endswith(">") else given
-
-
-def _open_ledger(settings: Settings, *, create: bool) -> Ledger:
-    """Open the ledger (checked: a damaged one is a `StorageError`); a command that only reads gets
-    an empty one when none exists yet."""
-    if not create and not Path(settings.ledger.path).expanduser().exists():
-        return Ledger(":memory:")
-    return Ledger(settings.ledger.path, lock_timeout_seconds=settings.ledger.lock_timeout_seconds)
 
 
 def _iso(timestamp: float) -> str:

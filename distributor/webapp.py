@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from urllib.parse import parse_qs
 
 from . import unsubscribe
-from .ledger import Ledger
+from .ledger import Ledger, open_ledger
 from .settings import Settings, load_settings, secret_from_env
 from .templating import environment
 
@@ -187,4 +187,4 @@ def create_app(settings: Settings | None = None) -> UnsubscribeApp:
     None); the signing secret must be in the environment variable the settings name."""
     settings = settings or load_settings(os.environ.get("DISTRIBUTOR_SETTINGS"))
     secret = secret_from_env(settings.unsubscribe_secret_env, "unsubscribe links")
-    return UnsubscribeApp(Ledger(settings.ledger.path), secret, settings)
+    return UnsubscribeApp(open_ledger(settings.ledger), secret, settings)

@@ -129,6 +129,28 @@ def test_a_locked_ledger_is_waited_for_a_bounded_time_then_named_with_its_holder
     assert waited < 20                          # bounded by the setting, not the former 30 s
 
 
+def test_every_command_honours_the_lock_timeout_setting(tmp_path):
+    """`schedule cancel` (and status, the worker, the web app, check) open the ledger as publish does:
+    a ledger locked past ledger.lock_timeout_seconds is one line and exit 3, not 10 s and a traceback."""
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES[:2])
+    settings.write_text(settings.read_text().replace("ledger:\n", "ledger:\n  lock_timeout_seconds: 0.5\n"))
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    JobStore.of(ledger).add(str(EXAMPLE), ("email",), time.time() + 3600, "UTC")
+    ledger.close()
+    holder = sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        result = run(settings, "schedule", "cancel", "1", timeout=30)
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    one_line_error(result, "locked by another process", "ledger.lock_timeout_seconds")
+    assert waited < 8                           # the setting's 0.5 s, not the default 10 s
+
+
 # --- read-only and full file systems (root: a tmpfs of our own) --------------------------------
 
 @contextlib.contextmanager

@@ -284,6 +284,41 @@ def test_worker_stops_cleanly_on_sigterm(tmp_path):
     assert job(tmp_path, 1).state == "done"
 
 
+def test_worker_waits_out_a_locked_ledger_and_then_runs_the_due_job(tmp_path):
+    """A publish holding the ledger's write lock a while must not end the worker: each poll that finds
+    it locked warns in one line, and the job runs at the first poll after the lock is released."""
+    addresses = ["a@example.org", "b@example.org"]
+    with FaultySmtpServer() as server:
+        settings = schedule_settings(tmp_path, server, addresses, poll_seconds=0.2)
+        settings.write_text(settings.read_text().replace("ledger:\n", "ledger:\n  lock_timeout_seconds: 0.3\n"))
+        add_due_job(tmp_path, EXAMPLE, time.time() - 1)
+        holder = sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        errors = tmp_path / "worker.err"
+        environment = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET}
+        with errors.open("w") as stderr:
+            worker = subprocess.Popen(subprocess_command(settings, "worker"), cwd=ROOT, env=environment, text=True,
+                                      stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            wait_for(lambda: errors.read_text().count("warning") >= 2 or worker.poll() is not None, 30)
+            still_running = worker.poll() is None
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        wait_for(lambda: len(server.messages) >= len(addresses) or worker.poll() is not None, 30)
+        wait_for(lambda: job(tmp_path, 1).state == "done" or worker.poll() is not None, 30)
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=20)
+        warnings = errors.read_text().splitlines()
+        assert still_running and worker.returncode == 0, (out, warnings)
+        assert received_by(server) == {address: 1 for address in addresses}
+    assert job(tmp_path, 1).state == "done" and "worker: stopped" in out
+    locked = [line for line in warnings if "locked by another process" in line]
+    assert len(locked) >= 2 and all(line.startswith("distributor: warning: ") and "trying again" in line
+                                    for line in locked), warnings
+    assert "Traceback" not in "\n".join(warnings)
+
+
 def test_report_mailed_to_the_operator(tmp_path):
     bounced = "gone@example.org"
     with FaultySmtpServer(rejected_recipients={bounced: "550 5.1.1 no such user"}) as server:
