@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import os
+import io
 import sys
-import tempfile
 from contextlib import closing
 from pathlib import Path
 from typing import TextIO
@@ -15,6 +14,7 @@ from typing import TextIO
 from .addresses import named_address_problem
 from .errors import InputError, StorageError
 from .ledger import open_ledger
+from .preview import write_files
 from .settings import Settings
 from .subscribers import BadRow, read_subscribers
 
@@ -110,30 +110,14 @@ def run_export(args: argparse.Namespace, settings: Settings, out: TextIO = sys.s
         except OSError as exc:
             raise StorageError(f"cannot write the export to standard output: {exc.strerror or exc}") from exc
         return 0
+    # The list is small (one short row per suppressed address): built whole, then written the way
+    # every file is (distributor/preview.py), so a bad or full target is the same StorageError.
+    text = io.StringIO()
+    _write_csv(text, rows)
     target = Path(args.file)
-    try:
-        _replace_file(target, rows)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-        raise InputError(f"cannot write the export: {exc.strerror or exc}", path=str(target)) from exc
-    except OSError as exc:      # a full disk, a read-only file system: nothing was written
-        raise StorageError(f"cannot write the export: {exc.strerror or exc}; nothing was written",
-                           path=str(target)) from exc
+    write_files({target.name: text.getvalue().encode("utf-8")}, target.parent)
     print(f"wrote {len(rows)} suppressed addresses to {target}", file=out)
     return 0
-
-
-def _replace_file(target: Path, rows: list[tuple[str, str, str, str]]) -> None:
-    """Write the CSV beside `target`, then rename it over: a reader never sees half a list."""
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with open(descriptor, "w", encoding="utf-8", newline="") as stream:
-            _write_csv(stream, rows)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _write_csv(stream: TextIO, rows: list[tuple[str, str, str, str]]) -> None:

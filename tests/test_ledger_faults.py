@@ -260,6 +260,21 @@ def test_subscribers_export_to_a_full_disk_leaves_no_file(tmp_path):
     assert left == ["filler"]
 
 
+def test_a_target_that_is_not_a_folder_is_the_same_storage_fault_for_export_and_preview(tmp_path):
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, [])
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.suppress("gone@example.org", reason="unsubscribed on request", source="command")
+    ledger.close()
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a file, not a folder\n", encoding="utf-8")
+    exported = run(settings, "subscribers", "export", str(plain / "suppressed.csv"))
+    previewed = run(settings, "preview", str(EXAMPLE), "--out", str(plain / "preview"))
+    one_line_error(exported, str(plain), "nothing was written")
+    one_line_error(previewed, str(plain), "nothing was written")
+    assert plain.read_text(encoding="utf-8") == "a file, not a folder\n"
+
+
 def test_subscribers_export_to_a_full_standard_output_is_one_line_and_exit_3(tmp_path):
     with FaultySmtpServer() as server:
         settings = configure(tmp_path, server, [])
