@@ -20,7 +20,9 @@ a clientmsgid seen within 24 stub hours answers 45065 with the first send's msg_
 Tokens last `token_lifetime` seconds of the stub's own clock, which `advance_clock(seconds)`
 moves; `expire_tokens()` makes every issued token answer 42001 at once and `revoke_tokens()`
 makes them unknown (40014). `slow_down(endpoint, seconds)` makes every request to an endpoint
-wait before it is acted on, which widens the window two concurrent clients race in. Like the real
+wait before it is acted on, which widens the window two concurrent clients race in; `hold(endpoint)`
+makes requests to it wait (recorded, not yet acted on) until `release(endpoint)`, so a test can keep
+a client inside one call for as long as it needs. Like the real
 API, a JSON body holding `\\uXXXX` escapes is refused with 40033, so Chinese must go out as UTF-8.
 """
 from __future__ import annotations
@@ -47,6 +49,8 @@ from urllib.parse import parse_qs, urlsplit
 STUB_HOST = "127.0.0.1"
 # A slow-reply fault never sleeps longer than this, whatever a test asks for.
 MAX_FAULT_DELAY_SECONDS = 5.0
+# A held request waits at most this long for release(), so a test that forgets it cannot hang.
+MAX_HOLD_SECONDS = 120.0
 JSON_TYPE = "application/json; encoding=utf-8"
 MAX_CONTENT_IMAGE_BYTES = 1024 * 1024
 MAX_MATERIAL_BYTES = 10 * 1024 * 1024
@@ -521,6 +525,7 @@ class WechatStub(WechatApiState):
                          token_lifetime=token_lifetime, mass_send_quota=mass_send_quota)
         self._faults: dict[str, deque[Fault]] = {}
         self._delays: dict[str, float] = {}
+        self._holds: dict[str, threading.Event] = {}
         self._requests: list[RecordedRequest] = []
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -539,8 +544,11 @@ class WechatStub(WechatApiState):
         return self
 
     def stop(self) -> None:
-        """Stop serving, wake any slow-reply fault, and close the socket."""
+        """Stop serving, wake any slow-reply fault and held request, and close the socket."""
         self._stopping.set()
+        with self.lock:
+            for gate in self._holds.values():
+                gate.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -577,6 +585,19 @@ class WechatStub(WechatApiState):
         before it is acted on and answered."""
         with self.lock:
             self._delays[_endpoint(endpoint)] = min(seconds, MAX_FAULT_DELAY_SECONDS)
+
+    def hold(self, endpoint: str) -> None:
+        """Make later requests to an endpoint wait, once recorded, until `release(endpoint)` (or stop(),
+        or MAX_HOLD_SECONDS)."""
+        with self.lock:
+            self._holds[_endpoint(endpoint)] = threading.Event()
+
+    def release(self, endpoint: str) -> None:
+        """Let the held requests to an endpoint, and every later one, go on."""
+        with self.lock:
+            gate = self._holds.pop(_endpoint(endpoint), None)
+        if gate is not None:
+            gate.set()
 
     def pending_faults(self, endpoint: str) -> int:
         """Return how many scripted faults an endpoint has not consumed yet."""
@@ -621,6 +642,9 @@ class _Handler(BaseHTTPRequestHandler):
         stub._record(request if fault is None else _with_fault(request, fault.kind))
         with stub.lock:
             delay = stub._delays.get(request.endpoint, 0.0)
+            gate = stub._holds.get(request.endpoint)
+        if gate is not None:
+            gate.wait(MAX_HOLD_SECONDS)
         if delay:
             stub._stopping.wait(delay)
         if fault is not None and fault.kind == "slow":
