@@ -117,11 +117,9 @@ def _header_block(parts: MessageParts, settings: EmailSettings, date: dt.datetim
         _line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
     ]
     if settings.reply_to:
-        # Encoded as From is: a display name outside ASCII becomes an RFC 2047 encoded word.
-        name, address = parseaddr(settings.reply_to)
-        if "@" not in address:
-            raise InputError(f"reply_to {settings.reply_to!r} is not an address")
-        lines.append(_line("Reply-To", formataddr((name, address), charset="utf-8")))
+        # Settings checked it is one address, bare or `Name <address>`; encoded as From is, a display name
+        # outside ASCII becomes an RFC 2047 encoded word.
+        lines.append(_line("Reply-To", formataddr(parseaddr(settings.reply_to), charset="utf-8")))
     return b"".join(lines)
 
 

@@ -31,6 +31,7 @@ from aiosmtplib.errors import (
     SMTPResponseException,
 )
 
+from distributor.addresses import ehlo_name_problem
 from distributor.errors import (
     ChannelStoppedError,
     DeliveryError,
@@ -50,9 +51,6 @@ _SENDER_POLICY = re.compile(r"^4\.7\.\d{1,3}\b")    # 4.7.x: rate or reputation 
 _SERVICE_CLOSING = 421
 # What an envelope address may hold on the wire: printable ASCII without spaces or angle brackets.
 _ENVELOPE_ADDRESS = re.compile(rb"[!-;=?-~]{1,320}")
-# A host name for EHLO: dot-separated labels, or an address literal such as [192.0.2.1].
-_EHLO_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|\[(?:IPv6:)?[0-9A-Fa-f:.]{2,45}\]")
 _NAME_MISMATCH = (62, 63, 64)   # OpenSSL's X509_V_ERR_{HOSTNAME,EMAIL,IP_ADDRESS}_MISMATCH
 _MAX_REPLY_LINE_BYTES = 4096
 _MAX_REPLY_LINES = 100
@@ -86,8 +84,8 @@ class SmtpConfig:
             raise ValueError("pool_size must be at least 1")
         if not self.timeout_seconds > 0 or not self.greeting_timeout_seconds > 0:
             raise ValueError("timeout_seconds must be positive")
-        if self.local_hostname is not None and not _EHLO_NAME.fullmatch(self.local_hostname):
-            raise ValueError(f"ehlo_name must be a host name or an address literal, not {self.local_hostname!r}")
+        if self.local_hostname is not None and (problem := ehlo_name_problem(self.local_hostname)):
+            raise ValueError(f"ehlo_name: {problem}")
 
     @property
     def where(self) -> str:
@@ -284,20 +282,45 @@ def _tls_failure(config: SmtpConfig, error: ssl.SSLError) -> ChannelStoppedError
     """Say why TLS failed in OpenSSL's words ("self-signed certificate", "IP address mismatch"), and what
     the likely fix is when the port speaks another security mode."""
     reason = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else None
-    message = f"TLS with relay {config.where} failed: {error.__class__.__name__}: {reason or error.reason}"
+    message = f"TLS with relay {config.where} failed: {error.__class__.__name__}: {reason or _reason(error)}"
     if isinstance(error, ssl.SSLCertVerificationError) and error.verify_code not in _NAME_MISMATCH:
         message += " (to trust a private CA, name its certificate in smtp.ca_file)"
-    elif config.security == "tls" and error.reason == "WRONG_VERSION_NUMBER":
+    elif config.security == "tls" and _looks_like_plain_text(error):
         message += ": the server did not answer in TLS: is this a STARTTLS port? try smtp.security: starttls"
     return ChannelStoppedError(message)
+
+
+# How OpenSSL versions name a handshake whose first "record" was plain text (such as a "220 " greeting):
+# 1.1 and 3.0 say WRONG_VERSION_NUMBER, 3.2 and later may say RECORD_LAYER_FAILURE or PACKET_LENGTH_TOO_LONG.
+_PLAIN_TEXT_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                       "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "WRONG_SSL_VERSION")
+
+
+def _reason(error: ssl.SSLError) -> str | None:
+    return getattr(error, "reason", None)     # set by OpenSSL's errors; absent from one made in Python
+
+
+def _looks_like_plain_text(error: ssl.SSLError) -> bool:
+    """Whether the TLS handshake failed because the server's first bytes were no TLS record, in OpenSSL's
+    reason code or, when a build reports none, in the words of its message."""
+    words = f"{_reason(error) or ''} {error}".upper().replace(" ", "_")
+    return any(reason in words for reason in _PLAIN_TEXT_REASONS)
+
+
+class _TurnedAwayError(TransientDeliveryError):
+    """The relay refused a new session for now: 421 while it opened, or another 4xx greeting. A relay
+    limiting connections per client answers so (Postfix: "421 4.7.0 ... too many connections")."""
 
 
 def _stop_for_session_failure(config: SmtpConfig, exc: BaseException) -> DeliveryError:
     """Translate a failure to open a session into a delivery error (421 is worth a later reconnect)."""
     where = config.where
     if isinstance(exc, SMTPResponseException) and exc.code == _SERVICE_CLOSING:
-        return TransientDeliveryError(f"relay {where} is closing the session", reply=_reply(exc.code, exc.message),
-                                      reconnect=True)
+        return _TurnedAwayError(f"relay {where} is closing the session", reply=_reply(exc.code, exc.message),
+                                reconnect=True)
+    if isinstance(exc, SMTPConnectResponseError) and 400 <= exc.code < 500:
+        return _TurnedAwayError(f"relay {where} refused the session for now", reply=_reply(exc.code, exc.message),
+                                reconnect=True)
     if isinstance(exc, SMTPAuthenticationError):
         return ChannelStoppedError(f"relay {where} refused authentication for user {config.username!r}",
                                    reply=_reply(exc.code, exc.message))
@@ -393,12 +416,17 @@ async def _expect(session: _Session, stage: str, recipient: str, line: bytes, co
     raise _refusal(stage, recipient, reply.code, reply.message)
 
 
-async def _transact(session: _Session, envelope_from: str, recipient: str, wire: bytes) -> str:
-    """Run one mail transaction on an open session and return the server's final reply."""
+def _mail_from_command(envelope_from: str) -> bytes:
+    """Return the MAIL FROM command line for an envelope sender; ChannelStoppedError when it cannot be sent."""
     try:
-        mail = b"MAIL FROM:<" + _envelope_address(envelope_from) + b">\r\n"
+        return b"MAIL FROM:<" + _envelope_address(envelope_from) + b">\r\n"
     except ValueError as exc:
         raise ChannelStoppedError(f"envelope sender {envelope_from!r} cannot be sent: {exc}") from exc
+
+
+async def _transact(session: _Session, mail: bytes, recipient: str, wire: bytes) -> str:
+    """Run one mail transaction on an open session and return the server's final reply; `mail` is the
+    MAIL FROM command line (`_mail_from_command`)."""
     try:
         rcpt = b"RCPT TO:<" + _envelope_address(recipient) + b">\r\n"
     except ValueError as exc:
@@ -441,10 +469,10 @@ class _PooledConnection:
             self._session = await _open_session(self._config)
         return self._session
 
-    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
+    async def send(self, mail: bytes, recipient: str, wire: bytes) -> str:
         session = await self.ensure_open()
         try:
-            return await _transact(session, envelope_from, recipient, wire)
+            return await _transact(session, mail, recipient, wire)
         except TransientDeliveryError as exc:
             if exc.reconnect:
                 session.abort()
@@ -468,15 +496,19 @@ class SmtpPool:
         self._config = config
         self._connections = [_PooledConnection(config) for _ in range(config.pool_size)]
         self._idle: asyncio.Queue[_PooledConnection] = asyncio.Queue()
-        self.opened = 0
+        self._mail_from: tuple[str, bytes] | None = None     # the last envelope sender and its MAIL FROM line
+        self.opened = 0     # sessions that `open` opened (the relay may allow fewer than pool_size)
 
-    async def open(self) -> None:
-        """Open the sessions now (EHLO, STARTTLS or TLS, AUTH) rather than on first use.
+    async def open(self) -> int:
+        """Open the sessions now (EHLO, STARTTLS or TLS, AUTH) rather than on first use; return how many
+        opened (also kept in `opened`), which is fewer than `pool_size` when the relay limits connections.
 
         The first one opens alone, so that a refused login is tried once (one attempt per mechanism) and
-        stops the channel before other connections repeat it. The others then open together, and those the
-        relay turns away (a relay limiting connections answers the extra greetings with 421) are left out:
-        sending goes on over the ones that opened. Raises ChannelStoppedError when none opens."""
+        stops the channel before other connections repeat it. The others then open together. Those the
+        relay turns away at the greeting (a relay limiting connections answers the extra greetings with 421,
+        or with another 4xx) are left out: sending goes on over the ones that opened. Any other failure of
+        theirs (TLS, AUTH, a refused session) stops the channel as it would have on the first one. Raises
+        ChannelStoppedError when none opens."""
         first, *others = self._connections
         try:
             await first.ensure_open()
@@ -484,14 +516,19 @@ class SmtpPool:
             raise ChannelStoppedError(f"relay {self._config.where} accepted no connection: {exc}",
                                       reply=exc.reply) from exc
         results = await asyncio.gather(*(c.ensure_open() for c in others), return_exceptions=True)
-        unexpected = [r for r in results if isinstance(r, BaseException) and not isinstance(r, DeliveryError)]
-        if unexpected:
+        failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, _TurnedAwayError)),
+                       None)
+        if failure is not None:
             await self.close()
-            raise unexpected[0]
+            if isinstance(failure, TransientDeliveryError):
+                raise ChannelStoppedError(f"relay {self._config.where} failed a further connection: {failure}",
+                                          reply=failure.reply) from failure
+            raise failure
         opened = [first] + [c for c, r in zip(others, results) if not isinstance(r, BaseException)]
         for connection in opened:
             self._idle.put_nowait(connection)
         self.opened = len(opened)
+        return self.opened
 
     async def close(self) -> None:
         """Say QUIT on every open session; never raises."""
@@ -508,9 +545,12 @@ class SmtpPool:
         """Send one message to one recipient over a pooled connection; return the server's final reply text
         (e.g. '250 2.0.0 Ok: queued as X'). `wire` is the message as SMTP carries it: CRLF line ends and
         dot-stuffed, ending in CRLF (what `to_wire` makes of any message, and what MessageTemplate builds)."""
+        if self._mail_from is None or self._mail_from[0] != envelope_from:
+            self._mail_from = (envelope_from, _mail_from_command(envelope_from))
+        mail = self._mail_from[1]
         connection = await self._idle.get()
         try:
-            return await connection.send(envelope_from, recipient, wire)
+            return await connection.send(mail, recipient, wire)
         finally:
             self._idle.put_nowait(connection)
 

@@ -94,6 +94,25 @@ def hostname_problem(host: str) -> str | None:
     return None
 
 
+def ehlo_name_problem(name: str) -> str | None:
+    """Say why `name` cannot follow EHLO, else None: it must be a host name, or an address literal in
+    brackets ([192.0.2.1], [IPv6:2001:db8::1]) as RFC 5321 4.1.3 writes it; a bare IP address is refused."""
+    if problem := text_problem(name):
+        return problem
+    if name.startswith("[") and name.endswith("]"):
+        literal = name[1:-1]
+        try:
+            address = ipaddress.ip_address(literal.removeprefix("IPv6:"))
+        except ValueError:
+            return f"invalid address literal {shown(name)}"
+        if (address.version == 6) != literal.startswith("IPv6:"):
+            return f"invalid address literal {shown(name)}: write [192.0.2.1] or [IPv6:2001:db8::1]"
+        return None
+    if name.replace(".", "").isdigit() or ":" in name:
+        return f"write an IP address in brackets, as [{name}]"
+    return hostname_problem(name)
+
+
 def http_url_problem(url: str) -> str | None:
     """Say why `url` is not an absolute http(s) URL with a host, of plain URL characters, else None."""
     if not _URL_CHARACTERS.fullmatch(url) or len(url) > MAX_URL:

@@ -12,7 +12,6 @@ environment variable that holds the secret, read only when a channel needs it.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import os
 import re
@@ -26,8 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from .addresses import (explained_address_problem, hostname_problem, http_url_problem, list_id_problem,
-                        named_address_problem, text_problem)
+from .addresses import (ehlo_name_problem, explained_address_problem, hostname_problem, http_url_problem,
+                        list_id_problem, named_address_problem, text_problem)
 from .bounded import load_yaml, read_regular_file
 from .errors import InputError, SettingsError
 
@@ -259,19 +258,6 @@ def _existing_folder(value: str) -> str | None:
     return None if Path(value).expanduser().is_dir() else f"no such folder {value!r}"
 
 
-def _ehlo_name(value: str) -> str | None:
-    """A host name, or an address literal in brackets ([192.0.2.1], [IPv6:2001:db8::1]) as RFC 5321 writes it."""
-    if value.startswith("[") and value.endswith("]"):
-        try:
-            ipaddress.ip_address(value[1:-1].removeprefix("IPv6:"))
-            return None
-        except ValueError:
-            return f"invalid address literal {value!r}"
-    if value.replace(".", "").isdigit() or ":" in value:
-        return f"write an IP address in brackets, as [{value}]"
-    return hostname_problem(value)
-
-
 def _time_zone(value: str) -> str | None:
     try:
         ZoneInfo(value)
@@ -307,7 +293,7 @@ _TEXT_CHECKS: dict[str, Callable[[str], str | None]] = {
     "channels.email.template_dir": _existing_folder,
     "channels.wechat.base_url": http_url_problem,
     "smtp.host": hostname_problem,
-    "smtp.ehlo_name": _ehlo_name,
+    "smtp.ehlo_name": ehlo_name_problem,
     "schedule.operator_email": explained_address_problem,
     "schedule.timezone": _time_zone,
 }

@@ -74,6 +74,7 @@ class FaultySmtpServer:
       max_connections       greet at most this many connections at a time; the greeting of one more is
                             '421 4.7.0 too many connections' and the connection closes (Postfix's limit)
       certificate           (certificate, key) PEM paths to serve instead of the throwaway CA's certificate
+      accepted_logins       accept the right credentials this many times; later logins get 535 all the same
     """
 
     def __init__(self, *, username: str | None = None, password: str | None = None, tls: str = "none",
@@ -84,7 +85,7 @@ class FaultySmtpServer:
                  drop_on_data: Mapping[str, int] | None = None, drop_in_data: Mapping[str, int] | None = None,
                  withhold_after_dot: Mapping[str, float] | None = None, command_delay_seconds: float = 0.0,
                  max_connections: int | None = None, certificate: tuple[Path, Path] | None = None,
-                 hold_after_messages: int | None = None):
+                 hold_after_messages: int | None = None, accepted_logins: int | None = None):
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
         self.host = HOST
@@ -114,6 +115,7 @@ class FaultySmtpServer:
         self._connections = 0
         self._rcpt_attempts: collections.Counter[str] = collections.Counter()
         self._auth_attempts = 0
+        self._logins_left = accepted_logins
         self._tmpdir: Path | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -358,6 +360,10 @@ class _Handler:
         expected = owner._credentials
         ok = (expected is not None and isinstance(auth_data, LoginPassword)
               and (auth_data.login, auth_data.password) == (expected[0].encode(), (expected[1] or "").encode()))
+        with owner._lock:
+            if ok and owner._logins_left is not None:
+                ok = owner._logins_left > 0
+                owner._logins_left -= ok
         return AuthResult(success=ok, handled=False)
 
     async def handle_MAIL(self, server: SMTP, session, envelope, address: str, mail_options: list[str]) -> str:

@@ -7,6 +7,7 @@ import base64
 import datetime
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -314,19 +315,32 @@ def write_self_signed(directory: Path, *, dns_names: tuple[str, ...] = (),
 
 
 def test_pool_sends_over_the_connections_a_limited_relay_allows() -> None:
-    async def send_ten(config: SmtpConfig) -> tuple[int, list[str]]:
-        async with SmtpPool(config) as pool:
+    async def send_ten(config: SmtpConfig) -> tuple[int, int, list[str]]:
+        pool = SmtpPool(config)
+        try:
+            opened = await pool.open()
             replies = await asyncio.gather(*(pool.send(SENDER, f"r{n}@x.test", SMALL) for n in range(10)))
-            return pool.opened, replies
+            return opened, pool.opened, replies
+        finally:
+            await pool.close()
 
     with FaultySmtpServer(max_connections=2) as server:
-        opened, replies = run(send_ten(config_for(server, pool_size=5)))
+        opened, kept, replies = run(send_ten(config_for(server, pool_size=5)))
         assert server.refused_connections == 3
         messages = server.messages
-    assert opened == 2
+    assert opened == kept == 2
     assert all(reply.startswith("250 ") for reply in replies)
     assert sorted(m.rcpt_tos[0] for m in messages) == sorted(f"r{n}@x.test" for n in range(10))
     assert len({m.connection for m in messages}) == 2
+
+
+def test_a_login_refused_on_a_further_connection_stops_the_channel_as_on_the_first() -> None:
+    """Only a relay turning extra connections away at the greeting is left out; AUTH refused on connection
+    2 (an account locked mid-run) is no connection limit and must not pass silently."""
+    with FaultySmtpServer(username="sender", password=PASSWORD, accepted_logins=1) as server:
+        with pytest.raises(ChannelStoppedError, match="refused authentication"):
+            run(SmtpPool(config_for(server, username="sender", password=PASSWORD, pool_size=3)).open())
+        assert server.connections_opened == 3 and server.messages == []
 
 
 def test_rate_limit_on_the_sender_at_mail_from_is_sender_throttled() -> None:
@@ -385,6 +399,20 @@ def test_implicit_tls_against_a_starttls_port_says_so() -> None:
             run(check_relay(config_for(server, security="tls", cafile=str(server.ca_path))))
 
 
+@pytest.mark.parametrize("words", ["[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)",
+                                   "[SSL: RECORD_LAYER_FAILURE] record layer failure (_ssl.c:1010)",
+                                   "[SSL: PACKET_LENGTH_TOO_LONG] packet length too long (_ssl.c:1010)",
+                                   "wrong version number"])
+def test_every_openssl_wording_of_a_plain_text_answer_to_tls_gets_the_starttls_hint(words: str) -> None:
+    """OpenSSL 1.1/3.0 and 3.2+ word a "220 " greeting read as a TLS record differently."""
+    config = SmtpConfig(host="127.0.0.1", port=465, security="tls", username=None, password=None,
+                        timeout_seconds=2.0, pool_size=1)
+    stopped = channels.smtp_transport._tls_failure(config, ssl.SSLError(1, words))
+    assert str(stopped).endswith("is this a STARTTLS port? try smtp.security: starttls")
+    other = channels.smtp_transport._tls_failure(config, ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] x"))
+    assert "STARTTLS port" not in str(other)
+
+
 def test_the_ehlo_name_is_the_configured_one_or_the_machines_fqdn() -> None:
     with FaultySmtpServer() as server:
         run(send_all(config_for(server, local_hostname="mail.sender.test"), ("a@x.test", SMALL)))
@@ -393,6 +421,23 @@ def test_the_ehlo_name_is_the_configured_one_or_the_machines_fqdn() -> None:
     assert names == ["mail.sender.test", socket.getfqdn()]
     with pytest.raises(ValueError, match="ehlo_name"):
         config_for(server, local_hostname="bad name\r\nMAIL FROM:<x@y>")
+
+
+@pytest.mark.parametrize(("name", "problem"), [("mail.example.org", None), ("[192.0.2.1]", None),
+                                              ("[IPv6:2001:db8::1]", None),
+                                              ("192.0.2.1", "write an IP address in brackets"),
+                                              ("[2001:db8::1]", "invalid address literal"),
+                                              ("mail.example.org.", "invalid host name"),
+                                              ("bad name", "invalid host name")])
+def test_the_transport_checks_the_ehlo_name_as_settings_do(name: str, problem: str | None) -> None:
+    """One check of the EHLO name (distributor.addresses), in settings and in SmtpConfig alike."""
+    config = dict(host="127.0.0.1", port=25, security="plain", username=None, password=None,
+                  timeout_seconds=2.0, pool_size=1, local_hostname=name)
+    if problem is None:
+        assert SmtpConfig(**config).local_hostname == name      # type: ignore[arg-type]
+    else:
+        with pytest.raises(ValueError, match=f"ehlo_name: {problem}"):
+            SmtpConfig(**config)                                  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("recipient", ["a@x.test> NOTIFY=SUCCESS ORCPT=rfc822;v@evil.test",
