@@ -517,8 +517,9 @@ class Ledger:
         return Lease(*row) if row else None
 
     # --- issue identity ----------------------------------------------------------------------
-    # Which issue a key stands for: its date and title (and file) when it was first planned or
-    # published, so another file that comes to the same key is refused (distributor/identity.py).
+    # Which issue a key stands for: its date and title (and file) when a run first committed to it
+    # (confirmed, about to send), so another file that comes to the same key is refused
+    # (distributor/identity.py).
 
     def issue_identity(self, issue_key: str) -> tuple[str, str, str, float] | None:
         """Return (date, title, source path, time recorded) of the issue known by `issue_key`."""
@@ -558,16 +559,16 @@ class Ledger:
                                                        (issue_key,))}
         return rows, hashes, paths
 
-    def adopt_issue_rows(self, old_key: str, new_key: str, date: str, title: str, source_path: str) -> int:
-        """Move every delivery row and checkpoint (and scheduled job) of `old_key` to `new_key` and
-        record `new_key`'s identity, in one transaction; return how many rows and checkpoints moved."""
+    def adopt_issue_rows(self, old_key: str, new_key: str) -> int:
+        """Move every delivery row and checkpoint (and scheduled job) of `old_key` to `new_key`, in
+        one transaction; return how many rows and checkpoints moved. The identity is recorded later,
+        once a run commits to the issue (distributor/identity.py)."""
         self.begin()
         try:
             moved = sum(self.db.execute(f"UPDATE {table} SET issue_key = ? WHERE issue_key = ?",
                                         (new_key, old_key)).rowcount for table in ("deliveries", "checkpoints"))
             if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
                 self.db.execute("UPDATE jobs SET issue_key = ? WHERE issue_key = ?", (new_key, old_key))
-            self.remember_issue_identity(new_key, date, title, source_path)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise

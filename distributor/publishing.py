@@ -25,8 +25,8 @@ from . import run_report
 from .checks import smtp_config
 from .delivery import MailPlan, deliver, message_templates, send_test_copy, unsubscribe_links
 from .errors import EXIT_OK, InputError
-from .identity import check_identity
-from .ledger import Ledger
+from .identity import check_identity, record_identity, take_over_legacy_rows
+from .ledger import Ledger, open_ledger
 from .models import UNSUBSCRIBE_PLACEHOLDER
 from .pipeline import CHANNELS, Renditions, render_issue
 from .preview import write_files
@@ -81,13 +81,13 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
     mail = [name for name in channels if name in MAIL_CHANNELS and _subscriber_file(settings, name)]
     for name in mail:                   # every file read to its end before the ledger is touched
         _warn_bad_rows(check_subscribers(_subscriber_file(settings, name)), err)
-    timeout = settings.ledger.lock_timeout_seconds
-    ledger = Ledger.snapshot(settings.ledger.path, lock_timeout_seconds=timeout) if options.dry_run \
-        else Ledger(settings.ledger.path, lock_timeout_seconds=timeout)
+    ledger = Ledger.snapshot(settings.ledger.path, lock_timeout_seconds=settings.ledger.lock_timeout_seconds) \
+        if options.dry_run else open_ledger(settings.ledger)
     wechat = renditions.wechat if "wechat" in channels and not options.dry_run else None
     with ledger.storage_errors():
         try:
-            check_identity(ledger, renditions.issue, err)     # another issue under this key: refused here
+            claim = check_identity(ledger, renditions.issue, err)     # another issue under this key: refused here
+            take_over_legacy_rows(ledger, claim, err, dry_run=options.dry_run)
             _write_text_file(renditions, settings, options.dry_run, out)
             for name in mail:
                 _plan(ledger, renditions, name, _subscriber_file(settings, name), err)
@@ -97,6 +97,8 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO = sys.st
             if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
                 print("nothing sent", file=out)
                 return EXIT_OK
+            if not options.to_wechat:       # the run commits to this issue: its key is its from now on
+                record_identity(ledger, claim)
             plan = MailPlan(totals, options.statuses(), transport, secret,
                             live_progress=err.isatty() and not options.dry_run)
             outcomes = asyncio.run(deliver(renditions, wechat, plan, settings, ledger, err,

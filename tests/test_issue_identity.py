@@ -6,7 +6,11 @@ import email
 import email.policy
 import hashlib
 import io
+import os
+import pty
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +18,8 @@ import pytest
 from distributor.publishing import PublishOptions, publish
 from distributor.settings import load_settings
 
-from .conftest import CORPUS
-from .publish_helpers import cli, configure, received_by
+from .conftest import CORPUS, ROOT
+from .publish_helpers import SECRET, cli, configure, received_by
 from .smtp_server import FaultySmtpServer
 from .test_scheduler import Clock, command, run_due, shanghai
 
@@ -116,6 +120,61 @@ def test_an_edit_of_the_same_issue_goes_on_with_its_warning(tmp_path):
     assert keys(tmp_path) == {"2024-06-10-weekly": 4}
 
 
+def publish_at_a_terminal(settings: Path, issue: Path, answer: str) -> subprocess.CompletedProcess:
+    """Run `distributor publish` with a terminal (a pty) as its standard input, typing `answer` at the prompt."""
+    typing_end, terminal = pty.openpty()
+    try:
+        os.write(typing_end, answer.encode() + b"\n")
+        environment = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET}
+        return subprocess.run([sys.executable, "-m", "distributor", "--settings", str(settings), "publish", str(issue)],
+                              stdin=terminal, capture_output=True, text=True, timeout=60, cwd=ROOT, env=environment)
+    finally:
+        os.close(terminal)
+        os.close(typing_end)
+
+
+def test_answering_no_at_the_prompt_leaves_the_title_free_to_correct(tmp_path):
+    issue = weekly(tmp_path, "2024-06-10-weekly.md", "Python 潮流周干#55")         # a typo in the title
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES)
+        declined = publish_at_a_terminal(settings, issue, "n")
+        assert declined.returncode == 0 and "nothing sent" in declined.stdout, declined.stdout + declined.stderr
+        weekly(tmp_path, "2024-06-10-weekly.md", "Python 潮流周刊#55")              # corrected
+        sent = cli(settings, "publish", str(issue), "--yes")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert subjects(server) == ["Python 潮流周刊#55"] * len(ADDRESSES)
+
+
+def test_a_run_refused_before_sending_leaves_the_title_free_to_correct(tmp_path):
+    issue = weekly(tmp_path, "2024-06-10-weekly.md", "Python 潮流周干#55")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a file, not a folder\n", encoding="utf-8")
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES)
+        text = settings.read_text(encoding="utf-8")
+        settings.write_text(text.replace("text: {enabled: false}", f"text: {{output_dir: {plain / 'archive'}}}"))
+        refused = cli(settings, "publish", str(issue), "--yes")          # the text archive cannot be written
+        assert refused.returncode == 3 and server.messages == [], refused.stdout + refused.stderr
+        settings.write_text(text)
+        weekly(tmp_path, "2024-06-10-weekly.md", "Python 潮流周刊#55")
+        sent = cli(settings, "publish", str(issue), "--yes")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert subjects(server) == ["Python 潮流周刊#55"] * len(ADDRESSES)
+
+
+def test_the_refusal_says_a_new_permalink_goes_to_everyone_again_once_some_got_it(tmp_path):
+    issue = weekly(tmp_path, "2024-06-10-weekly.md", "Python 潮流周干#55")
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES)
+        assert run(settings, issue)[0] == 0
+        weekly(tmp_path, "2024-06-10-weekly.md", "Python 潮流周刊#55")              # the typo fixed too late
+        result = cli(settings, "publish", str(issue), "--yes")
+        assert len(server.messages) == len(ADDRESSES)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "another title" in result.stderr and f"{len(ADDRESSES)} recipients already got" in result.stderr
+    assert "a new permalink starts a new issue that goes to everyone again" in result.stderr
+
+
 # --- ledgers written by the previous version, which keyed a dated file by its slug -------------------
 
 OLD_SCHEMA = """
@@ -160,6 +219,19 @@ def test_upgrade_takes_over_the_slug_rows_of_the_same_file_and_sends_no_second_c
     notes = [line for line in err.splitlines() if "took over" in line]
     assert len(notes) == 1 and "'weekly'" in notes[0] and "'2024-06-10-weekly'" in notes[0]
     assert keys(tmp_path) == {"2024-06-10-weekly": 4}
+
+
+def test_a_dry_run_says_it_would_take_over_the_slug_rows_and_takes_over_nothing(tmp_path):
+    issue = weekly(tmp_path, "2024-06-10-weekly.md", "Python 潮流周刊#55")
+    old_ledger(tmp_path, "weekly", {address: issue.read_bytes() for address in ADDRESSES})
+    with FaultySmtpServer() as server:
+        settings = configure(tmp_path, server, ADDRESSES + ["new@example.org"])
+        status, out, err = run(settings, issue, dry_run=True)
+        assert status == 0 and server.messages == [], out + err
+    notes = [line for line in err.splitlines() if "take over" in line or "took over" in line]
+    assert len(notes) == 1 and "would take over 3 rows" in notes[0], err
+    assert "email: 1 recipients" in out
+    assert keys(tmp_path) == {"weekly": 3}
 
 
 def test_upgrade_leaves_slug_rows_of_another_file_alone(tmp_path):
