@@ -189,7 +189,10 @@ def _bad_requests(token: str) -> list[tuple[bytes, bool]]:
         (post_head(path, "Transfer-Encoding: chunked") + b"zz\r\nxx\r\n0\r\n\r\n", False),
         (post_head(path, "Content-Type: multipart/form-data; boundary=\x7f", "Content-Length: 26") + ONE_CLICK,
          False),
-        (post_head(path, "Content-Length: 26") + ONE_CLICK, True),
+        # A client that crashes half-way through its body: the request is never whole, so nothing may
+        # come of it. (A whole one-click body before the reset is a valid request: whether it is
+        # served before the reset arrives is a race, not a fault.)
+        (post_head(path, "Content-Length: 26") + ONE_CLICK[:10], True),
         (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), True),
         (b"GET /unsubscribe/%00 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", False),
         (b"GET /unsubscribe/\xff\xfe%ff.%c0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", False),
