@@ -82,21 +82,7 @@ def test_liquid_resolved_or_reported_with_line(tmp_path):
     ("---\ntitle: T\nbody without end\n", "never closed", 1),
     ("---\n- a list\n---\nbody\n", "must be a mapping", 2),
     (b"---\ntitle: T\n---\n\xff\xfe bad\n", "not valid UTF-8", 4),
-])
-def test_bad_input_names_file_and_line(tmp_path, source, message, line):
-    path = write(tmp_path, "bad.md", source)
-    with pytest.raises(InputError) as caught:
-        load_issue(path, SITE)
-    assert message in str(caught.value)
-    assert str(caught.value).startswith(f"{path}:{line}:")
-
-
-def test_unreadable_file(tmp_path):
-    with pytest.raises(InputError, match="cannot read issue"):
-        load_issue(tmp_path / "missing.md", SITE)
-
-
-@pytest.mark.parametrize("source, message, line", [
+    # Front matter of the wrong type, or with a control character in a field that becomes a header.
     ("---\ntitle: [a, b]\n---\nbody\n", "title must be text, not a list", 2),
     ("---\ntitle: T\npermalink: [a, b]\n---\nbody\n", "permalink must be text, not a list", 3),
     ("---\ntitle: T\nauthor: {name: x}\n---\nbody\n", "author must be text, not a mapping", 3),
@@ -110,12 +96,17 @@ def test_unreadable_file(tmp_path):
     ("Title: a\x07b\nDate: 2013-06-07\n\nHello.\n", "title contains the control character U+0007", 1),
     ("---\ntitle: T\ncover: \"/a.png\\u2028x\"\n---\nbody\n", "control character U+2028", 3),
 ])
-def test_front_matter_of_the_wrong_type_is_refused_with_its_line(tmp_path, source, message, line):
+def test_bad_input_names_file_and_line(tmp_path, source, message, line):
     path = write(tmp_path, "bad.md", source)
     with pytest.raises(InputError) as caught:
         load_issue(path, SITE)
     assert message in str(caught.value)
     assert str(caught.value).startswith(f"{path}:{line}:")
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(InputError, match="cannot read issue"):
+        load_issue(tmp_path / "missing.md", SITE)
 
 
 def test_a_description_may_fold_over_lines_but_holds_no_other_control_character(tmp_path):
