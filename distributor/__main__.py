@@ -1,6 +1,6 @@
 """Run the command line as `python -m distributor`."""
 import sys
 
-from .cli import main
+from distributor.cli import main
 
 sys.exit(main())

@@ -10,12 +10,14 @@ import sys
 import threading
 from pathlib import Path
 
-from . import schedule_commands, serve, subscriber_commands
-from .addresses import explained_address_problem
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
-from .pipeline import CHANNELS, render_issue
-from .preview import preview_files, summarise, write_files
-from .settings import Settings, load_settings
+from distributor.commands import schedule as schedule_commands
+from distributor.web import server as serve
+from distributor.commands import subscribers as subscriber_commands
+from distributor.validate.addresses import explained_address_problem
+from distributor.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
+from distributor.render.renditions import CHANNELS, render_issue
+from distributor.render.preview import preview_files, summarise, write_files
+from distributor.settings import Settings, load_settings
 
 
 _TITLE_HELP = "the issue's title, instead of the file's own (needed when it has no front matter and no '# ' line)"
@@ -90,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     if args.serve:
-        from .preview_server import serve_preview
+        from distributor.web.preview_server import serve_preview
         return serve_preview(args.issue, settings, port=args.port, out=sys.stdout, title=args.title)
     channels = CHANNELS if args.channel == "all" else (args.channel,)
     renditions = render_issue(args.issue, settings, channels, title=args.title)
@@ -104,10 +106,10 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from .issue import load_issue
-    from .ledger import open_ledger
-    from .status import write_status
-    from channels.wechat_state import wechat_state
+    from distributor.render.issue import load_issue
+    from distributor.ledger.store import open_ledger
+    from distributor.ledger.status import write_status
+    from distributor.channels.wechat.state import wechat_state
     if not Path(settings.ledger.path).expanduser().exists():
         raise InputError("no ledger yet: nothing has been published", path=settings.ledger.path)
     ledger = open_ledger(settings.ledger)
@@ -124,12 +126,12 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    from .checks import check_services
+    from distributor.commands.check import check_services
     return EXIT_OK if check_services(settings, sys.stdout) else EXIT_FAILED
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from .publishing import PublishOptions, publish   # the delivery stack loads only when needed
+    from distributor.delivery.publish import PublishOptions, publish   # the delivery stack loads only when needed
     if args.to is not None and (problem := explained_address_problem(args.to)):
         raise InputError(f"--to: {problem}")
     options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,

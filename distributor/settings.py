@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from .addresses import (ehlo_name_problem, explained_address_problem, hostname_problem, http_url_problem,
+from distributor.validate.addresses import (ehlo_name_problem, explained_address_problem, hostname_problem, http_url_problem,
                         list_id_problem, named_address_problem, text_problem)
-from .bounded import load_yaml, read_regular_file
-from .errors import InputError, SettingsError
+from distributor.validate.bounded import load_yaml, read_regular_file
+from distributor.errors import InputError, SettingsError
 
 MAX_SETTINGS_BYTES = 1024 * 1024
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distributor.publishing import PublishOptions, publish
+from distributor.delivery.publish import PublishOptions, publish
 from distributor.settings import load_settings
 
 from .conftest import EXAMPLE, ROOT, UNSUBSCRIBE_SECRET as SECRET

@@ -8,7 +8,7 @@ import email.policy
 
 import pytest
 
-from channels.email_message import MessageParts, MessageTemplate, Recipient
+from distributor.channels.mail.message import MessageParts, MessageTemplate, Recipient
 from distributor.errors import InputError
 from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
 from distributor.settings import EmailSettings

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from distributor.errors import InputError
-from distributor.pipeline import render_issue
+from distributor.render.renditions import render_issue
 from distributor.settings import load_settings
 
 from .conftest import ROOT

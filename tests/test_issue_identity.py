@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from distributor.publishing import PublishOptions, publish
+from distributor.delivery.publish import PublishOptions, publish
 from distributor.settings import load_settings
 
 from .conftest import CORPUS, ROOT

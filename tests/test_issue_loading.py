@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from distributor.errors import InputError
-from distributor.issue import load_issue
+from distributor.render.issue import load_issue
 from distributor.settings import SiteSettings
 
 SITE = SiteSettings(base_url="https://example.org")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from distributor.jobs import JobStore
-from distributor.ledger import Ledger
+from distributor.schedule.jobs import JobStore
+from distributor.ledger.store import Ledger
 
 from .conftest import EXAMPLE, ROOT
 from .publish_helpers import SECRET, configure, received_by

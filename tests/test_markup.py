@@ -10,7 +10,7 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from distributor.markup import render_markdown
+from distributor.render.markup import render_markdown
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPUS = SHARED / "corpus"

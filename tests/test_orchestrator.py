@@ -10,13 +10,13 @@ import threading
 
 import pytest
 
-from channels.email_message import MessageParts, MessageTemplate
-from channels.mail import MailChannel
-from distributor.ledger import Ledger
-from distributor.orchestrator import MailRun
-from distributor.progress import Progress
-from distributor.ratelimit import RateLimiter
-from distributor.retry import RetryPolicy
+from distributor.channels.mail.message import MessageParts, MessageTemplate
+from distributor.channels.mail.sender import MailChannel
+from distributor.ledger.store import Ledger
+from distributor.delivery.row_run import MailRun
+from distributor.delivery.progress import Progress
+from distributor.delivery.ratelimit import RateLimiter
+from distributor.delivery.retry import RetryPolicy
 from distributor.settings import EmailSettings
 
 ISSUE = "/weekly-1/"

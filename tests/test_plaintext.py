@@ -9,7 +9,7 @@ import markdown
 import pytest
 from wcwidth import wcswidth
 
-from distributor.plaintext import PlainText, html_to_text
+from distributor.channels.text.plaintext import PlainText, html_to_text
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 CORPUS_SOURCES = ("tinylab", "this-week-in-rust", "python-weekly", "rust-gamedev")

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from distributor.errors import InputError
-from distributor.preview_server import serve_preview
+from distributor.web.preview_server import serve_preview
 from distributor.settings import ChannelsSettings, EmailSettings, Settings, SiteSettings
 
 from .conftest import EXAMPLE, ROOT

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from distributor import unsubscribe
-from distributor.ledger import Ledger
-from distributor.pipeline import render_issue
+from distributor.audience import unsubscribe
+from distributor.ledger.store import Ledger
+from distributor.render.renditions import render_issue
 from distributor.settings import load_settings
 
 from .conftest import EXAMPLE, ROOT

@@ -16,19 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from channels.wechat import content_as_sent
-from channels.wechat_api import MemoryTokenStore, WechatApi, WechatApiConfig
-from channels.wechat_images import replace_image_sources
-from channels.wechat_publisher import EDIT_NOT_SENT, WechatOutcome, publish_wechat
+from distributor.channels.wechat.article import content_as_sent
+from distributor.channels.wechat.api import MemoryTokenStore, WechatApi, WechatApiConfig
+from distributor.channels.wechat.images import replace_image_sources
+from distributor.channels.wechat.publisher import EDIT_NOT_SENT, WechatOutcome, publish_wechat
 from distributor.errors import (
     ChannelStoppedError,
     InputError,
     PermanentDeliveryError,
     UncertainDeliveryError,
 )
-from distributor.ledger import Ledger
-from distributor.pipeline import render_issue
-from distributor.retry import RetryPolicy
+from distributor.ledger.store import Ledger
+from distributor.render.renditions import render_issue
+from distributor.delivery.retry import RetryPolicy
 from distributor.settings import Settings, load_settings
 from tests.wechat_stub import IMAGE_SOURCE, LINK_TARGET, Fault, WechatStub, sample_png
 

@@ -13,8 +13,8 @@ import pytest
 from wcwidth import wcswidth
 
 from distributor.models import UNSUBSCRIBE_PLACEHOLDER
-from distributor.pipeline import render_issue
-from distributor.preview import email_sample
+from distributor.render.renditions import render_issue
+from distributor.render.preview import email_sample
 from distributor.settings import Settings
 
 from .conftest import CORPUS, EXAMPLE, ROOT, corpus_files

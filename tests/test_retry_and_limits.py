@@ -10,8 +10,8 @@ import pytest
 
 from distributor.errors import (ChannelStoppedError, PermanentDeliveryError, SenderThrottledError,
                                 TransientDeliveryError, UncertainDeliveryError)
-from distributor.ratelimit import RateLimiter
-from distributor.retry import RetryPolicy
+from distributor.delivery.ratelimit import RateLimiter
+from distributor.delivery.retry import RetryPolicy
 
 from .smtp_server import FaultySmtpServer
 from .publish_helpers import configure, ledger_rows, received_by, run_publish

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from lxml import etree
 
-from distributor.pipeline import render_issue
+from distributor.render.renditions import render_issue
 from distributor.settings import Settings
 
 SETTINGS = Settings()

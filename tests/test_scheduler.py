@@ -21,12 +21,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from distributor.errors import InputError
-from distributor.jobs import MAX_TRIES, Job, JobStore
-from distributor.ledger import Ledger
-from distributor.schedule_commands import add_commands
-from distributor.scheduler import LeaseKeeper, Scheduler
+from distributor.schedule.jobs import MAX_TRIES, Job, JobStore
+from distributor.ledger.store import Ledger
+from distributor.commands.schedule import add_commands
+from distributor.schedule.runner import LeaseKeeper, Scheduler
 from distributor.settings import load_settings
-from distributor.timezones import read_local_time
+from distributor.schedule.timezones import read_local_time
 
 from .conftest import EXAMPLE, ROOT
 from .publish_helpers import SECRET, configure, ledger_rows, received_by

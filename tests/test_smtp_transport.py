@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import channels.smtp_transport
-from channels.smtp_transport import SmtpConfig, SmtpPool, check_relay, to_wire
+import distributor.channels.mail.smtp as smtp_module
+from distributor.channels.mail.smtp import SmtpConfig, SmtpPool, check_relay, to_wire
 from distributor.errors import (
     ChannelStoppedError,
     PermanentDeliveryError,
@@ -407,9 +407,9 @@ def test_every_openssl_wording_of_a_plain_text_answer_to_tls_gets_the_starttls_h
     """OpenSSL 1.1/3.0 and 3.2+ word a "220 " greeting read as a TLS record differently."""
     config = SmtpConfig(host="127.0.0.1", port=465, security="tls", username=None, password=None,
                         timeout_seconds=2.0, pool_size=1)
-    stopped = channels.smtp_transport._tls_failure(config, ssl.SSLError(1, words))
+    stopped = smtp_module._tls_failure(config, ssl.SSLError(1, words))
     assert str(stopped).endswith("is this a STARTTLS port? try smtp.security: starttls")
-    other = channels.smtp_transport._tls_failure(config, ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] x"))
+    other = smtp_module._tls_failure(config, ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] x"))
     assert "STARTTLS port" not in str(other)
 
 
@@ -459,7 +459,7 @@ def test_a_multiline_reply_and_a_reply_before_the_command_are_read_whole() -> No
 
 def test_the_transport_uses_no_private_name_of_aiosmtplib() -> None:
     """Only our own underscored names: aiosmtplib's private ones (e.g. `_drain_helper`) may change in any release."""
-    source = Path(channels.smtp_transport.__file__).read_text(encoding="utf-8")
+    source = Path(smtp_module.__file__).read_text(encoding="utf-8")
     own = {node.name for node in ast.walk(ast.parse(source))
            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))}
     own |= {target.attr for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Assign, ast.AnnAssign))

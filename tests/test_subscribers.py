@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from distributor.errors import InputError
-from distributor.subscribers import MAX_FILE_BYTES, BadRow, Subscriber, read_subscribers
+from distributor.audience.subscriber_files import MAX_FILE_BYTES, BadRow, Subscriber, read_subscribers
 
 from .conftest import ROOT
 

@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from distributor import cli, serve, subscriber_commands, unsubscribe
+from distributor import cli
+from distributor.web import server as serve
+from distributor.commands import subscribers as subscriber_commands
+from distributor.audience import unsubscribe
 from distributor.errors import InputError
-from distributor.ledger import Ledger
-from distributor.publishing import PublishOptions, publish
+from distributor.ledger.store import Ledger
+from distributor.delivery.publish import PublishOptions, publish
 from distributor.settings import LedgerSettings, Settings, SiteSettings, load_settings
-from distributor.webapp import create_app
+from distributor.web.unsubscribe_app import create_app
 
 from .conftest import EXAMPLE, ROOT
 from .publish_helpers import SECRET, configure, run_publish

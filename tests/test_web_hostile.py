@@ -22,10 +22,10 @@ from typing import Iterator
 
 import pytest
 
-from distributor import unsubscribe
-from distributor.ledger import Ledger
+from distributor.audience import unsubscribe
+from distributor.ledger.store import Ledger
 from distributor.settings import LedgerSettings, Settings, SiteSettings
-from distributor.webapp import MAX_BODY_BYTES, create_app
+from distributor.web.unsubscribe_app import MAX_BODY_BYTES, create_app
 
 from .conftest import EXAMPLE, ROOT, UNSUBSCRIBE_SECRET
 from .test_preview_page import get, serve

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from channels.wechat_api import MemoryTokenStore, WechatApi, WechatApiConfig
+from distributor.channels.wechat.api import MemoryTokenStore, WechatApi, WechatApiConfig
 from distributor.errors import (
     ChannelStoppedError,
     PermanentDeliveryError,

@@ -9,7 +9,7 @@ import lxml.html
 import markdown
 import pytest
 
-from distributor.wechat_html import WechatBody, to_wechat_html
+from distributor.channels.wechat.article_html import WechatBody, to_wechat_html
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 CORPUS_DIRS = ("tinylab", "this-week-in-rust", "python-weekly", "rust-gamedev")

@@ -1,0 +1,570 @@
+"""Deliver prepared messages to an SMTP relay over a pool of persistent sessions.
+
+aiosmtplib opens each session: TCP, the greeting, EHLO, STARTTLS or implicit TLS, AUTH. The mail
+transactions then run on the session's asyncio transport, which `_Session` takes over through the
+public `transport.set_protocol()`: aiosmtplib sends a DATA body only through `SMTP.data()`, which
+line-normalises and dot-stuffs it again on every call and writes it together with the final '.'.
+Owning the transport lets a body prepared once by `to_wire` go out as it is, and lets us tell a
+connection lost before the final '.' (the relay cannot have the message: transient) from one lost
+after it (it may have: uncertain).
+
+Every failure leaves this module as one of the errors in `distributor.errors`, so the core never
+sees an aiosmtplib exception.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import re
+import ssl
+from dataclasses import dataclass, field
+
+from aiosmtplib import SMTP, SMTPResponse
+from aiosmtplib.errors import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPConnectResponseError,
+    SMTPConnectTimeoutError,
+    SMTPException,
+    SMTPReadTimeoutError,
+    SMTPResponseException,
+)
+
+from distributor.validate.addresses import ehlo_name_problem
+from distributor.errors import (
+    ChannelStoppedError,
+    DeliveryError,
+    PermanentDeliveryError,
+    SenderThrottledError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+
+SECURITY_MODES = ("plain", "starttls", "tls")
+# A relay greets within a second or two (Postfix's postscreen waits 6 s at most); a port that speaks
+# TLS first never greets a client that waits for a greeting, so we need not wait a whole command timeout.
+GREETING_TIMEOUT_SECONDS = 10.0
+_QUIT_TIMEOUT_SECONDS = 2.0
+_MAILBOX_UNKNOWN = re.compile(r"^5\.1\.\d{1,3}\b")
+_SENDER_POLICY = re.compile(r"^4\.7\.\d{1,3}\b")    # 4.7.x: rate or reputation limits on the sender
+_SERVICE_CLOSING = 421
+# What an envelope address may hold on the wire: printable ASCII without spaces or angle brackets.
+_ENVELOPE_ADDRESS = re.compile(rb"[!-;=?-~]{1,320}")
+_NAME_MISMATCH = (62, 63, 64)   # OpenSSL's X509_V_ERR_{HOSTNAME,EMAIL,IP_ADDRESS}_MISMATCH
+_MAX_REPLY_LINE_BYTES = 4096
+_MAX_REPLY_LINES = 100
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """How to reach and log in to one SMTP relay; `password` never appears in a repr or an error.
+
+    `local_hostname` is the EHLO name (None: the machine's FQDN, as aiosmtplib finds it); `cafile` is a
+    PEM file of certificates trusted in addition to the system's."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password: str | None = field(repr=False)
+    timeout_seconds: float
+    pool_size: int
+    local_hostname: str | None = None
+    tls_verify: bool = True
+    cafile: str | None = None
+    greeting_timeout_seconds: float = GREETING_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.security not in SECURITY_MODES:
+            raise ValueError(f"security must be one of {', '.join(SECURITY_MODES)}, not {self.security!r}")
+        if self.security == "plain" and not _is_loopback(self.host):
+            raise ValueError(f"security 'plain' is allowed only for a loopback host, not {self.host!r}")
+        if self.pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if not self.timeout_seconds > 0 or not self.greeting_timeout_seconds > 0:
+            raise ValueError("timeout_seconds must be positive")
+        if self.local_hostname is not None and (problem := ehlo_name_problem(self.local_hostname)):
+            raise ValueError(f"ehlo_name: {problem}")
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def to_wire(message: bytes) -> bytes:
+    """Normalise line endings to CRLF and dot-stuff once per message body, so that per-recipient sends do no
+    per-send pass over the body; the result ends with CRLF (without the terminating '.')."""
+    text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    if text.startswith(b"."):
+        text = b"." + text
+    return text.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+
+
+class _ProtocolError(ConnectionError):
+    """The relay sent something that is not an SMTP reply; the session cannot be trusted any more."""
+
+
+class _Session(asyncio.Protocol):
+    """The transaction phase of one relay session, on the transport taken over from aiosmtplib.
+
+    One task uses a session at a time (the pool hands each connection to one sender), so commands never
+    interleave. The write buffer's high-water mark is 0: `drain()` returns only once everything written
+    was handed to the socket, so the final '.' is written strictly after the whole body. Over TLS it is
+    handed to the TLS layer, which may still hold the body's last few dozen KB: a connection lost then is
+    reported uncertain, never transient, so the error stays on the side that sends no duplicate.
+    """
+
+    def __init__(self, transport: asyncio.Transport, timeout: float):
+        self._transport = transport
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._partial = bytearray()
+        self._lines: list[bytes] = []
+        self._replies: collections.deque[SMTPResponse | Exception] = collections.deque()
+        self._waiter: asyncio.Future[SMTPResponse] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._paused = False
+        self._lost: Exception | None = None
+
+    @classmethod
+    def take_over(cls, client: SMTP, timeout: float) -> _Session:
+        """Move a connected, secured and logged-in aiosmtplib client's transport to a new session;
+        the client is not used again."""
+        transport = client.transport
+        if not client.is_connected or not isinstance(transport, asyncio.Transport) or transport.is_closing():
+            raise ConnectionResetError("the relay closed the connection after the login")
+        session = cls(transport, timeout)
+        transport.set_protocol(session)
+        transport.set_write_buffer_limits(high=0)
+        return session
+
+    # asyncio.Protocol callbacks.
+
+    def data_received(self, data: bytes) -> None:
+        self._partial += data
+        while self._lost is None:
+            end = self._partial.find(b"\n")
+            if end < 0:
+                if len(self._partial) > _MAX_REPLY_LINE_BYTES:
+                    self._fail(_ProtocolError("the relay sent an overlong reply line"))
+                return
+            line = bytes(self._partial[:end]).rstrip(b"\r")
+            del self._partial[:end + 1]
+            self._lines.append(line)
+            if line[3:4] == b"-":
+                if len(self._lines) >= _MAX_REPLY_LINES:
+                    self._fail(_ProtocolError("the relay sent an overlong reply"))
+                continue
+            self._deliver(self._parse(self._lines))
+            self._lines = []
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc if isinstance(exc, ConnectionError) else ConnectionResetError(
+            f"the relay closed the connection{f': {exc}' if exc else ''}"))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # Used by the transaction.
+
+    @property
+    def is_open(self) -> bool:
+        return self._lost is None and not self._transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if not self.is_open:
+            raise self._lost or ConnectionResetError("the connection is closed")
+        self._transport.write(data)
+
+    async def command(self, line: bytes) -> SMTPResponse:
+        """Write one command line (ending in CRLF) and return the relay's reply."""
+        self.write(line)
+        return await self.reply()
+
+    async def reply(self) -> SMTPResponse:
+        """Wait for the relay's next reply; raise ConnectionError when the connection is gone and
+        TimeoutError after the command timeout."""
+        if self._replies:
+            return self._take(self._replies.popleft())
+        if self._lost is not None:
+            raise self._lost
+        self._waiter = self._loop.create_future()
+        return self._take(await self._bounded(self._waiter, "waiting for the relay's reply"))
+
+    async def drain(self) -> None:
+        """Wait until everything written has been handed to the socket."""
+        if not self._paused:
+            return
+        if self._lost is not None:
+            raise self._lost
+        self._drained = self._loop.create_future()
+        await self._bounded(self._drained, "writing the message body")
+
+    async def quit(self) -> None:
+        """Say QUIT and close; never raises."""
+        try:
+            self.write(b"QUIT\r\n")
+            await asyncio.wait_for(self.reply(), _QUIT_TIMEOUT_SECONDS)
+        except (ConnectionError, TimeoutError, asyncio.TimeoutError):
+            pass
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once (nothing buffered is sent)."""
+        self._transport.abort()
+
+    # Internals.
+
+    async def _bounded(self, future: asyncio.Future, doing: str):  # type: ignore[type-arg]
+        timer = self._loop.call_later(self._timeout, self._expire, future, doing)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future, doing: str) -> None:  # type: ignore[type-arg]
+        if not future.done():
+            future.set_exception(TimeoutError(f"timed out after {self._timeout:g} s {doing}"))
+
+    @staticmethod
+    def _parse(lines: list[bytes]) -> SMTPResponse | Exception:
+        code = lines[0][:3]
+        if not code.isdigit() or lines[0][3:4] not in (b"", b" ", b"-"):
+            return _ProtocolError(f"the relay sent no SMTP reply: {lines[0][:60]!r}")
+        text = b"\n".join(line[4:] for line in lines).decode("utf-8", errors="replace")
+        return SMTPResponse(int(code), text)
+
+    def _deliver(self, reply: SMTPResponse | Exception) -> None:
+        if isinstance(reply, Exception):
+            self._fail(reply)
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(reply)
+        else:
+            self._replies.append(reply)   # a reply no command waits for yet (e.g. a 421 before closing)
+
+    def _fail(self, error: Exception) -> None:
+        if self._lost is None:
+            self._lost = error
+            self._transport.abort()
+        for future in (self._waiter, self._drained):
+            if future is not None and not future.done():
+                future.set_exception(error)
+
+    def _take(self, reply: SMTPResponse | Exception) -> SMTPResponse:
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def _reply(code: int, message: str) -> str:
+    return f"{code} {message}"
+
+
+def _tls_failure(config: SmtpConfig, error: ssl.SSLError) -> ChannelStoppedError:
+    """Say why TLS failed in OpenSSL's words ("self-signed certificate", "IP address mismatch"), and what
+    the likely fix is when the port speaks another security mode."""
+    reason = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else None
+    message = f"TLS with relay {config.where} failed: {error.__class__.__name__}: {reason or _reason(error)}"
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_code not in _NAME_MISMATCH:
+        message += " (to trust a private CA, name its certificate in smtp.ca_file)"
+    elif config.security == "tls" and _looks_like_plain_text(error):
+        message += ": the server did not answer in TLS: is this a STARTTLS port? try smtp.security: starttls"
+    return ChannelStoppedError(message)
+
+
+# How OpenSSL versions name a handshake whose first "record" was plain text (such as a "220 " greeting):
+# 1.1 and 3.0 say WRONG_VERSION_NUMBER, 3.2 and later may say RECORD_LAYER_FAILURE or PACKET_LENGTH_TOO_LONG.
+_PLAIN_TEXT_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                       "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "WRONG_SSL_VERSION")
+
+
+def _reason(error: ssl.SSLError) -> str | None:
+    return getattr(error, "reason", None)     # set by OpenSSL's errors; absent from one made in Python
+
+
+def _looks_like_plain_text(error: ssl.SSLError) -> bool:
+    """Whether the TLS handshake failed because the server's first bytes were no TLS record, in OpenSSL's
+    reason code or, when a build reports none, in the words of its message."""
+    words = f"{_reason(error) or ''} {error}".upper().replace(" ", "_")
+    return any(reason in words for reason in _PLAIN_TEXT_REASONS)
+
+
+class _TurnedAwayError(TransientDeliveryError):
+    """The relay refused a new session for now: 421 while it opened, or another 4xx greeting. A relay
+    limiting connections per client answers so (Postfix: "421 4.7.0 ... too many connections")."""
+
+
+def _stop_for_session_failure(config: SmtpConfig, exc: BaseException) -> DeliveryError:
+    """Translate a failure to open a session into a delivery error (421 is worth a later reconnect)."""
+    where = config.where
+    if isinstance(exc, SMTPResponseException) and exc.code == _SERVICE_CLOSING:
+        return _TurnedAwayError(f"relay {where} is closing the session", reply=_reply(exc.code, exc.message),
+                                reconnect=True)
+    if isinstance(exc, SMTPConnectResponseError) and 400 <= exc.code < 500:
+        return _TurnedAwayError(f"relay {where} refused the session for now", reply=_reply(exc.code, exc.message),
+                                reconnect=True)
+    if isinstance(exc, SMTPAuthenticationError):
+        return ChannelStoppedError(f"relay {where} refused authentication for user {config.username!r}",
+                                   reply=_reply(exc.code, exc.message))
+    if isinstance(exc, SMTPConnectResponseError):
+        return ChannelStoppedError(f"relay {where} refused the session", reply=_reply(exc.code, exc.message))
+    if isinstance(exc, SMTPResponseException):
+        return ChannelStoppedError(f"relay {where} refused the session setup", reply=_reply(exc.code, exc.message))
+    tls_error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(tls_error, ssl.SSLError):
+        return _tls_failure(config, tls_error)
+    if isinstance(exc, SMTPConnectTimeoutError) and isinstance(exc.__cause__, SMTPReadTimeoutError):
+        hint = ": is this an implicit-TLS port? try smtp.security: tls" if config.security != "tls" else ""
+        return ChannelStoppedError(f"relay {where} did not answer the greeting within "
+                                   f"{_greeting_timeout(config):g} s{hint}")
+    if isinstance(exc, SMTPConnectError):
+        return ChannelStoppedError(f"cannot reach relay {where}: {exc}")
+    return ChannelStoppedError(f"session with relay {where} failed: {exc.__class__.__name__}: {exc}")
+
+
+def _greeting_timeout(config: SmtpConfig) -> float:
+    return min(config.greeting_timeout_seconds, config.timeout_seconds)
+
+
+async def _connect(config: SmtpConfig) -> tuple[SMTP, SMTPResponse]:
+    """Connect, EHLO, secure and log in with aiosmtplib; return the client and the server's greeting.
+    aiosmtplib's login tries each mechanism both sides offer at most once."""
+    client = SMTP(
+        hostname=config.host, port=config.port, username=config.username, password=config.password,
+        local_hostname=config.local_hostname, timeout=config.timeout_seconds,
+        use_tls=config.security == "tls", start_tls=config.security == "starttls",
+        validate_certs=config.tls_verify, cert_bundle=config.cafile,
+    )
+    try:
+        greeting = await client.connect(timeout=_greeting_timeout(config))
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+    except (SMTPException, OSError) as exc:
+        client.close()
+        raise _stop_for_session_failure(config, exc) from exc
+    return client, greeting
+
+
+async def _open_session(config: SmtpConfig) -> _Session:
+    client, _ = await _connect(config)
+    try:
+        return _Session.take_over(client, config.timeout_seconds)
+    except ConnectionError as exc:
+        client.close()
+        raise TransientDeliveryError(f"relay {config.where} closed the session: {exc}", reconnect=True) from exc
+
+
+def _refusal(stage: str, recipient: str, code: int, message: str) -> DeliveryError:
+    """Classify a refusal at MAIL, RCPT, DATA or end of DATA."""
+    reply = _reply(code, message)
+    what = f"{stage} for {recipient} refused"
+    if code == _SERVICE_CLOSING:
+        return TransientDeliveryError(f"{what}: relay closing the session", reply=reply, reconnect=True)
+    if 400 <= code < 500:
+        if stage == "MAIL FROM" and _SENDER_POLICY.match(message):
+            return SenderThrottledError(f"{what}: relay limits the sender for now", reply=reply)
+        return TransientDeliveryError(f"{what} for now", reply=reply)
+    if 500 <= code < 600:
+        if stage == "MAIL FROM":
+            return ChannelStoppedError(f"{what}: relay refuses the sender", reply=reply)
+        suppress = stage == "RCPT TO" and _MAILBOX_UNKNOWN.match(message) is not None
+        return PermanentDeliveryError(what, reply=reply, suppress=suppress)
+    return TransientDeliveryError(f"{what} with an unexpected reply", reply=reply, reconnect=True)
+
+
+def _envelope_address(address: str) -> bytes:
+    """Return an envelope address as it goes between the angle brackets; refuse anything that could end
+    the command or add parameters to it (the readers refuse such addresses first)."""
+    data = address.encode("ascii")     # UnicodeEncodeError, a ValueError: SMTPUTF8 is not used
+    if not _ENVELOPE_ADDRESS.fullmatch(data):
+        raise ValueError("an envelope address must be printable ASCII without spaces or angle brackets")
+    return data
+
+
+async def _expect(session: _Session, stage: str, recipient: str, line: bytes, codes: tuple[int, ...]) -> None:
+    """Send one transaction command; on a refusal reset the transaction and raise the classified error."""
+    reply = await session.command(line)
+    if reply.code in codes:
+        return
+    if reply.code == _SERVICE_CLOSING:
+        session.abort()
+    elif stage != "MAIL FROM":
+        try:
+            reset = await session.command(b"RSET\r\n")
+            if reset.code != 250:
+                session.abort()
+        except (ConnectionError, TimeoutError):
+            session.abort()
+    raise _refusal(stage, recipient, reply.code, reply.message)
+
+
+def _mail_from_command(envelope_from: str) -> bytes:
+    """Return the MAIL FROM command line for an envelope sender; ChannelStoppedError when it cannot be sent."""
+    try:
+        return b"MAIL FROM:<" + _envelope_address(envelope_from) + b">\r\n"
+    except ValueError as exc:
+        raise ChannelStoppedError(f"envelope sender {envelope_from!r} cannot be sent: {exc}") from exc
+
+
+async def _transact(session: _Session, mail: bytes, recipient: str, wire: bytes) -> str:
+    """Run one mail transaction on an open session and return the server's final reply; `mail` is the
+    MAIL FROM command line (`_mail_from_command`)."""
+    try:
+        rcpt = b"RCPT TO:<" + _envelope_address(recipient) + b">\r\n"
+    except ValueError as exc:
+        raise PermanentDeliveryError(f"recipient {recipient!r} cannot be sent: {exc}") from exc
+    try:
+        await _expect(session, "MAIL FROM", recipient, mail, (250,))
+        await _expect(session, "RCPT TO", recipient, rcpt, (250, 251))   # 251: user not local, will forward
+        await _expect(session, "DATA", recipient, b"DATA\r\n", (354,))
+        session.write(wire)
+        await session.drain()
+        session.write(b".\r\n")
+    except (ConnectionError, TimeoutError) as exc:
+        session.abort()
+        raise TransientDeliveryError(f"connection lost before the message to {recipient} was complete: {exc}",
+                                     reconnect=True) from exc
+    try:
+        final = await session.reply()
+    except (ConnectionError, TimeoutError) as exc:
+        session.abort()
+        raise UncertainDeliveryError(f"no reply after the message to {recipient} was sent: {exc}") from exc
+    if final.code != 250:
+        if final.code == _SERVICE_CLOSING:
+            session.abort()
+        raise _refusal("end of DATA", recipient, final.code, final.message)
+    return _reply(final.code, final.message)
+
+
+class _PooledConnection:
+    """One persistent session, reopened before use whenever it was closed or lost."""
+
+    def __init__(self, config: SmtpConfig):
+        self._config = config
+        self._session: _Session | None = None
+
+    async def ensure_open(self) -> _Session:
+        if self._session is None or not self._session.is_open:
+            if self._session is not None:
+                self._session.abort()
+                self._session = None
+            self._session = await _open_session(self._config)
+        return self._session
+
+    async def send(self, mail: bytes, recipient: str, wire: bytes) -> str:
+        session = await self.ensure_open()
+        try:
+            return await _transact(session, mail, recipient, wire)
+        except TransientDeliveryError as exc:
+            if exc.reconnect:
+                session.abort()
+            raise
+        except DeliveryError:
+            raise
+        except BaseException:
+            session.abort()  # state unknown (cancelled, unexpected error): never reuse it
+            raise
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and session.is_open:
+            await session.quit()
+
+
+class SmtpPool:
+    """Up to `pool_size` persistent relay sessions shared by concurrent `send` calls."""
+
+    def __init__(self, config: SmtpConfig):
+        self._config = config
+        self._connections = [_PooledConnection(config) for _ in range(config.pool_size)]
+        self._idle: asyncio.Queue[_PooledConnection] = asyncio.Queue()
+        self._mail_from: tuple[str, bytes] | None = None     # the last envelope sender and its MAIL FROM line
+        self.opened = 0     # sessions that `open` opened (the relay may allow fewer than pool_size)
+
+    async def open(self) -> int:
+        """Open the sessions now (EHLO, STARTTLS or TLS, AUTH) rather than on first use; return how many
+        opened (also kept in `opened`), which is fewer than `pool_size` when the relay limits connections.
+
+        The first one opens alone, so that a refused login is tried once (one attempt per mechanism) and
+        stops the channel before other connections repeat it. The others then open together. Those the
+        relay turns away at the greeting (a relay limiting connections answers the extra greetings with 421,
+        or with another 4xx) are left out: sending goes on over the ones that opened. Any other failure of
+        theirs (TLS, AUTH, a refused session) stops the channel as it would have on the first one. Raises
+        ChannelStoppedError when none opens."""
+        first, *others = self._connections
+        try:
+            await first.ensure_open()
+        except TransientDeliveryError as exc:
+            raise ChannelStoppedError(f"relay {self._config.where} accepted no connection: {exc}",
+                                      reply=exc.reply) from exc
+        results = await asyncio.gather(*(c.ensure_open() for c in others), return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, _TurnedAwayError)),
+                       None)
+        if failure is not None:
+            await self.close()
+            if isinstance(failure, TransientDeliveryError):
+                raise ChannelStoppedError(f"relay {self._config.where} failed a further connection: {failure}",
+                                          reply=failure.reply) from failure
+            raise failure
+        opened = [first] + [c for c, r in zip(others, results) if not isinstance(r, BaseException)]
+        for connection in opened:
+            self._idle.put_nowait(connection)
+        self.opened = len(opened)
+        return self.opened
+
+    async def close(self) -> None:
+        """Say QUIT on every open session; never raises."""
+        await asyncio.gather(*(c.close() for c in self._connections), return_exceptions=True)
+
+    async def __aenter__(self) -> SmtpPool:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
+        """Send one message to one recipient over a pooled connection; return the server's final reply text
+        (e.g. '250 2.0.0 Ok: queued as X'). `wire` is the message as SMTP carries it: CRLF line ends and
+        dot-stuffed, ending in CRLF (what `to_wire` makes of any message, and what MessageTemplate builds)."""
+        if self._mail_from is None or self._mail_from[0] != envelope_from:
+            self._mail_from = (envelope_from, _mail_from_command(envelope_from))
+        mail = self._mail_from[1]
+        connection = await self._idle.get()
+        try:
+            return await connection.send(mail, recipient, wire)
+        finally:
+            self._idle.put_nowait(connection)
+
+
+async def check_relay(config: SmtpConfig) -> str:
+    """Connect, EHLO, secure and authenticate as configured, then QUIT; return a one-line summary."""
+    client, greeting = await _connect(config)
+    try:
+        cipher = client.get_transport_info("cipher")
+        tls = f"TLS {cipher[1]} {cipher[0]}" if cipher else "no TLS"
+        login = f"authenticated as {config.username}" if config.username else "no authentication"
+        return f"relay {config.where} ready ({tls}, {login}): {_reply(greeting.code, greeting.message)}"
+    finally:
+        try:
+            await client.quit()
+        except (SMTPException, OSError):
+            client.close()

@@ -1,0 +1,1 @@
+"""The plain-text channel: wrapped by display columns (CJK counts two), links as numbered references."""

@@ -1,0 +1,94 @@
+"""An issue's WeChat steps as the ledger records them, read back for `distributor status`: each step
+done, the last run's failure with its reason, what the state means, and the command that goes on."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from distributor.ledger.store import Ledger
+
+from distributor.channels.wechat.publisher import CHANNEL
+
+
+@dataclass(frozen=True)
+class WechatState:
+    images: str | None                  # "uploaded/total" of the article's own images
+    cover_media_id: str | None
+    draft_media_id: str | None
+    draft_is_current: bool | None       # the draft was made (or last updated) from the issue file as it is
+    publish_id: str | None
+    article_url: str | None
+    mass_msg_id: str | None
+    failed_step: str | None             # the step the last run ended at, and why
+    failure_kind: str | None            # failed | uncertain | stopped | bad input
+    failure: str | None
+    held_by: str | None                 # the run doing the steps right now, if one is
+    meaning: str                        # what the state means for the publisher
+    next_command: str | None            # the command that goes on from here (None: nothing to do)
+
+
+def wechat_state(ledger: Ledger, issue_key: str, content_hash: str, publish_command: str,
+                 mode: str) -> WechatState | None:
+    """Return what the ledger records of the issue's WeChat steps (None when nothing is), read
+    against the issue file as it is now (`content_hash`) and the configured `mode`;
+    `publish_command` is the command line that publishes the issue on WeChat."""
+    steps = ledger.checkpoints(issue_key, CHANNEL)
+    lease = ledger.lease(f"{CHANNEL}:{issue_key}")
+    if not steps and lease is None:
+        return None
+    failure = json.loads(steps["failure"]) if "failure" in steps else {}
+    draft_hash = steps.get("draft_hash") if "draft" in steps else None
+    held_by = None
+    if lease is not None:
+        until = datetime.fromtimestamp(lease.expires_at).astimezone()
+        held_by = f"{lease.holder} (its lease runs until {until:%Y-%m-%d %H:%M:%S %z}, renewed while it works)"
+    meaning, go_on = _meaning(steps, failure, draft_hash != content_hash if draft_hash else False, mode)
+    return WechatState(
+        images=steps.get("images"), cover_media_id=steps.get("cover"), draft_media_id=steps.get("draft"),
+        draft_is_current=None if draft_hash is None else draft_hash == content_hash,
+        publish_id=steps.get("publish_id"), article_url=steps.get("published"), mass_msg_id=steps.get("mass_msg_id"),
+        failed_step=failure.get("step"), failure_kind=failure.get("kind"), failure=failure.get("reason"),
+        held_by=held_by,
+        meaning="another run is doing these steps now; `status` again once it has ended" if held_by else meaning,
+        next_command=None if held_by or not go_on else publish_command)
+
+
+def _meaning(steps: dict[str, str], failure: dict, edited: bool, mode: str) -> tuple[str, bool]:
+    """Say what the recorded steps mean, and whether publishing again would do something."""
+    if "publish_refused" in steps and "publish_id" not in steps and "published" not in steps:
+        if edited:
+            return ("WeChat refused to publish the draft; the issue file was edited since: publishing again "
+                    "updates the draft and submits it again"), True
+        return ("WeChat refused to publish the draft: edit the issue file, then publish again: the draft is "
+                "updated and submitted again (without an edit the same refusal is only reported)"), True
+    if failure:
+        return {
+            "uncertain": "the last run could not tell whether its last call took effect: publishing again "
+                         "looks in the account before making anything again",
+            "stopped": "the last run stopped early: fix what the reason says, then publish again; it resumes "
+                       "after the last step recorded",
+            "bad input": "fix the issue file or the settings as the reason says, then publish again",
+        }.get(failure.get("kind", ""), "fix what the reason says, then publish again"), True
+    if "published" in steps or "mass_msg_id" in steps:
+        out = "published" if "published" in steps else "mass-sent"
+        if edited:
+            return f"{out}; the issue file changed after the article went out: that edit is not sent", False
+        return f"{out}: nothing left to do", False
+    if "publish_id" in steps:
+        return ("still publishing when the last run ended: publishing again checks on it (it does not "
+                "submit again)"), True
+    if "publish_started" in steps:
+        return ("a submit got no reply: publishing again looks among the published articles first, and "
+                "submits again only once it is clear nothing was published"), True
+    if "draft" in steps:
+        if mode == "draft":
+            if edited:
+                return ("the draft waits in the account's draft box; the issue file changed since: publishing "
+                        "again updates the draft"), True
+            return "the draft waits in the account's draft box for an editor", False
+        if edited:
+            verb = "publishes" if mode == "publish" else "mass-sends"
+            return f"the draft is made; publishing again updates it with the edited issue file and {verb} it", True
+        return f"the draft is made but not {'published' if mode == 'publish' else 'mass-sent'} yet", True
+    return "no draft yet: publishing again goes on from the last step recorded", True

@@ -1,0 +1,1 @@
+"""The command layer: one module per `distributor` command; the only code that prints."""

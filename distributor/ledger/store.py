@@ -1,0 +1,585 @@
+"""The ledger: one SQLite file that remembers what was sent, to whom, and what must not be sent.
+
+It holds the deliveries (one row per issue key, channel and recipient), the suppression list,
+the opaque subscriber ids of unsubscribe links, the WeChat steps' checkpoints, caches (the
+access token, uploaded images), the scheduled jobs (distributor/jobs.py) and the leases that keep
+two runs from driving the same steps, and each issue key's identity (its date and title).
+
+Deliveries move pending → sending → sent or failed. A row left in `sending` is uncertain: the
+message may have been handed over, so it is not sent again unless asked. The file runs in WAL
+mode with synchronous=NORMAL: a commit costs tens of microseconds and survives a killed process
+(only a power cut can lose the last commits, and then the row is still `sending`, i.e.
+uncertain, not lost). Opening runs quick_check; every SQLite fault (locked past
+ledger.lock_timeout_seconds, damaged, full, read-only) is a `StorageError`. Commands open it
+with `open_ledger`, which honours the settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, TypeVar
+
+from distributor.errors import StorageError
+
+if TYPE_CHECKING:
+    from distributor.settings import LedgerSettings
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    issue_key TEXT NOT NULL, channel TEXT NOT NULL, recipient TEXT NOT NULL,
+    name TEXT, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, reply TEXT, message_id TEXT, content_hash TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (issue_key, channel, recipient)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriber_ids (
+    id TEXT PRIMARY KEY, address TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS suppressions (
+    address TEXT PRIMARY KEY, reason TEXT, source TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    issue_key TEXT NOT NULL, channel TEXT NOT NULL, step TEXT NOT NULL, value TEXT NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY (issue_key, channel, step));
+CREATE TABLE IF NOT EXISTS cache (
+    kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL,
+    PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL, taken_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS issue_identities (
+    issue_key TEXT PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, source_path TEXT NOT NULL,
+    recorded_at REAL NOT NULL) WITHOUT ROWID;
+"""
+STATUSES = ("pending", "sending", "sent", "failed")
+_PLAN_BATCH = 2000      # addresses inserted per statement while a plan streams the subscriber file
+_IN_PLAN = " AND EXISTS (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """`holder` has `name` until `expires_at` (epoch seconds)."""
+
+    name: str
+    holder: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a plan changed: rows added, pending rows dropped because their address left the subscriber
+    file, and whether the issue already had rows on the channel (a resumed or repeated run)."""
+
+    added: int
+    removed: int
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    recipient: str
+    name: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    reply: str | None
+    message_id: str | None
+    content_hash: str | None
+    subscriber_id: str | None
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _create_private(path: Path) -> None:
+    """Create a new ledger file readable by its owner only: it holds every address and the WeChat
+    token (SQLite gives its -wal and -shm files the same mode). An existing file is not opened
+    here: closing any descriptor of it would drop the locks SQLite holds on it in this process."""
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot create the ledger (ledger.path): {exc.strerror or exc}", path=str(path)) from exc
+
+
+def _check_integrity(db: sqlite3.Connection) -> None:
+    """Raise `StorageError` unless SQLite's quick_check finds the file sound: a damaged page must stop
+    a command at once, not pass for an empty or short ledger (about 30 ms for 100,000 rows)."""
+    found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    if found != ["ok"]:
+        first = found[0].splitlines()[-1] if found and found[0] else "no answer"
+        raise StorageError(f"the ledger is damaged (SQLite quick_check: {first}); move it aside and restore "
+                           "a backup: nothing was sent or changed")
+
+
+def _disk_full(path: str) -> bool:
+    """Whether the file system holding the ledger at `path` has no space left."""
+    try:
+        return path != ":memory:" and shutil.disk_usage(Path(path).parent).free == 0
+    except OSError:
+        return False
+
+
+def _problem(exc: sqlite3.Error, lock_timeout_seconds: float, path: str) -> str:
+    """Say in one line what an SQLite error means for the person running the command. SQLite calls
+    some writes that fail for want of space (its shared-memory index) an I/O error: the free space
+    tells them apart."""
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if code.startswith("SQLITE_IOERR") and _disk_full(path):
+        code = "SQLITE_FULL"
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return (f"the ledger is locked by another process (waited {lock_timeout_seconds:g} s, "
+                "ledger.lock_timeout_seconds)")
+    if code.startswith("SQLITE_FULL"):
+        return "the disk holding the ledger is full; free some space and run again (nothing was half-written)"
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return f"the ledger is damaged ({exc}); move it aside and restore a backup"
+    if code.startswith("SQLITE_READONLY"):
+        return f"the ledger cannot be written ({exc}): give this user write access to the file and its folder"
+    if code.startswith("SQLITE_CANTOPEN"):
+        return f"cannot open the ledger ({exc}): check the file and that its folder can be written"
+    if code.startswith("SQLITE_IOERR"):
+        return f"input/output error on the ledger ({exc})"
+    return f"ledger error: {exc}"
+
+
+def _open_read_only(source: Path, lock_timeout_seconds: float) -> sqlite3.Connection:
+    """Open the ledger at `source` read-only. On a read-only file system SQLite cannot make the WAL
+    index it needs: then, when no WAL file is left over, nothing can be writing and it is read as
+    immutable."""
+    uri = source.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=lock_timeout_seconds)
+    try:
+        db.execute("PRAGMA schema_version").fetchone()
+        return db
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if not (exc.sqlite_errorname or "").startswith("SQLITE_CANTOPEN") \
+                or Path(f"{source}-wal").exists():
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+
+class Ledger:
+    """The SQLite ledger at `path` (":memory:" for one that vanishes, as a dry run wants).
+
+    Opening checks the file (quick_check); every SQLite failure while opening is a `StorageError`,
+    and `storage_errors()` makes those of later calls one too. Another process's write lock is
+    waited for `lock_timeout_seconds` at most (ledger.lock_timeout_seconds)."""
+
+    def __init__(self, path: str | Path, *, clock=time.time, lock_timeout_seconds: float = 10.0):
+        self.clock = clock
+        self.lock_timeout_seconds = lock_timeout_seconds
+        target = str(path)
+        if target != ":memory:":
+            target_path = Path(target).expanduser()
+            try:
+                target_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the ledger folder (ledger.path): {exc.strerror or exc}",
+                                   path=str(target_path)) from exc
+            target = str(target_path)
+            _create_private(target_path)
+        self.path = target
+        try:
+            # Blocking channel calls run in worker threads and reach the ledger from there (the WeChat
+            # token store); SQLite's serialized mode makes one shared connection safe for that.
+            self.db = sqlite3.connect(target, isolation_level=None, timeout=lock_timeout_seconds,
+                                      check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(_problem(exc, lock_timeout_seconds, target), path=target) from exc
+        with self.storage_errors():
+            try:
+                if target != ":memory:":
+                    _check_integrity(self.db)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA)
+            except BaseException:
+                self.db.close()
+                raise
+
+    @classmethod
+    def snapshot(cls, path: str | Path, *, lock_timeout_seconds: float = 10.0) -> "Ledger":
+        """Return an in-memory copy of the ledger at `path` (empty if there is none): a dry run
+        sees what a real run would see, and whatever it writes is gone when it ends. The file is
+        only read, so a read-only ledger (file or folder) serves as well."""
+        copy = cls(":memory:", lock_timeout_seconds=lock_timeout_seconds)
+        source = Path(path).expanduser()
+        if not source.exists():
+            return copy
+        copy.path = str(source)
+        with copy.storage_errors():
+            original = _open_read_only(source, lock_timeout_seconds)
+            try:
+                _check_integrity(original)
+                original.backup(copy.db)
+            finally:
+                original.close()
+            copy.db.executescript(_SCHEMA)     # an empty file, or one from before a table was added
+        return copy
+
+    @contextlib.contextmanager
+    def storage_errors(self) -> Iterator[None]:
+        """Turn an SQLite failure inside the block into a `StorageError` that says what it means
+        (locked, disk full, damaged, read-only) in one line, naming the ledger file."""
+        try:
+            yield
+        except StorageError as exc:
+            if exc.path is None:
+                raise StorageError(str(exc), path=self.path) from exc
+            raise
+        except sqlite3.Error as exc:
+            problem = _problem(exc, self.lock_timeout_seconds, self.path)
+            if (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) \
+                    and self.path != ":memory:":
+                problem += self._lock_holders()
+            raise StorageError(problem, path=self.path) from exc
+
+    def _lock_holders(self) -> str:
+        """Say what may be holding the write lock, when the ledger knows: a scheduled job a runner is
+        running, a run that holds a lease (the WeChat steps of an issue). Reading needs no lock in
+        WAL mode; a connection of its own serves when this one is already closed."""
+        now, found = self.clock(), []
+        with contextlib.closing(sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=0.1)) as db:
+            for query, describe in (
+                    ("SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_until > ?",
+                     lambda job, owner: f"scheduled job {job} is running (runner {owner})"),
+                    ("SELECT name, holder FROM leases WHERE expires_at > ?",
+                     lambda name, holder: f"lease {name} is held by {holder}")):
+                try:
+                    found += [describe(*row) for row in db.execute(query, (now,))]
+                except sqlite3.Error:
+                    continue                # no such table yet, or not readable either
+        return f"; held now: {', '.join(found)}" if found else "; nothing in the ledger says by what"
+
+    def close(self) -> None:
+        """Commit what is pending and close; the connection is closed even when the commit fails."""
+        try:
+            self.commit()
+        finally:
+            self.db.close()
+
+    def begin(self) -> None:
+        """Open a transaction unless one is open: later writes wait for `commit` to become durable.
+        IMMEDIATE takes the write lock now (waiting for another process's commit if need be), so a
+        read inside the transaction can never make a later write fail with `database is locked`."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Make every write since `begin` durable, in one commit."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+
+    # --- subscribers and suppression -------------------------------------------------------
+
+    def subscriber_id(self, address: str) -> str:
+        """Return the opaque id that stands for `address` in unsubscribe links, making one if new."""
+        folded = address.lower()
+        row = self.db.execute("SELECT id FROM subscriber_ids WHERE address = ?", (folded,)).fetchone()
+        if row:
+            return row[0]
+        new_id = secrets.token_urlsafe(12)
+        self.db.execute("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, ?)", (new_id, folded))
+        return self.db.execute("SELECT id FROM subscriber_ids WHERE address = ?", (folded,)).fetchone()[0]
+
+    def address_for(self, subscriber_id: str) -> str | None:
+        row = self.db.execute("SELECT address FROM subscriber_ids WHERE id = ?", (subscriber_id,)).fetchone()
+        return row[0] if row else None
+
+    def suppress(self, address: str, *, reason: str, source: str) -> None:
+        """Never send to `address` again (until `unsuppress`); repeating it changes nothing."""
+        self.db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)",
+                        (address.lower(), reason, source, self.clock()))
+
+    def unsuppress(self, address: str) -> bool:
+        return self.db.execute("DELETE FROM suppressions WHERE address = ?", (address.lower(),)).rowcount > 0
+
+    def suppressions(self) -> Iterator[tuple[str, str, str, float]]:
+        yield from self.db.execute("SELECT address, reason, source, created_at FROM suppressions ORDER BY address")
+
+    def is_suppressed(self, address: str) -> bool:
+        return self.db.execute("SELECT 1 FROM suppressions WHERE address = ?", (address.lower(),)).fetchone() is not None
+
+    def suppression(self, address: str) -> tuple[str, str | None, str, float] | None:
+        """Return (address, reason, source, time) if `address` is suppressed, else None."""
+        return self.db.execute("SELECT address, reason, source, created_at FROM suppressions WHERE address = ?",
+                               (address.lower(),)).fetchone()
+
+    # --- deliveries ------------------------------------------------------------------------
+
+    def plan(self, issue_key: str, channel: str, content_hash: str,
+             recipients: Iterable[tuple[str, str | None]]) -> PlanResult:
+        """Make the issue's plan for `channel` match `recipients` (every address of the subscriber
+        file, as (address, name)), in one transaction: whole, or not at all if reading them fails.
+        A pending row is added for each address not yet known and not suppressed, with its opaque
+        subscriber id; the pending rows of addresses no longer among them are dropped (never mailed);
+        rows already sending, sent or failed are history and stay. The addresses are kept for this
+        connection, so `rows(..., only_planned=True)` leaves out those that left the file."""
+        now, added = self.clock(), 0
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS planned (channel TEXT NOT NULL, address TEXT NOT NULL,"
+                        " PRIMARY KEY (channel, address)) WITHOUT ROWID")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DELETE FROM temp.planned WHERE channel = ?", (channel,))
+            resumed = self.db.execute("SELECT 1 FROM deliveries WHERE issue_key = ? AND channel = ? LIMIT 1",
+                                      (issue_key, channel)).fetchone() is not None
+            for batch in _batches(recipients, _PLAN_BATCH):
+                added += self._insert(issue_key, channel, content_hash, now, batch)
+            removed = self.db.execute(
+                "DELETE FROM deliveries WHERE issue_key = ? AND channel = ? AND status = 'pending' AND NOT EXISTS"
+                " (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(recipient))",
+                (issue_key, channel, channel)).rowcount
+        except BaseException:
+            if self.db.in_transaction:          # SQLite has already rolled back after some errors
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return PlanResult(added, removed, resumed)
+
+    def _insert(self, issue_key: str, channel: str, content_hash: str, now: float,
+                batch: list[tuple[str, str | None]]) -> int:
+        """Note a batch of the file's addresses and add the rows that are new; return how many."""
+        self.db.executemany("INSERT OR IGNORE INTO temp.planned VALUES (?, lower(?))",
+                            [(channel, address) for address, _ in batch])
+        added = self.db.executemany(
+            "INSERT OR IGNORE INTO deliveries (issue_key, channel, recipient, name, content_hash, created_at,"
+            " updated_at) SELECT ?, ?, ?, ?, ?, ?, ? WHERE lower(?) NOT IN (SELECT address FROM suppressions)",
+            [(issue_key, channel, address, name, content_hash, now, now, address) for address, name in batch]).rowcount
+        self.db.executemany("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, lower(?))",
+                            [(secrets.token_urlsafe(12), address) for address, _ in batch])
+        return added
+
+    def rows(self, issue_key: str, channel: str, statuses: Iterable[str], *,
+             skip_suppressed: bool = True, only_planned: bool = False) -> Iterator[DeliveryRow]:
+        """Yield the rows of this issue and channel whose status is one of `statuses` (leaving out
+        suppressed addresses unless asked, and with `only_planned` those not in the subscriber file
+        that this connection's last `plan` read); a page at a time in recipient order, so rows may be
+        updated while this runs and none is seen twice."""
+        wanted = tuple(statuses)
+        marks = ",".join("?" * len(wanted))
+        last = ""
+        while True:
+            page = self.db.execute(
+                "SELECT d.recipient, d.name, d.status, d.attempts, d.last_error, d.reply, d.message_id,"
+                " d.content_hash, s.id FROM deliveries d LEFT JOIN subscriber_ids s"
+                " ON s.address = lower(d.recipient) WHERE d.issue_key = ? AND d.channel = ?"
+                f" AND d.status IN ({marks}) AND d.recipient > ?"
+                f" AND (? OR lower(d.recipient) NOT IN (SELECT address FROM suppressions))"
+                f"{_IN_PLAN if only_planned else ''} ORDER BY d.recipient LIMIT 500",
+                (issue_key, channel, *wanted, last, not skip_suppressed,
+                 *((channel,) if only_planned else ()))).fetchall()
+            if not page:
+                return
+            for row in page:
+                yield DeliveryRow(*row)
+            last = page[-1][0]
+
+    def count(self, issue_key: str, channel: str, statuses: Iterable[str], *, only_planned: bool = False) -> int:
+        """Count the rows that `rows()` would yield."""
+        wanted = tuple(statuses)
+        return self.db.execute(
+            f"SELECT COUNT(*) FROM deliveries d WHERE issue_key = ? AND channel = ? AND status IN"
+            f" ({','.join('?' * len(wanted))}) AND lower(recipient) NOT IN (SELECT address FROM suppressions)"
+            f"{_IN_PLAN if only_planned else ''}",
+            (issue_key, channel, *wanted, *((channel,) if only_planned else ()))).fetchone()[0]
+
+    def sent_since(self, since: float) -> int:
+        """Count messages handed to the relay (or being handed over) since `since`, for its caps."""
+        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE status IN ('sent', 'sending')"
+                               " AND updated_at >= ?", (since,)).fetchone()[0]
+
+    def mark_sending(self, issue_key: str, channel: str, recipient: str, message_id: str,
+                     from_statuses: Iterable[str]) -> bool:
+        """Claim the row for sending if it is still in one of `from_statuses`: from now on a crash
+        leaves it uncertain. Return False when another run has moved it on (it is theirs to send)."""
+        wanted = tuple(from_statuses)
+        return self.db.execute(
+            "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, message_id = ?,"
+            " updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?"
+            f" AND status IN ({','.join('?' * len(wanted))})",
+            (message_id, self.clock(), issue_key, channel, recipient, *wanted)).rowcount == 1
+
+    def mark(self, issue_key: str, channel: str, recipient: str, status: str, *,
+             reply: str | None = None, error: str | None = None, uncount: bool = False) -> None:
+        """Set the row's status with what the other side said (`sent`, `failed`, or back to `pending`).
+        `uncount` takes back the attempt that `mark_sending` counted, when the refusal was about the
+        sender or the session and nothing was tried for this recipient."""
+        if status not in STATUSES:
+            raise ValueError(status)
+        self.db.execute(
+            "UPDATE deliveries SET status = ?, reply = COALESCE(?, reply), last_error = ?,"
+            " attempts = MAX(attempts - ?, 0), updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?",
+            (status, reply, error, int(uncount), self.clock(), issue_key, channel, recipient))
+
+    def counts(self, issue_key: str) -> dict[str, dict[str, int]]:
+        """Return {channel: {status: count}} for the issue."""
+        result: dict[str, dict[str, int]] = {}
+        for channel, status, count in self.db.execute(
+                "SELECT channel, status, COUNT(*) FROM deliveries WHERE issue_key = ?"
+                " GROUP BY channel, status", (issue_key,)):
+            result.setdefault(channel, {})[status] = count
+        return result
+
+    def content_hashes(self, issue_key: str, channel: str) -> set[str]:
+        rows = self.db.execute("SELECT DISTINCT content_hash FROM deliveries WHERE issue_key = ? AND"
+                               " channel = ? AND status != 'pending'", (issue_key, channel))
+        return {row[0] for row in rows if row[0]}
+
+    # --- step checkpoints and caches ---------------------------------------------------------
+
+    def checkpoint(self, issue_key: str, channel: str, step: str) -> str | None:
+        row = self.db.execute("SELECT value FROM checkpoints WHERE issue_key = ? AND channel = ? AND step = ?",
+                              (issue_key, channel, step)).fetchone()
+        return row[0] if row else None
+
+    def save_checkpoint(self, issue_key: str, channel: str, step: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
+                        (issue_key, channel, step, value, self.clock()))
+
+    def checkpoints(self, issue_key: str, channel: str) -> dict[str, str]:
+        """Return every step recorded for the issue and channel, by step name."""
+        return dict(self.db.execute("SELECT step, value FROM checkpoints WHERE issue_key = ? AND channel = ?",
+                                    (issue_key, channel)))
+
+    def drop_checkpoint(self, issue_key: str, channel: str, step: str) -> None:
+        self.db.execute("DELETE FROM checkpoints WHERE issue_key = ? AND channel = ? AND step = ?",
+                        (issue_key, channel, step))
+
+    def cached(self, kind: str, key: str) -> str | None:
+        """Return the cached value unless it has expired."""
+        row = self.db.execute("SELECT value, expires_at FROM cache WHERE kind = ? AND key = ?",
+                              (kind, key)).fetchone()
+        if row is None or (row[1] is not None and row[1] <= self.clock()):
+            return None
+        return row[0]
+
+    def cache(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (kind, key, value, expires_at))
+
+    def uncache(self, kind: str, key: str) -> None:
+        self.db.execute("DELETE FROM cache WHERE kind = ? AND key = ?", (kind, key))
+
+    # --- leases ------------------------------------------------------------------------------
+    # A lease gives one process a name (such as "wechat:<issue key>") until it expires: the holder
+    # renews it while it works, and once it lapses (the holder died) anyone may take it.
+
+    def take_lease(self, name: str, holder: str, seconds: float) -> Lease:
+        """Take the lease on `name` for `holder` until now + `seconds`, unless another holder's lease
+        on it still runs; return the lease as it stands (taken when its holder is `holder`). The
+        look and the take happen under one write lock (BEGIN IMMEDIATE), so two processes asking at
+        the same moment never both get it."""
+        self.begin()
+        try:
+            now = self.clock()
+            self.db.execute(
+                "INSERT INTO leases (name, holder, expires_at, taken_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
+                " taken_at = excluded.taken_at WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
+                (name, holder, now + seconds, now, now))
+            row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.commit()
+        return Lease(*row)
+
+    def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Extend `holder`'s lease on `name` to now + `seconds`; False when another holder has it."""
+        return self.db.execute("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
+                               (self.clock() + seconds, name, holder)).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up `holder`'s lease on `name` (nothing happens when another holder has it)."""
+        self.db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def lease(self, name: str) -> Lease | None:
+        """Return the lease that holds `name` now, or None when none does."""
+        row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ? AND expires_at > ?",
+                              (name, self.clock())).fetchone()
+        return Lease(*row) if row else None
+
+    # --- issue identity ----------------------------------------------------------------------
+    # Which issue a key stands for: its date and title (and file) when a run first committed to it
+    # (confirmed, about to send), so another file that comes to the same key is refused
+    # (distributor/identity.py).
+
+    def issue_identity(self, issue_key: str) -> tuple[str, str, str, float] | None:
+        """Return (date, title, source path, time recorded) of the issue known by `issue_key`."""
+        return self.db.execute("SELECT date, title, source_path, recorded_at FROM issue_identities"
+                               " WHERE issue_key = ?", (issue_key,)).fetchone()
+
+    def remember_issue_identity(self, issue_key: str, date: str, title: str,
+                                source_path: str) -> tuple[str, str, str, float]:
+        """Record the issue's identity unless the key has one; return the one the ledger holds (of
+        the first run to record it, when two start at once)."""
+        self.db.execute("INSERT OR IGNORE INTO issue_identities VALUES (?, ?, ?, ?, ?)",
+                        (issue_key, date, title, source_path, self.clock()))
+        return self.issue_identity(issue_key)
+
+    def issue_recorded(self, issue_key: str) -> bool:
+        """Whether any delivery row, step checkpoint or identity is recorded under `issue_key`."""
+        return self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE issue_key = ?)"
+            " OR EXISTS (SELECT 1 FROM checkpoints WHERE issue_key = ?)"
+            " OR EXISTS (SELECT 1 FROM issue_identities WHERE issue_key = ?)",
+            (issue_key, issue_key, issue_key)).fetchone()[0] == 1
+
+    def recorded_versions(self, issue_key: str) -> tuple[int, set[str], set[str]]:
+        """Return what the rows under `issue_key` say about the file they came from: how many rows
+        and checkpoints there are, the sha256 of the file each delivery and WeChat draft was made
+        from, and the paths of the files scheduled jobs published under that key."""
+        rows = self.db.execute("SELECT (SELECT COUNT(*) FROM deliveries WHERE issue_key = ?)"
+                               " + (SELECT COUNT(*) FROM checkpoints WHERE issue_key = ?)",
+                               (issue_key, issue_key)).fetchone()[0]
+        hashes = {row[0] for row in self.db.execute(
+            "SELECT DISTINCT content_hash FROM deliveries WHERE issue_key = ? AND content_hash IS NOT NULL"
+            " UNION SELECT value FROM checkpoints WHERE issue_key = ? AND step = 'draft_hash'",
+            (issue_key, issue_key))}
+        paths: set[str] = set()
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
+            paths = {row[0] for row in self.db.execute("SELECT DISTINCT issue_path FROM jobs WHERE issue_key = ?",
+                                                       (issue_key,))}
+        return rows, hashes, paths
+
+    def adopt_issue_rows(self, old_key: str, new_key: str) -> int:
+        """Move every delivery row and checkpoint (and scheduled job) of `old_key` to `new_key`, in
+        one transaction; return how many rows and checkpoints moved. The identity is recorded later,
+        once a run commits to the issue (distributor/identity.py)."""
+        self.begin()
+        try:
+            moved = sum(self.db.execute(f"UPDATE {table} SET issue_key = ? WHERE issue_key = ?",
+                                        (new_key, old_key)).rowcount for table in ("deliveries", "checkpoints"))
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
+                self.db.execute("UPDATE jobs SET issue_key = ? WHERE issue_key = ?", (new_key, old_key))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.commit()
+        return moved
+
+
+def open_ledger(settings: LedgerSettings, *, create: bool = True) -> "Ledger":
+    """Open the ledger that `settings` (the `ledger` section) name, waiting for another process's
+    write lock `lock_timeout_seconds` at most. A command that only reads (`create=False`) gets an
+    empty in-memory one when no file exists yet, rather than making one."""
+    if not create and not Path(settings.path).expanduser().exists():
+        return Ledger(":memory:", lock_timeout_seconds=settings.lock_timeout_seconds)
+    return Ledger(settings.path, lock_timeout_seconds=settings.lock_timeout_seconds)

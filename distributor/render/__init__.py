@@ -1,0 +1,1 @@
+"""From an issue file to its renditions: source, Liquid, Markdown, sanitising, templates."""

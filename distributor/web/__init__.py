@@ -1,0 +1,1 @@
+"""The web side: the unsubscribe application, its WSGI server, and the live preview page and server."""
