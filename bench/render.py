@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from distributor.pipeline import CHANNELS, render_issue
+from distributor.render.renditions import CHANNELS, render_issue
 from distributor.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
