@@ -2,19 +2,26 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import sqlite3
 import time
 
 import pytest
 
-from distributor.errors import (ChannelStoppedError, PermanentDeliveryError, SenderThrottledError,
-                                TransientDeliveryError, UncertainDeliveryError)
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
+from distributor.errors import (
+    ChannelStoppedError,
+    PermanentDeliveryError,
+    SenderThrottledError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+from distributor.settings import RetrySettings
 
-from .smtp_server import FaultySmtpServer
 from .publish_helpers import configure, ledger_rows, received_by, run_publish
+from .smtp_server import FaultySmtpServer
 
 FAST = RetryPolicy(attempts=4, base_delay_seconds=0.001, max_delay_seconds=0.002, deadline_seconds=5,
                    random=random.Random(7))
@@ -74,6 +81,19 @@ class FakeTime:
     async def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.now += seconds
+
+
+def test_a_policy_from_the_settings_is_those_settings_with_their_backoff():
+    settings = RetrySettings(attempts=2, base_delay_seconds=0.01, max_delay_seconds=0.01, deadline_seconds=5)
+    policy = RetryPolicy.from_settings(settings)
+    assert isinstance(policy, RetrySettings)
+    assert {item.name: getattr(policy, item.name) for item in dataclasses.fields(RetrySettings)} == \
+        dataclasses.asdict(settings)
+    attempt, log = attempts_that(*[TransientDeliveryError("451")] * 5)
+    fake = FakeTime()
+    with pytest.raises(TransientDeliveryError):
+        asyncio.run(policy.run(attempt, clock=fake.clock, sleep=fake.sleep))
+    assert len(log) == 2 and len(fake.waits) == 1 and 0.005 <= fake.waits[0] <= 0.01
 
 
 def test_deadline_stops_retrying_before_the_attempt_limit():

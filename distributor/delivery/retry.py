@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from typing import TypeVar
 
 from distributor.errors import SenderThrottledError, TransientDeliveryError
 from distributor.settings import RetrySettings
@@ -15,17 +16,16 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    base_delay_seconds: float = 1.0
-    max_delay_seconds: float = 60.0
-    deadline_seconds: float = 900.0
+class RetryPolicy(RetrySettings):
+    """The `retry.*` settings, with the waiting and trying again they govern. A policy is built
+    from the settings (`from_settings`) or, for a policy of its own (the WeChat publish poll),
+    from the same keywords; `random` draws the jitter."""
+
     random: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: RetrySettings) -> "RetryPolicy":
-        return cls(settings.attempts, settings.base_delay_seconds, settings.max_delay_seconds,
-                   settings.deadline_seconds)
+    def from_settings(cls, settings: RetrySettings) -> RetryPolicy:
+        return cls(**{item.name: getattr(settings, item.name) for item in fields(RetrySettings)})
 
     def delay_seconds(self, attempt: int, retry_after_seconds: float | None) -> float:
         """Return the wait before attempt `attempt + 1`: a random point below the capped
