@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from distributor.ledger.store import Ledger, open_ledger
 from distributor.schedule.jobs import JobStore
-from distributor.ledger.store import Ledger
+from distributor.settings import LedgerSettings
 
 from .conftest import EXAMPLE, ROOT
 from .publish_helpers import SECRET, configure, received_by
@@ -101,6 +102,52 @@ def test_a_dry_run_on_an_empty_ledger_file_sees_a_new_ledger(tmp_path):
         result = run(settings, *COMMANDS["dry run"])
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
     assert "email: 5 handed to the dry-run sink" in result.stdout
+
+
+# --- transactions -------------------------------------------------------------------------------
+
+def recorded(path: Path) -> tuple[list[tuple], list[tuple]]:
+    """What another connection sees in the ledger file: its checkpoints and suppressions."""
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        return (other.execute("SELECT issue_key, step, value FROM checkpoints").fetchall(),
+                other.execute("SELECT address FROM suppressions").fetchall())
+
+
+def test_a_failure_inside_a_transaction_leaves_nothing_written(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        with pytest.raises(RuntimeError, match="stopped half-way"), ledger.transaction():
+            ledger.save_checkpoint("weekly", "wechat", "draft", "media-1")
+            ledger.suppress("gone@example.org", reason="550 5.1.1", source="bounce")
+            raise RuntimeError("stopped half-way")
+        assert not ledger.db.in_transaction and recorded(path) == ([], [])
+        with pytest.raises(sqlite3.OperationalError), ledger.transaction():
+            ledger.save_checkpoint("weekly", "wechat", "draft", "media-1")
+            ledger.db.execute("UPDATE no_such_table SET x = 1")
+        assert not ledger.db.in_transaction and recorded(path) == ([], [])
+        with ledger.transaction():
+            ledger.save_checkpoint("weekly", "wechat", "draft", "media-2")
+        assert recorded(path) == ([("weekly", "draft", "media-2")], [])
+
+
+def test_a_transaction_holds_the_write_lock_from_its_start(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger, contextlib.closing(sqlite3.connect(path, timeout=0,
+                                                                    isolation_level=None)) as other:
+        with ledger.transaction(), pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+
+
+def test_an_opened_ledger_commits_and_closes_at_the_end_of_its_block(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with open_ledger(LedgerSettings(path=str(path))) as ledger:
+        ledger.begin()
+        ledger.suppress("gone@example.org", reason="550 5.1.1", source="bounce")
+    assert recorded(path) == ([], [("gone@example.org",)])
+    with pytest.raises(sqlite3.ProgrammingError):
+        ledger.db.execute("SELECT 1")
 
 
 # --- a ledger locked by another process ---------------------------------------------------------

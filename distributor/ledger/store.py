@@ -21,9 +21,10 @@ import secrets
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from distributor.errors import StorageError
 
@@ -169,7 +170,7 @@ def _open_read_only(source: Path, lock_timeout_seconds: float) -> sqlite3.Connec
         return db
     except sqlite3.OperationalError as exc:
         db.close()
-        if not (exc.sqlite_errorname or "").startswith("SQLITE_CANTOPEN") \
+        if not (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_CANTOPEN") \
                 or Path(f"{source}-wal").exists():
             raise
     return sqlite3.connect(f"{uri}?immutable=1", uri=True)
@@ -215,7 +216,7 @@ class Ledger:
                 raise
 
     @classmethod
-    def snapshot(cls, path: str | Path, *, lock_timeout_seconds: float = 10.0) -> "Ledger":
+    def snapshot(cls, path: str | Path, *, lock_timeout_seconds: float = 10.0) -> Ledger:
         """Return an in-memory copy of the ledger at `path` (empty if there is none): a dry run
         sees what a real run would see, and whatever it writes is gone when it ends. The file is
         only read, so a read-only ledger (file or folder) serves as well."""
@@ -276,6 +277,27 @@ class Ledger:
         finally:
             self.db.close()
 
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block as one write transaction: under the write lock from its start (`begin`),
+        committed when it ends, rolled back when it raises. Entered while a transaction is open (the
+        row run's group commit), it joins it and commits it whole. SQLite errors pass as they are;
+        `storage_errors()` around the caller says what they mean."""
+        self.begin()
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:          # SQLite has already rolled back after some errors
+                self.db.execute("ROLLBACK")
+            raise
+        self.commit()
+
     def begin(self) -> None:
         """Open a transaction unless one is open: later writes wait for `commit` to become durable.
         IMMEDIATE takes the write lock now (waiting for another process's commit if need be), so a
@@ -316,7 +338,8 @@ class Ledger:
         yield from self.db.execute("SELECT address, reason, source, created_at FROM suppressions ORDER BY address")
 
     def is_suppressed(self, address: str) -> bool:
-        return self.db.execute("SELECT 1 FROM suppressions WHERE address = ?", (address.lower(),)).fetchone() is not None
+        return self.db.execute("SELECT 1 FROM suppressions WHERE address = ?",
+                               (address.lower(),)).fetchone() is not None
 
     def suppression(self, address: str) -> tuple[str, str | None, str, float] | None:
         """Return (address, reason, source, time) if `address` is suppressed, else None."""
@@ -336,8 +359,7 @@ class Ledger:
         now, added = self.clock(), 0
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS planned (channel TEXT NOT NULL, address TEXT NOT NULL,"
                         " PRIMARY KEY (channel, address)) WITHOUT ROWID")
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.db.execute("DELETE FROM temp.planned WHERE channel = ?", (channel,))
             resumed = self.db.execute("SELECT 1 FROM deliveries WHERE issue_key = ? AND channel = ? LIMIT 1",
                                       (issue_key, channel)).fetchone() is not None
@@ -347,11 +369,6 @@ class Ledger:
                 "DELETE FROM deliveries WHERE issue_key = ? AND channel = ? AND status = 'pending' AND NOT EXISTS"
                 " (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(recipient))",
                 (issue_key, channel, channel)).rowcount
-        except BaseException:
-            if self.db.in_transaction:          # SQLite has already rolled back after some errors
-                self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
         return PlanResult(added, removed, resumed)
 
     def _insert(self, issue_key: str, channel: str, content_hash: str, now: float,
@@ -486,8 +503,7 @@ class Ledger:
         on it still runs; return the lease as it stands (taken when its holder is `holder`). The
         look and the take happen under one write lock (BEGIN IMMEDIATE), so two processes asking at
         the same moment never both get it."""
-        self.begin()
-        try:
+        with self.transaction():
             now = self.clock()
             self.db.execute(
                 "INSERT INTO leases (name, holder, expires_at, taken_at) VALUES (?, ?, ?, ?)"
@@ -495,10 +511,6 @@ class Ledger:
                 " taken_at = excluded.taken_at WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
                 (name, holder, now + seconds, now, now))
             row = self.db.execute("SELECT name, holder, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.commit()
         return Lease(*row)
 
     def renew_lease(self, name: str, holder: str, seconds: float) -> bool:
@@ -532,7 +544,9 @@ class Ledger:
         the first run to record it, when two start at once)."""
         self.db.execute("INSERT OR IGNORE INTO issue_identities VALUES (?, ?, ?, ?, ?)",
                         (issue_key, date, title, source_path, self.clock()))
-        return self.issue_identity(issue_key)
+        identity = self.issue_identity(issue_key)
+        assert identity is not None             # inserted now, or there before
+        return identity
 
     def issue_recorded(self, issue_key: str) -> bool:
         """Whether any delivery row, step checkpoint or identity is recorded under `issue_key`."""
@@ -563,20 +577,15 @@ class Ledger:
         """Move every delivery row and checkpoint (and scheduled job) of `old_key` to `new_key`, in
         one transaction; return how many rows and checkpoints moved. The identity is recorded later,
         once a run commits to the issue (distributor/identity.py)."""
-        self.begin()
-        try:
+        with self.transaction():
             moved = sum(self.db.execute(f"UPDATE {table} SET issue_key = ? WHERE issue_key = ?",
                                         (new_key, old_key)).rowcount for table in ("deliveries", "checkpoints"))
             if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
                 self.db.execute("UPDATE jobs SET issue_key = ? WHERE issue_key = ?", (new_key, old_key))
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.commit()
         return moved
 
 
-def open_ledger(settings: LedgerSettings, *, create: bool = True) -> "Ledger":
+def open_ledger(settings: LedgerSettings, *, create: bool = True) -> Ledger:
     """Open the ledger that `settings` (the `ledger` section) name, waiting for another process's
     write lock `lock_timeout_seconds` at most. A command that only reads (`create=False`) gets an
     empty in-memory one when no file exists yet, rather than making one."""
