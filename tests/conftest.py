@@ -1,4 +1,4 @@
-"""Shared fixtures: the corpus location, the bundled example, and a guard that keeps every
+"""Shared fixtures: the corpus (tests/corpus.py), the bundled example, and a guard that keeps every
 test's network traffic on loopback."""
 from __future__ import annotations
 
@@ -8,25 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from .corpus import require_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
 EXAMPLE = next((ROOT / "distributor" / "examples").glob("*.md"))
 UNSUBSCRIBE_SECRET = "test-unsubscribe-secret"
 
 
-def corpus_files() -> list[Path]:
-    """Every issue source in ../shared/corpus (empty when the folder is absent)."""
-    if not CORPUS.is_dir():
-        return []
-    return sorted(path for path in CORPUS.rglob("*") if path.suffix in (".md", ".markdown")
-                  and path.name != "SOURCES.md")
-
-
 @pytest.fixture
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS}")
-    return CORPUS
+    """The corpus folder; the test is skipped where it is absent."""
+    return require_corpus()
 
 
 @pytest.fixture

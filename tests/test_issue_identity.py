@@ -18,7 +18,8 @@ import pytest
 from distributor.delivery.publish import PublishOptions, publish
 from distributor.settings import load_settings
 
-from .conftest import CORPUS, ROOT
+from .conftest import ROOT
+from .corpus import CORPUS
 from .publish_helpers import SECRET, cli, configure, received_by
 from .smtp_server import FaultySmtpServer
 from .test_scheduler import Clock, command, run_due, shanghai

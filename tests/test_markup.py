@@ -12,48 +12,14 @@ import pytest
 
 from distributor.render.markup import render_markdown
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CORPUS = SHARED / "corpus"
-FIDELITY = SHARED / "tools" / "fidelity.py"
-CORPUS_SUFFIXES = (".md", ".markdown")
-PELICAN_HEADER_LINE = re.compile(r"^[A-Za-z][\w-]*:\s")
+from .corpus import ABSENT, CORPUS, FIDELITY, corpus_files, corpus_params, issue_body, require_corpus
+
 LEAKS = {
     "bold marker": re.compile(r"\*\*\S"),
     "link syntax": re.compile(r"\]\("),
     "list marker": re.compile(r"^\s*[*-] \S", re.M),
     "heading marker": re.compile(r"^\s*#{1,6} \S", re.M),
 }
-
-
-def corpus_files(subdir: str = "") -> list[Path]:
-    """Return the corpus sources under subdir, or [] when the corpus is not present."""
-    root = CORPUS / subdir
-    if not root.is_dir():
-        return []
-    return sorted(
-        path
-        for path in root.rglob("*")
-        if path.suffix in CORPUS_SUFFIXES and "reference" not in path.relative_to(CORPUS).parts
-        and path.name != "SOURCES.md"
-    )
-
-
-def or_skip(paths: list[Path]) -> list:
-    """Parametrise over paths, or over one skipped case when the corpus is absent."""
-    if paths:
-        return [pytest.param(path, id=path.name) for path in paths]
-    return [pytest.param(None, marks=pytest.mark.skip(reason=f"{CORPUS} not present"))]
-
-
-def issue_body(path: Path) -> str:
-    """Read a corpus file as the loader would hand it over: no BOM, LF, front matter removed."""
-    text = path.read_bytes().decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
-    lines = text.split("\n")
-    if text.startswith("---\n"):
-        return "\n".join(lines[lines.index("---", 1) + 1 :])
-    if PELICAN_HEADER_LINE.match(lines[0]):
-        return "\n".join(lines[lines.index("") :])
-    return text
 
 
 def parse(fragment: str) -> lxml.html.HtmlElement:
@@ -73,7 +39,7 @@ def leaked_markdown(fragment: str) -> dict[str, int]:
 # --- the TinyLab posts against the site's own rendering --------------------------------------
 
 
-@pytest.mark.parametrize("post", or_skip(corpus_files("tinylab")))
+@pytest.mark.parametrize("post", corpus_params(corpus_files("tinylab/*")))
 def test_tinylab_post_keeps_every_measure_of_the_site_rendering(post: Path, tmp_path: Path) -> None:
     if not FIDELITY.is_file():
         pytest.skip(f"{FIDELITY} not present")
@@ -91,13 +57,12 @@ def test_tinylab_post_keeps_every_measure_of_the_site_rendering(post: Path, tmp_
 
 
 def test_corpus_has_the_files_the_tests_expect() -> None:
-    if not CORPUS.is_dir():
-        pytest.skip(f"{CORPUS} not present")
-    assert len(corpus_files("tinylab")) == 15
+    require_corpus()
+    assert len(corpus_files("tinylab/*")) == 15
     assert len(corpus_files()) == 25
 
 
-@pytest.mark.parametrize("source", or_skip(corpus_files()))
+@pytest.mark.parametrize("source", corpus_params(corpus_files()))
 def test_corpus_file_renders_without_leaking_markdown(source: Path) -> None:
     fragment = render_markdown(issue_body(source))
     assert parse(fragment).xpath("//p | //li | //h2 | //h3"), "rendered nothing readable"
@@ -107,7 +72,7 @@ def test_corpus_file_renders_without_leaking_markdown(source: Path) -> None:
 def test_soft_wrapped_issue_number_in_twir_538_stays_in_its_paragraph() -> None:
     source = CORPUS / "this-week-in-rust" / "2024-03-13-this-week-in-rust.md"
     if not source.is_file():
-        pytest.skip(f"{source} not present")
+        pytest.skip(ABSENT)
     root = parse(render_markdown(issue_body(source)))
     assert not root.xpath("//h1[starts-with(normalize-space(), '122010')]")
     assert root.xpath("//p[contains(normalize-space(), 'PR #122010, which undoes')]")

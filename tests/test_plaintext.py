@@ -11,8 +11,8 @@ from wcwidth import wcswidth
 
 from distributor.channels.text.plaintext import PlainText, html_to_text
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-CORPUS_SOURCES = ("tinylab", "this-week-in-rust", "python-weekly", "rust-gamedev")
+from .corpus import CORPUS, SOURCES, corpus_files, corpus_params, issue_body, require_corpus
+
 SEPARATOR = "-" * 72
 
 CASES = [
@@ -94,21 +94,6 @@ def test_rejects_a_width_below_one() -> None:
         html_to_text("<p>x</p>", width=0)
 
 
-def _corpus_files() -> list[Path]:
-    found = [path for source in CORPUS_SOURCES for path in (CORPUS / source).rglob("*")
-             if path.suffix in (".md", ".markdown")] if CORPUS.is_dir() else []
-    return sorted(found)
-
-
-def _markdown_body(raw: str) -> str:
-    lines = raw.lstrip("\ufeff").replace("\r\n", "\n").split("\n")
-    if lines[0] == "---":
-        return "\n".join(lines[lines.index("---", 1) + 1:])
-    if re.match(r"[A-Za-z][\w-]*:", lines[0]):
-        return "\n".join(lines[lines.index("") + 1:])
-    return "\n".join(lines)
-
-
 class _HtmlFacts(HTMLParser):
     """Collect link targets, image sources and code-block lines from rendered HTML."""
 
@@ -137,7 +122,7 @@ class _HtmlFacts(HTMLParser):
 
 
 def _render_corpus_file(path: Path) -> tuple[str, PlainText]:
-    html = markdown.markdown(_markdown_body(path.read_text(encoding="utf-8")), extensions=["extra", "sane_lists"])
+    html = markdown.markdown(issue_body(path), extensions=["extra", "sane_lists"])
     return html, html_to_text(html)
 
 
@@ -150,18 +135,14 @@ def _overlong_line_is_allowed(line: str, facts: _HtmlFacts) -> bool:
 
 
 def test_corpus_has_every_source() -> None:
-    if not CORPUS.is_dir():
-        pytest.skip("corpus absent")
-    files = _corpus_files()
-    assert {path.relative_to(CORPUS).parts[0] for path in files} == set(CORPUS_SOURCES)
+    require_corpus()
+    files = corpus_files()
+    assert {path.relative_to(CORPUS).parts[0] for path in files} == set(SOURCES)
     assert any("en" in path.relative_to(CORPUS).parts for path in files)
 
 
-@pytest.mark.parametrize("path", _corpus_files() or [None],
-                         ids=lambda path: path.relative_to(CORPUS).as_posix() if path else "absent")
-def test_corpus_file_renders_within_width_with_every_link(path: Path | None) -> None:
-    if path is None:
-        pytest.skip("corpus absent")
+@pytest.mark.parametrize("path", corpus_params(corpus_files()))
+def test_corpus_file_renders_within_width_with_every_link(path: Path) -> None:
     html, result = _render_corpus_file(path)
     facts = _HtmlFacts(html)
     lines = result.text.split("\n")

@@ -17,11 +17,11 @@ from distributor.render.renditions import render_issue
 from distributor.render.preview import email_sample
 from distributor.settings import Settings
 
-from .conftest import CORPUS, EXAMPLE, ROOT, corpus_files
+from .conftest import EXAMPLE, ROOT
+from .corpus import CORPUS, FIDELITY, corpus_files
 from .test_sanitizer import check_nothing_executable
 
 SETTINGS = Settings()
-FIDELITY = CORPUS.parent / "tools" / "fidelity.py"
 GOLDEN = ROOT / "tests" / "golden"
 CORPUS_IDS = [str(path.relative_to(CORPUS)) for path in corpus_files()]
 

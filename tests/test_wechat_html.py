@@ -11,10 +11,9 @@ import pytest
 
 from distributor.channels.wechat.article_html import WechatBody, to_wechat_html
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-CORPUS_DIRS = ("tinylab", "this-week-in-rust", "python-weekly", "rust-gamedev")
+from .corpus import corpus_files, corpus_params, issue_body, require_corpus
+
 PURE_BLACK = re.compile(r"#000(?:000)?\b|\bblack\b|rgba?\(\s*0\s*,\s*0\s*,\s*0\s*[,)]", re.I)
-KEY_VALUE_LINE = re.compile(r"[A-Za-z][\w -]*:\s")
 
 
 def parse(html: str) -> lxml.html.HtmlElement:
@@ -191,33 +190,13 @@ def test_empty_fragment_gives_empty_article() -> None:
     assert text_of(parse(body.html)) == ""
 
 
-def corpus_files() -> list[Path]:
-    return sorted(path for folder in CORPUS_DIRS for pattern in ("*.md", "*.markdown")
-                  for path in (CORPUS / folder).rglob(pattern))
-
-
-def strip_front_matter(text: str) -> str:
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
-    if text.startswith("---\n"):
-        closing = re.search(r"^---[ \t]*$", text[4:], re.M)
-        return text[4 + closing.end():] if closing else text
-    lines = text.split("\n")
-    if not KEY_VALUE_LINE.match(lines[0]):
-        return text
-    blank = next((index for index, line in enumerate(lines) if not line.strip()), len(lines))
-    return "\n".join(lines[blank:])
-
-
 def render_corpus_file(path: Path) -> str:
-    text = strip_front_matter(path.read_text(encoding="utf-8"))
-    return markdown.markdown(text, extensions=["extra", "sane_lists"])
+    return markdown.markdown(issue_body(path), extensions=["extra", "sane_lists"])
 
 
-@pytest.mark.parametrize("name", [str(path.relative_to(CORPUS)) for path in corpus_files()] or ["-"])
-def test_corpus_issue(name: str) -> None:
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus absent: {CORPUS}")
-    fragment = render_corpus_file(CORPUS / name)
+@pytest.mark.parametrize("path", corpus_params(corpus_files()))
+def test_corpus_issue(path: Path) -> None:
+    fragment = render_corpus_file(path)
     body = to_wechat_html(fragment)
     source = parse(fragment)
     tree = assert_wechat_safe(body)
@@ -234,9 +213,8 @@ def test_corpus_issue(name: str) -> None:
 
 
 def test_corpus_size_and_time() -> None:
+    require_corpus()
     files = corpus_files()
-    if not files:
-        pytest.skip(f"corpus absent: {CORPUS}")
     fragments = {path.name: render_corpus_file(path) for path in files}
     started = time.perf_counter()
     sizes = {name: len(to_wechat_html(fragment).html) for name, fragment in fragments.items()}
