@@ -42,7 +42,10 @@ def test_installed_wheel_renders_outside_the_checkout(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("distributor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "distributor/templates/email/issue.html" in names
-    assert not any(name.startswith("templates/") for name in names)
+    assert "distributor/channels/__init__.py" in names and "distributor/channels/wechat/publisher.py" in names
+    # One top-level package beside its metadata: no generic `channels` or `templates` at the root.
+    roots = {name.split("/")[0] for name in names}
+    assert {root for root in roots if not root.endswith(".dist-info")} == {"distributor"}
     installed = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(installed)
     example = next(name for name in names if name.startswith("distributor/examples/") and name.endswith(".md"))
