@@ -3,12 +3,14 @@ images served by a real static HTTP server or read from a site folder, a real SQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -16,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from distributor.channels.wechat.article import content_as_sent
 from distributor.channels.wechat.api import MemoryTokenStore, WechatApi, WechatApiConfig
+from distributor.channels.wechat.article import content_as_sent
 from distributor.channels.wechat.images import replace_image_sources
-from distributor.channels.wechat.publisher import EDIT_NOT_SENT, WechatOutcome, publish_wechat
+from distributor.channels.wechat.publisher import EDIT_NOT_SENT, WechatOutcome, wechat_steps
+from distributor.delivery.retry import RetryPolicy
+from distributor.delivery.step_run import run_steps
 from distributor.errors import (
     ChannelStoppedError,
     InputError,
@@ -28,7 +32,6 @@ from distributor.errors import (
 )
 from distributor.ledger.store import Ledger
 from distributor.render.renditions import render_issue
-from distributor.delivery.retry import RetryPolicy
 from distributor.settings import Settings, load_settings
 from tests.wechat_stub import IMAGE_SOURCE, LINK_TARGET, Fault, WechatStub, sample_png
 
@@ -57,9 +60,8 @@ def stub():
         yield running
 
 
-@pytest.fixture
-def site(tmp_path):
-    """A folder holding the site's images."""
+def site_folder(tmp_path: Path) -> Path:
+    """Make a folder holding the site's images; return it."""
     root = tmp_path / "site"
     for name, data in IMAGES.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -67,18 +69,33 @@ def site(tmp_path):
     return root
 
 
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve `folder` over HTTP on 127.0.0.1 while the block runs; yield (base URL, served paths)."""
+    served: list[str] = []
+    handler = type("Handler", (_QuietHandler,), {"served": served})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A folder holding the site's images."""
+    return site_folder(tmp_path)
+
+
 @pytest.fixture
 def image_server(site):
     """A static HTTP server on 127.0.0.1 serving the site folder; yields (base URL, served paths)."""
-    served: list[str] = []
-    handler = type("Handler", (_QuietHandler,), {"served": served})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(site)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", served
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(site) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -122,11 +139,15 @@ site:
 
 
 def run(settings: Settings, issue_path: Path, **options) -> WechatOutcome:
+    """Run the WeChat steps of the issue through the core step run, as a publish does."""
     renditions = render_issue(issue_path, settings, ["wechat"])
     ledger = Ledger(settings.ledger.path)
     try:
-        return asyncio.run(publish_wechat(renditions.wechat, renditions.issue, settings, ledger,
-                                          RetryPolicy.from_settings(settings.retry), **options))
+        steps = wechat_steps(renditions["wechat"], renditions.issue, settings, ledger, **options)
+        wechat = settings.channels.wechat
+        policy = RetryPolicy.from_settings(settings.retry)
+        return asyncio.run(run_steps(steps, ledger, renditions.issue.key, policy=policy,
+                                     lease_seconds=wechat.lease_seconds, lease_wait_seconds=wechat.lease_wait_seconds))
     finally:
         ledger.close()
 
@@ -515,7 +536,7 @@ def test_session_level_refusals_stop_the_channel_with_exit_3(tmp_path, stub, sit
     wrong_secret = "wrong-secret-6a0f" if fault == "wrong secret" else None
     result = publish_cli(tmp_path, write_issue(tmp_path), secret=wrong_secret)
     assert result.returncode == 3, result.stdout + result.stderr
-    assert f"wechat: stopped: wechat" in result.stdout and f"errcode {errcode}" in result.stdout
+    assert "wechat: stopped: wechat" in result.stdout and f"errcode {errcode}" in result.stdout
     assert hint in result.stdout and "publish again to resume" in result.stdout
     assert stub.requests("draft/add") == [] and stub.app_secret not in result.stdout + result.stderr
     assert wrong_secret is None or wrong_secret not in result.stdout + result.stderr
@@ -583,9 +604,9 @@ def filled_issue(folder: Path, settings: Settings, images: tuple[str, ...], meas
         text = path.read_text(encoding="utf-8")
         path.write_text(text.replace("要闻", "要闻" + "字" * filler, 1), encoding="utf-8")
         return path
-    base = measure(render_issue(write(0), settings, ["wechat"]).wechat)
+    base = measure(render_issue(write(0), settings, ["wechat"])["wechat"])
     path = write(target - base)
-    assert measure(render_issue(path, settings, ["wechat"]).wechat) == target
+    assert measure(render_issue(path, settings, ["wechat"])["wechat"]) == target
     return path
 
 

@@ -2,13 +2,15 @@
 the article's `<img src>` at the uploaded copies.
 
 Site images (URLs under `site.base_url`) are read from `site.site_root` when it is set, so a
-publish works before the site is deployed; every other image is fetched over HTTP. Every check
-runs before anything is uploaded, so a bad image never leaves a half-made draft.
+publish works before the site is deployed; every other image is fetched, over HTTP by
+`fetch_over_http` (a dry run passes a fetch that downloads nothing). Every check runs before
+anything is uploaded, so a bad image never leaves a half-made draft.
 """
 from __future__ import annotations
 
 import hashlib
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,6 +31,9 @@ MIME_TYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp"
 # Images already on WeChat's own hosts need no upload.
 WECHAT_IMAGE_HOSTS = ("mmbiz.qpic.cn", "mmbiz.qlogo.cn")
 _CHUNK = 64 * 1024
+
+Fetch = Callable[[str, Settings, str, int], bytes]
+"""Get a remote image's bytes: (url, settings, what the image is, the most bytes worth reading)."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,14 @@ def needs_upload(url: str) -> bool:
     return urlsplit(url).hostname not in WECHAT_IMAGE_HOSTS
 
 
-def load_content_image(url: str, settings: Settings) -> LoadedImage:
+def load_content_image(url: str, settings: Settings, fetch: Fetch) -> LoadedImage:
     """Load an article image and check it is a jpg or png under 1 MB, or raise InputError."""
-    return _load(url, settings, "image", CONTENT_IMAGE_KINDS, CONTENT_IMAGE_MAX_BYTES)
+    return _load(url, settings, fetch, "image", CONTENT_IMAGE_KINDS, CONTENT_IMAGE_MAX_BYTES)
 
 
-def load_cover(url: str, settings: Settings) -> LoadedImage:
+def load_cover(url: str, settings: Settings, fetch: Fetch) -> LoadedImage:
     """Load the cover image and check it is a jpg, png, gif or bmp of at most 10 MB."""
-    return _load(url, settings, "cover", COVER_KINDS, COVER_MAX_BYTES)
+    return _load(url, settings, fetch, "cover", COVER_KINDS, COVER_MAX_BYTES)
 
 
 def replace_image_sources(content: str, uploaded: dict[str, str]) -> str:
@@ -79,9 +84,9 @@ def replace_image_sources(content: str, uploaded: dict[str, str]) -> str:
     return "".join(serialised)
 
 
-def _load(url: str, settings: Settings, what: str, kinds: tuple[str, ...], limit: int) -> LoadedImage:
+def _load(url: str, settings: Settings, fetch: Fetch, what: str, kinds: tuple[str, ...], limit: int) -> LoadedImage:
     local = _local_path(url, settings)
-    data = _read_file(url, local, what, limit) if local else _fetch(url, settings, what, limit)
+    data = _read_file(url, local, what, limit) if local else fetch(url, settings, what, limit)
     kind = next((name for signature, name in SIGNATURES if data.startswith(signature)), None)
     if kind not in kinds:
         found = f"a {kind} file" if kind else "not a recognised image"
@@ -114,7 +119,7 @@ def _read_file(url: str, path: Path, what: str, limit: int) -> bytes:
         raise InputError(f"WeChat {what} {url} cannot be read from {path}: {exc.strerror}") from exc
 
 
-def _fetch(url: str, settings: Settings, what: str, limit: int) -> bytes:
+def fetch_over_http(url: str, settings: Settings, what: str, limit: int) -> bytes:
     """GET the image, reading at most one byte past the limit, so a huge file is not downloaded."""
     try:
         with requests.get(url, timeout=settings.channels.wechat.timeout_seconds, stream=True) as reply:

@@ -1,65 +1,60 @@
 """Publish an issue to a WeChat Official Account: draft, then publish or mass send, resumably.
 
-Each step's result goes into the ledger the moment WeChat returns it, so a re-run starts after
-the last recorded step: never a second draft, never a second publish or mass send. The draft is
-recorded with the content hash of the issue file it was made from ("draft_hash"); after the file
-is edited, a run brings the draft up to date in place (draft/update) unless a publish has begun or
-a mass send is recorded, in which case the draft is left alone and the outcome says the edit was
-not sent. draft/add and freepublish/submit take no idempotency key, so a "<step>_started"
-checkpoint is written before each; when the reply is lost, or a run died during the call, the
-account is searched for what the call may have made (same title and original URL, updated after
-the attempt began) before it is made again. A submit whose outcome is unknown is not made again
-before RESUBMIT_AFTER_SECONDS have passed since it began: publishing is asynchronous, so an empty
-freepublish/batchget right after it proves nothing, but WeChat lists an article within seconds of
-it being published and never lists a failed one, so still finding nothing after that long means
-the submit did not publish. Every call goes through the core retry policy, in a worker thread;
-waiting for a publish job to finish is a second policy of the same kind, built for polling.
+These are the channel's steps; the core's step run (`distributor.delivery.step_run`) runs them under
+the issue's lease "wechat:<issue key>", puts every call through the retry policy and records each
+step the moment WeChat returns it, so a re-run starts after the last recorded step: never a second
+draft, never a second publish or mass send. The draft is recorded with the content hash of the issue
+file it was made from ("draft_hash"); after the file is edited, a run brings the draft up to date in
+place (draft/update) unless a publish has begun or a mass send is recorded, in which case the draft is
+left alone and the outcome says the edit was not sent. draft/add and freepublish/submit take no
+idempotency key, so a "<step>_started" checkpoint is written before each; when the reply is lost, or
+a run died during the call, the account is searched for what the call may have made (same title and
+original URL, updated after the attempt began) before it is made again. A submit whose outcome is
+unknown is not made again before RESUBMIT_AFTER_SECONDS have passed since it began: publishing is
+asynchronous, so an empty freepublish/batchget right after it proves nothing, but WeChat lists an
+article within seconds of it being published and never lists a failed one, so still finding nothing
+after that long means the submit did not publish. Waiting for a publish job to finish is a poll.
 
-Only one run at a time drives an issue's steps: it holds the ledger lease "wechat:<issue key>",
-renewed every third of channels.wechat.lease_seconds while it works and given up at the end; a
-second run waits for it (at most lease_wait_seconds), then reads what the first one recorded, or
-stops. A run writes nothing once its lease is lost. A submit that WeChat refused (publish_status 2 to
-4: the article did not go out and the draft stays) is recorded as such, and the run after an edit of
-the issue file updates the draft and submits it again; without an edit the same refusal is reported
-without asking again. The last failure, and each step's result, are recorded for `status`.
+A submit that WeChat refused (publish_status 2 to 4: the article did not go out and the draft stays)
+is recorded as such, and the run after an edit of the issue file updates the draft and submits it
+again; without an edit the same refusal is reported without asking again.
+
+The steps call a `WechatClient` and fetch remote images through a `Fetch`, both chosen once where the
+run is set up (`wechat_steps`): the API client and HTTP, or for a dry run the console client.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
-import secrets
-import socket
-import sqlite3
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import Protocol, TextIO
 
+from distributor.channels.wechat.api import WechatApi, WechatApiConfig
+from distributor.channels.wechat.article import WechatRendition, limit_violations
+from distributor.channels.wechat.console_client import ConsoleWechatClient
+from distributor.channels.wechat.images import (
+    Fetch,
+    LoadedImage,
+    fetch_over_http,
+    load_content_image,
+    load_cover,
+    needs_upload,
+    replace_image_sources,
+)
+from distributor.delivery.step_run import KeyValueCache, StepContext
 from distributor.errors import (
-    ChannelStoppedError,
-    DistributorError,
     InputError,
     PermanentDeliveryError,
-    StorageError,
     TransientDeliveryError,
     UncertainDeliveryError,
 )
-from distributor.ledger.store import Ledger
-from distributor.models import Issue, WechatRendition
-from distributor.delivery.retry import RetryPolicy
-from distributor.settings import Settings, WechatSettings, secret_from_env
-
-from distributor.channels.wechat.article import limit_violations
-from distributor.channels.wechat.api import WechatApi, WechatApiConfig
-from distributor.channels.wechat.images import LoadedImage, load_content_image, load_cover, needs_upload, replace_image_sources
+from distributor.models import Issue
+from distributor.settings import Settings, secret_from_env
 
 CHANNEL = "wechat"
+LABEL = "WeChat"
 TOKEN_KIND, IMAGE_KIND, COVER_KIND = "wechat-token", "wechat-image", "wechat-cover"
-POLL_CAP_SECONDS = 60.0
-# Polling ends at publish_wait_seconds; this only bounds the attempts (and keeps 2**n a float).
-POLL_ATTEMPTS = 1000
 RESUBMIT_AFTER_SECONDS = 600.0
 # Server and local clocks may disagree; a found item this much older than the attempt still counts.
 CLOCK_SKEW_SECONDS = 600.0
@@ -72,12 +67,38 @@ PUBLISH_FAILURES = {
 # With these the article never went out and the draft stays in the draft box: an edit may fix it.
 NOT_PUBLISHED = (2, 3, 4)
 SUBMIT_AFTER_EDIT = "edit the issue file and publish again: the draft is updated and submitted again"
-# How often a run waiting for another run's lease asks for it again.
-LEASE_POLL_SECONDS = 0.2
 NO_COVER = "WeChat needs a cover: set cover in the front matter or channels.wechat.default_cover"
 EDIT_NOT_SENT = "the article was already published or mass-sent, so this edit of the issue file was not sent"
 # Once one of these is recorded the draft may be out (or being published): it is never changed again.
 SENT_STEPS = ("publish_started", "publish_id", "published", "mass_msg_id")
+
+
+class WechatClient(Protocol):
+    """The Official Account calls the steps make, one blocking call each: `WechatApi`, or the console
+    client of a dry run."""
+
+    @property
+    def app_id(self) -> str: ...
+
+    def upload_image(self, name: str, data: bytes, mime: str) -> str: ...
+
+    def add_cover(self, name: str, data: bytes, mime: str) -> str: ...
+
+    def add_draft(self, article: dict) -> str: ...
+
+    def update_draft(self, media_id: str, article: dict) -> None: ...
+
+    def list_drafts(self, offset: int, count: int) -> list[dict]: ...
+
+    def submit_publish(self, media_id: str) -> str: ...
+
+    def publish_status(self, publish_id: str) -> dict: ...
+
+    def list_published(self, offset: int, count: int) -> list[dict]: ...
+
+    def send_to_all(self, media_id: str, *, tag_id: int | None, clientmsgid: str) -> dict: ...
+
+    def send_preview(self, media_id: str, towxname: str) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -108,15 +129,16 @@ class _NotPublished(PermanentDeliveryError):
     """WeChat refused to publish the draft (publish_status 2 to 4): it stays in the draft box."""
 
 
-class LedgerTokenStore:
-    """Keep access tokens in the ledger's cache (kind "wechat-token"), so separate runs share one."""
+class CachedTokenStore:
+    """Keep access tokens in a cache that outlives the process (kind "wechat-token": the ledger's), so
+    separate runs share one."""
 
-    def __init__(self, ledger: Ledger):
-        self._ledger = ledger
+    def __init__(self, cache: KeyValueCache):
+        self._cache = cache
 
     def load(self, app_id: str) -> tuple[str, float] | None:
         """Return the saved (token, expires_at) unless it has expired."""
-        saved = self._ledger.cached(TOKEN_KIND, app_id)
+        saved = self._cache.cached(TOKEN_KIND, app_id)
         if saved is None:
             return None
         value = json.loads(saved)
@@ -125,135 +147,79 @@ class LedgerTokenStore:
     def save(self, app_id: str, token: str, expires_at: float) -> None:
         """Remember the token until `expires_at` (epoch seconds)."""
         value = json.dumps({"token": token, "expires_at": expires_at})
-        self._ledger.cache(TOKEN_KIND, app_id, value, expires_at)
+        self._cache.cache(TOKEN_KIND, app_id, value, expires_at)
 
     def drop(self, app_id: str) -> None:
         """Forget the app's token."""
-        self._ledger.uncache(TOKEN_KIND, app_id)
+        self._cache.uncache(TOKEN_KIND, app_id)
 
 
-async def publish_wechat(rendition: WechatRendition, issue: Issue, settings: Settings, ledger: Ledger,
-                         policy: RetryPolicy, *, to_wechat: str | None = None,
-                         api: WechatApi | None = None) -> WechatOutcome:
-    """Publish the article in the configured mode, or send a preview of its draft to the WeChat
-    account `to_wechat`. Check the limits and load every image and the cover before any call
-    (InputError naming the field, image or limit), then run the steps the ledger does not
-    record as done; `api` replaces the client otherwise built from the settings."""
-    problems = limit_violations(rendition)
-    if problems:
-        raise InputError("; ".join(problems), path=str(issue.source_path))
-    api = api or wechat_api(settings, ledger)
-    async with _StepsLease(ledger, f"{CHANNEL}:{issue.key}", settings.channels.wechat) as lease:
-        run = _WechatRun(rendition, issue, settings, ledger, policy, api, lease)
-        try:
-            outcome = await run.steps(to_wechat)
-        except DistributorError as exc:
-            run.record_failure(exc)
-            raise
-        run.forget_failure()
-    return replace(outcome, detail=outcome.detail + lease.waited_note())
-
-
-def wechat_api(settings: Settings, ledger: Ledger) -> WechatApi:
-    """Return the API client the settings describe, its token cached in the ledger."""
+def wechat_api(settings: Settings, cache: KeyValueCache) -> WechatApi:
+    """Return the API client the settings describe, its token kept in `cache`."""
     wechat = settings.channels.wechat
     if not wechat.app_id:
         raise InputError("channels.wechat.app_id is not set")
     secret = secret_from_env(wechat.app_secret_env, "the WeChat AppSecret")
     config = WechatApiConfig(wechat.app_id, secret, base_url=wechat.base_url,
                              timeout_seconds=wechat.timeout_seconds)
-    return WechatApi(config, LedgerTokenStore(ledger))
+    return WechatApi(config, CachedTokenStore(cache))
 
 
-class _StepsLease:
-    """This run's hold on one issue's WeChat steps: the ledger lease `name`, taken on entry (waiting
-    for another holder at most lease_wait_seconds, then ChannelStoppedError), renewed in the
-    background every third of lease_seconds, and given up on exit."""
-
-    def __init__(self, ledger: Ledger, name: str, wechat: WechatSettings):
-        self.ledger, self.name = ledger, name
-        self.seconds, self.wait_seconds = wechat.lease_seconds, wechat.lease_wait_seconds
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.held_until = 0.0
-        self.waited: float | None = None       # seconds spent waiting for another run, if any
-        self._renewing: asyncio.Future | None = None
-
-    async def __aenter__(self) -> _StepsLease:
-        started = time.monotonic()
-        lease = self.ledger.take_lease(self.name, self.holder, self.seconds)
-        while lease.holder != self.holder:
-            left = started + self.wait_seconds - time.monotonic()
-            if left <= 0:
-                raise ChannelStoppedError(_held_by_another_run(lease.holder, lease.expires_at, self.wait_seconds))
-            await asyncio.sleep(min(LEASE_POLL_SECONDS, left))
-            lease = self.ledger.take_lease(self.name, self.holder, self.seconds)
-            self.waited = time.monotonic() - started
-        self.held_until = lease.expires_at
-        self._renewing = asyncio.ensure_future(self._renew())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._renewing is not None:
-            self._renewing.cancel()
-            await asyncio.gather(self._renewing, return_exceptions=True)
-        self.ledger.release_lease(self.name, self.holder)
-
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(self.seconds / 3)
-            until = self.ledger.clock() + self.seconds
-            try:
-                renewed = self.ledger.renew_lease(self.name, self.holder, self.seconds)
-            except (sqlite3.Error, StorageError):
-                continue   # a busy ledger: try again next time, while the lease still runs
-            if not renewed:
-                self.held_until = 0.0
-                return
-            self.held_until = until
-
-    def held(self) -> bool:
-        return self.ledger.clock() < self.held_until
-
-    def ensure_held(self) -> None:
-        """Raise ChannelStoppedError once the lease has run out or another run has taken it over."""
-        if not self.held():
-            raise ChannelStoppedError(
-                "this run lost its lease on the issue's WeChat steps (it could not renew it in time, or "
-                "another run took them over); nothing more is recorded: publish again to resume")
-
-    def waited_note(self) -> str:
-        if self.waited is None:
-            return ""
-        return f" (waited {self.waited:.1f} s for another run of this issue to finish its WeChat steps)"
+def wechat_steps(rendition: WechatRendition, issue: Issue, settings: Settings, cache: KeyValueCache, *,
+                 to_wechat: str | None = None, sink: TextIO | None = None) -> WechatSteps:
+    """Return the steps of a publish: calls to the API client the settings describe (its token kept in
+    `cache`) and remote images fetched over HTTP; with `sink` (a dry run), the console client shows on
+    `sink` each call it would make, and no remote image is downloaded."""
+    if sink is not None:
+        console = ConsoleWechatClient(sink, settings.channels.wechat.app_id or "")
+        return WechatSteps(rendition, issue, settings, console, console.fetch_image, to_wechat)
+    return WechatSteps(rendition, issue, settings, wechat_api(settings, cache), fetch_over_http, to_wechat)
 
 
-def _held_by_another_run(holder: str, expires_at: float, waited: float) -> str:
-    until = datetime.fromtimestamp(expires_at).astimezone()
-    return (f"another run ({holder}) holds the lease on this issue's WeChat steps, renewed while it works "
-            f"(now until {until:%H:%M:%S %z}); waited {waited:g} s for it: publish again once that run "
-            "has ended, and it resumes after the last step recorded")
+class WechatSteps:
+    """The steps of one publish of the article, in the configured mode, or of a preview of its draft
+    sent to the WeChat account `to_wechat`. The step run hands them a `StepContext`; `client` makes
+    the calls and `fetch` gets the remote images."""
+
+    channel = CHANNEL
+    label = LABEL
+
+    def __init__(self, rendition: WechatRendition, issue: Issue, settings: Settings, client: WechatClient,
+                 fetch: Fetch, to_wechat: str | None = None):
+        self.rendition, self.issue, self.settings = rendition, issue, settings
+        self.client, self.fetch, self.to_wechat = client, fetch, to_wechat
+        self.key, self.content_hash, self.source = issue.key, issue.content_hash, str(issue.source_path)
+
+    async def run(self, context: StepContext) -> WechatOutcome:
+        """Check the limits, load every image and the cover (InputError naming the field, image or
+        limit) before any call, make or update the draft, then send it on as the mode (or
+        `to_wechat`) says."""
+        problems = limit_violations(self.rendition)
+        if problems:
+            raise InputError("; ".join(problems), path=self.source)
+        return await _WechatRun(self, context).steps()
 
 
 class _WechatRun:
-    """The steps of one publish, each recorded in the ledger under the issue key while `lease` holds."""
+    """One run of the steps: what they do with the context, the client and the issue."""
 
-    def __init__(self, rendition: WechatRendition, issue: Issue, settings: Settings, ledger: Ledger,
-                 policy: RetryPolicy, api: WechatApi, lease: _StepsLease):
-        self.rendition, self.settings, self.ledger, self.policy, self.api = rendition, settings, ledger, policy, api
-        self.key, self.content_hash, self.source = issue.key, issue.content_hash, str(issue.source_path)
-        self.lease = lease
-        self.step = "draft"       # the step under way, named in a recorded failure
+    def __init__(self, steps: WechatSteps, context: StepContext):
+        self.rendition, self.settings, self.client = steps.rendition, steps.settings, steps.client
+        self.fetch, self.to_wechat = steps.fetch, steps.to_wechat
+        self.key, self.content_hash, self.source = steps.key, steps.content_hash, steps.source
+        self.context = context
+        self.context.step = "draft"
 
-    async def steps(self, to_wechat: str | None) -> WechatOutcome:
-        """Make or update the draft, then send it on as the mode (or `to_wechat`) says."""
+    async def steps(self) -> WechatOutcome:
         draft = await self.draft()
-        mode = "preview" if to_wechat else self.settings.channels.wechat.mode
+        mode = "preview" if self.to_wechat else self.settings.channels.wechat.mode
         if mode == "draft":
             return WechatOutcome(mode, draft.media_id, draft.detail, draft.resumed)
         if mode == "preview":
-            self.step = "preview"
-            await self.call(self.api.send_preview, draft.media_id, to_wechat)
-            return WechatOutcome(mode, draft.media_id, f"preview sent to {to_wechat}; {draft.detail}", draft.resumed)
+            self.context.step = "preview"
+            await self.context.call(self.client.send_preview, draft.media_id, self.to_wechat)
+            return WechatOutcome(mode, draft.media_id, f"preview sent to {self.to_wechat}; {draft.detail}",
+                                 draft.resumed)
         step = self.publish if mode == "publish" else self.mass_send
         line, step_resumed = await step(draft.media_id)
         if draft.edit_not_sent:
@@ -262,117 +228,80 @@ class _WechatRun:
             line = f"{draft.detail}; {line}"
         return WechatOutcome(mode, draft.media_id, line, draft.resumed or step_resumed)
 
-    def record_failure(self, error: DistributorError) -> None:
-        """Record why the run ended early, for `status` (unless the lease was lost: then another run
-        owns the record)."""
-        if not self.lease.held():
-            return
-        kind = ("stopped" if isinstance(error, (ChannelStoppedError, TransientDeliveryError)) else
-                "uncertain" if isinstance(error, UncertainDeliveryError) else
-                "bad input" if isinstance(error, InputError) else "failed")
-        self.ledger.save_checkpoint(self.key, CHANNEL, "failure", json.dumps(
-            {"step": self.step, "kind": kind, "reason": str(error)}, ensure_ascii=False))
-
-    def forget_failure(self) -> None:
-        self.ledger.drop_checkpoint(self.key, CHANNEL, "failure")
-
-    async def call(self, function: Callable[..., Any], *args: Any, repeatable: bool = False,
-                   **kwargs: Any) -> Any:
-        """Run a blocking call in a thread under the retry policy; a `repeatable` call (one whose
-        repeat does no harm) is also retried when its reply was lost."""
-        async def attempt() -> Any:
-            try:
-                return await asyncio.to_thread(function, *args, **kwargs)
-            except UncertainDeliveryError as exc:
-                if not repeatable:
-                    raise
-                raise TransientDeliveryError(f"{exc}; repeating it is harmless", reply=exc.reply) from exc
-        return await self.policy.run(attempt)
-
-    def recorded(self, step: str) -> str | None:
-        return self.ledger.checkpoint(self.key, CHANNEL, step)
-
-    def record(self, step: str, value: str) -> None:
-        self.lease.ensure_held()
-        self.ledger.save_checkpoint(self.key, CHANNEL, step, value)
-
-    def forget(self, step: str) -> None:
-        self.lease.ensure_held()
-        self.ledger.drop_checkpoint(self.key, CHANNEL, step)
-
     # --- draft ------------------------------------------------------------------------------
 
     async def draft(self) -> _Draft:
         """Return the issue's draft, made if none is recorded and brought up to date in place
         if the issue file changed since and the article has not gone out."""
-        media_id = self.recorded("draft")
+        media_id = self.context.recorded("draft")
         if media_id is None:
             return await self._make_draft()
-        if self.recorded("draft_hash") == self.content_hash:
+        if self.context.recorded("draft_hash") == self.content_hash:
             return _Draft(media_id, True, f"draft already created: media_id {media_id}")
-        if any(self.recorded(step) is not None for step in SENT_STEPS):
+        if any(self.context.recorded(step) is not None for step in SENT_STEPS):
             return _Draft(media_id, True, f"{EDIT_NOT_SENT}: media_id {media_id}", edit_not_sent=True)
         return await self._update_draft(media_id, "draft updated with the edited issue")
 
     async def _make_draft(self) -> _Draft:
         media = await self._media()
-        started = self.recorded("draft_started")
-        found = None if started is None else await self._find_draft(float(started))
+        begun = self.context.recorded("draft_started")
+        found = None if begun is None else await self._find_draft(float(begun))
         if found is not None:
-            self.record("draft", found)
+            self.context.record("draft", found)
             # draft_hash names the file the interrupted run made its draft from.
-            if self.recorded("draft_hash") == self.content_hash:
+            if self.context.recorded("draft_hash") == self.content_hash:
                 return _Draft(found, True, f"draft found from an interrupted run: media_id {found}")
             return await self._update_draft(found, "draft found from an interrupted run and updated", media)
         article = await self._article(*media)
-        self.step = "draft"
-        self.record("draft_hash", self.content_hash)
-        started = self._start("draft")
+        self.context.step = "draft"
+        self.context.record("draft_hash", self.content_hash)
+        started = self.context.start("draft")
         try:
-            media_id, how = await self.call(self.api.add_draft, article), "draft created"
+            media_id, how = await self.context.call(self.client.add_draft, article), "draft created"
         except UncertainDeliveryError:
             found = await self._find_draft(started)
             media_id, how = ((found, "draft found after a lost reply") if found is not None
-                             else (await self.call(self.api.add_draft, article), "draft created"))
-        self.record("draft", media_id)
+                             else (await self.context.call(self.client.add_draft, article), "draft created"))
+        self.context.record("draft", media_id)
         return _Draft(media_id, False, f"{how}: media_id {media_id}")
 
     async def _update_draft(self, media_id: str, how: str,
                             media: tuple[list[LoadedImage], LoadedImage] | None = None) -> _Draft:
         article = await self._article(*(media or await self._media()))
         # Putting the same article twice changes nothing, so a lost reply may be retried.
-        self.step = "draft"
-        await self.call(self.api.update_draft, media_id, article, repeatable=True)
-        self.record("draft_hash", self.content_hash)
+        self.context.step = "draft"
+        await self.context.call(self.client.update_draft, media_id, article, repeatable=True)
+        self.context.record("draft_hash", self.content_hash)
         return _Draft(media_id, True, f"{how}: media_id {media_id}", updated=True)
 
     async def _media(self) -> tuple[list[LoadedImage], LoadedImage]:
         """Load and check every image and the cover, before anything is uploaded."""
-        self.step = "images"
+        self.context.step = "images"
         if not self.rendition.cover:
             raise InputError(NO_COVER, path=self.source)
-        return await self.policy.run(lambda: asyncio.to_thread(self._load_media))
+        return await self.context.call(self._load_media)
 
     def _load_media(self) -> tuple[list[LoadedImage], LoadedImage]:
-        images = [load_content_image(url, self.settings) for url in self.rendition.images if needs_upload(url)]
-        return images, load_cover(self.rendition.cover or "", self.settings)
+        images = [load_content_image(url, self.settings, self.fetch)
+                  for url in self.rendition.images if needs_upload(url)]
+        return images, load_cover(self.rendition.cover or "", self.settings, self.fetch)
 
     async def _article(self, images: list[LoadedImage], cover: LoadedImage) -> dict:
-        self.step = "images"
+        self.context.step = "images"
         uploaded: dict[str, str] = {}
         for image in images:
             uploaded[image.url] = await self._upload_image(image)
-            self.record("images", f"{len(uploaded)}/{len(images)}")
+            self.context.record("images", f"{len(uploaded)}/{len(images)}")
         if not images:
-            self.record("images", "0/0")
+            self.context.record("images", "0/0")
         content = replace_image_sources(self.rendition.content, uploaded)
         # Checked before any upload with every URL at its longest; this is the content as it goes out.
         problems = limit_violations(replace(self.rendition, content=content, images=tuple(uploaded.values())))
         if problems:
             raise InputError("; ".join(problems), path=self.source)
-        self.step = "cover"
+        self.context.step = "cover"
         thumb_media_id = await self._upload_cover(cover)
-        self.record("cover", thumb_media_id)
+        self.context.record("cover", thumb_media_id)
         wechat = self.settings.channels.wechat
         return {"title": self.rendition.title, "author": self.rendition.author, "digest": self.rendition.digest,
                 "content": content, "content_source_url": self.rendition.content_source_url,
@@ -381,23 +310,25 @@ class _WechatRun:
                 "only_fans_can_comment": int(wechat.only_fans_can_comment)}
 
     async def _upload_image(self, image: LoadedImage) -> str:
-        url = self.ledger.cached(IMAGE_KIND, image.sha256)
+        url = self.context.cache.cached(IMAGE_KIND, image.sha256)
         if url is None:
-            url = await self.call(self.api.upload_image, image.filename, image.data, image.mime, repeatable=True)
-            self.ledger.cache(IMAGE_KIND, image.sha256, url)
+            url = await self.context.call(self.client.upload_image, image.filename, image.data, image.mime,
+                                          repeatable=True)
+            self.context.cache.cache(IMAGE_KIND, image.sha256, url)
         return url
 
     async def _upload_cover(self, cover: LoadedImage) -> str:
         # A media_id belongs to one account, so the cache key names the account too.
-        key = f"{self.api.app_id}:{cover.sha256}"
-        media_id = self.ledger.cached(COVER_KIND, key)
+        key = f"{self.client.app_id}:{cover.sha256}"
+        media_id = self.context.cache.cached(COVER_KIND, key)
         if media_id is None:
-            media_id = await self.call(self.api.add_cover, cover.filename, cover.data, cover.mime, repeatable=True)
-            self.ledger.cache(COVER_KIND, key, media_id)
+            media_id = await self.context.call(self.client.add_cover, cover.filename, cover.data, cover.mime,
+                                               repeatable=True)
+            self.context.cache.cache(COVER_KIND, key, media_id)
         return media_id
 
     async def _find_draft(self, since: float) -> str | None:
-        items = await self.call(self.api.list_drafts, 0, LOOK_COUNT)
+        items = await self.context.call(self.client.list_drafts, 0, LOOK_COUNT)
         return next((item["media_id"] for item in items if self._is_ours(item, since)), None)
 
     # --- publish and mass send --------------------------------------------------------------
@@ -405,18 +336,18 @@ class _WechatRun:
     async def publish(self, media_id: str) -> tuple[str, bool]:
         """Submit the draft (unless a submit is recorded) and poll until it is out; return
         (detail, resumed)."""
-        self.step = "publish"
-        url = self.recorded("published")
+        self.context.step = "publish"
+        url = self.context.recorded("published")
         if url is not None:
             return _published_line("already published", url), True
-        publish_id = self.recorded("publish_id")
+        publish_id = self.context.recorded("publish_id")
         if publish_id is not None:
             return _published_line("published", await self._poll(publish_id)), True
-        started = self.recorded("publish_started")
+        started = self.context.recorded("publish_started")
         if started is not None:
             found = await self._find_published(float(started))
             if found is not None:
-                self.record("published", found)
+                self.context.record("published", found)
                 return _published_line("published (found from an interrupted run)", found), True
             self._refuse_early_resubmit(float(started))
         how = self._after_refused_submit()
@@ -429,11 +360,11 @@ class _WechatRun:
         """Say how this submit follows one that WeChat refused: raise PermanentDeliveryError when the
         draft is the one it refused (the issue file was not edited since), else return the words that
         begin the outcome line ("" when no submit was refused)."""
-        refused = self.recorded("publish_refused")
+        refused = self.context.recorded("publish_refused")
         if refused is None:
             return ""
         earlier = json.loads(refused)
-        if earlier["draft_hash"] == self.recorded("draft_hash"):
+        if earlier["draft_hash"] == self.context.recorded("draft_hash"):
             raise PermanentDeliveryError(f"{earlier['reason']}; the issue file has not changed since, so it is "
                                          f"not submitted again: {SUBMIT_AFTER_EDIT}")
         return f"submitted again after the edit (WeChat refused the earlier submit: {earlier['reason']}); "
@@ -441,40 +372,40 @@ class _WechatRun:
     async def _submit(self, media_id: str) -> tuple[str, None] | tuple[None, str]:
         """Submit the draft and record its publish_id; after a lost reply, return instead the URL
         of the article it published, if one is found."""
-        started = self._start("publish")
+        started = self.context.start("publish")
         try:
-            publish_id = await self.call(self.api.submit_publish, media_id)
+            publish_id = await self.context.call(self.client.submit_publish, media_id)
         except UncertainDeliveryError as exc:
             found = await self._find_published(started)
             if found is None:
                 raise _unknown_submit(str(exc), started, reply=exc.reply) from exc
-            self.record("published", found)
+            self.context.record("published", found)
             return None, found
-        self.record("publish_id", publish_id)
-        self.forget("publish_refused")
+        self.context.record("publish_id", publish_id)
+        self.context.forget("publish_refused")
         return publish_id, None
 
     def _refuse_early_resubmit(self, started: float) -> None:
         """Raise UncertainDeliveryError unless the unanswered submit begun at `started` is old
         enough that finding nothing published proves it did not publish."""
-        if self.ledger.clock() - started < RESUBMIT_AFTER_SECONDS:
+        if self.context.clock() - started < RESUBMIT_AFTER_SECONDS:
             raise _unknown_submit("wechat freepublish/submit of an earlier run got no reply", started)
 
     async def _poll(self, publish_id: str) -> str:
-        """Ask freepublish/get under a polling policy until the job ends; return the article URL.
-        Every failure to ask is retried like "still publishing", until publish_wait_seconds."""
+        """Ask freepublish/get until the job ends; return the article URL. Every failure to ask is
+        asked again like "still publishing", until publish_wait_seconds."""
         wechat = self.settings.channels.wechat
-        polling = RetryPolicy(attempts=POLL_ATTEMPTS, base_delay_seconds=wechat.publish_poll_seconds,
-                              max_delay_seconds=POLL_CAP_SECONDS, deadline_seconds=wechat.publish_wait_seconds)
         try:
-            reply = await polling.run(lambda: self._poll_once(publish_id))
+            reply = await self.context.poll(lambda: self._poll_once(publish_id),
+                                            every_seconds=wechat.publish_poll_seconds,
+                                            for_seconds=wechat.publish_wait_seconds)
         except _NotPublished as exc:
             # The draft stays and nothing went out: the draft may be updated and submitted again.
-            self.record("publish_refused", json.dumps({"publish_id": publish_id, "reason": str(exc),
-                                                       "draft_hash": self.recorded("draft_hash")},
-                                                      ensure_ascii=False))
-            self.forget("publish_id")
-            self.forget("publish_started")
+            self.context.record("publish_refused", json.dumps({"publish_id": publish_id, "reason": str(exc),
+                                                               "draft_hash": self.context.recorded("draft_hash")},
+                                                              ensure_ascii=False))
+            self.context.forget("publish_id")
+            self.context.forget("publish_started")
             raise PermanentDeliveryError(f"{exc}; {SUBMIT_AFTER_EDIT}", reply=exc.reply) from None
         except _StillPublishing as exc:
             raise UncertainDeliveryError(
@@ -482,13 +413,13 @@ class _WechatRun:
                 "re-run later to check on it (it is not submitted again)") from exc
         items = (reply.get("article_detail") or {}).get("item") or [{}]
         url = str(items[0].get("article_url", ""))
-        self.record("published", url)
+        self.context.record("published", url)
         return url
 
-    async def _poll_once(self, publish_id: str) -> dict:
+    def _poll_once(self, publish_id: str) -> dict:
         """Ask freepublish/get once and return its reply when the article is out; raise
         _StillPublishing while the job runs and PermanentDeliveryError when it failed."""
-        reply = await asyncio.to_thread(self.api.publish_status, publish_id)
+        reply = self.client.publish_status(publish_id)
         status = reply.get("publish_status")
         if status == 1:
             raise _StillPublishing(f"wechat publish {publish_id} is still publishing",
@@ -501,32 +432,27 @@ class _WechatRun:
         return reply
 
     async def _find_published(self, since: float) -> str | None:
-        items = await self.call(self.api.list_published, 0, LOOK_COUNT)
+        items = await self.context.call(self.client.list_published, 0, LOOK_COUNT)
         item = next((item for item in items if self._is_ours(item, since)), None)
         return None if item is None else str(_first_article(item).get("url", ""))
 
     async def mass_send(self, media_id: str) -> tuple[str, bool]:
         """Send the draft to all followers (or the configured tag) once; return (detail, resumed)."""
-        self.step = "mass send"
-        msg_id = self.recorded("mass_msg_id")
+        self.context.step = "mass send"
+        msg_id = self.context.recorded("mass_msg_id")
         if msg_id is not None:
             return f"already mass-sent: msg_id {msg_id}", True
         clientmsgid = "d-" + hashlib.sha256(self.key.encode("utf-8")).hexdigest()[:40]
         # WeChat refuses a repeated clientmsgid (45065, counted as sent), so a lost reply may be retried.
-        reply = await self.call(self.api.send_to_all, media_id, tag_id=self.settings.channels.wechat.tag_id,
-                                clientmsgid=clientmsgid, repeatable=True)
+        reply = await self.context.call(self.client.send_to_all, media_id,
+                                        tag_id=self.settings.channels.wechat.tag_id,
+                                        clientmsgid=clientmsgid, repeatable=True)
         msg_id = str(reply.get("msg_id", ""))
-        self.record("mass_msg_id", msg_id)
+        self.context.record("mass_msg_id", msg_id)
         how = "mass send already accepted by WeChat" if reply.get("errcode") == 45065 else "mass send accepted"
         return f"{how}: msg_id {msg_id}", False
 
     # --- looking before making again ---------------------------------------------------------
-
-    def _start(self, step: str) -> float:
-        """Record that `step`'s call is about to go out, so a later run knows to look first."""
-        started = self.ledger.clock()
-        self.record(f"{step}_started", repr(started))
-        return started
 
     def _is_ours(self, item: dict, since: float) -> bool:
         article = _first_article(item)

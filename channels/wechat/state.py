@@ -3,12 +3,11 @@ done, the last run's failure with its reason, what the state means, and the comm
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from distributor.ledger.store import Ledger
-
-from distributor.channels.wechat.publisher import CHANNEL
+from distributor.delivery.step_run import RecordedSteps
 
 
 @dataclass(frozen=True)
@@ -28,21 +27,19 @@ class WechatState:
     next_command: str | None            # the command that goes on from here (None: nothing to do)
 
 
-def wechat_state(ledger: Ledger, issue_key: str, content_hash: str, publish_command: str,
-                 mode: str) -> WechatState | None:
-    """Return what the ledger records of the issue's WeChat steps (None when nothing is), read
-    against the issue file as it is now (`content_hash`) and the configured `mode`;
-    `publish_command` is the command line that publishes the issue on WeChat."""
-    steps = ledger.checkpoints(issue_key, CHANNEL)
-    lease = ledger.lease(f"{CHANNEL}:{issue_key}")
-    if not steps and lease is None:
+def wechat_state(recorded: RecordedSteps, content_hash: str, publish_command: str, mode: str) -> WechatState | None:
+    """Return what is recorded of the issue's WeChat steps (None when nothing is), read against the
+    issue file as it is now (`content_hash`) and the configured `mode`; `publish_command` is the
+    command line that publishes the issue on WeChat."""
+    steps = recorded.steps
+    if not steps and recorded.holder is None:
         return None
     failure = json.loads(steps["failure"]) if "failure" in steps else {}
     draft_hash = steps.get("draft_hash") if "draft" in steps else None
     held_by = None
-    if lease is not None:
-        until = datetime.fromtimestamp(lease.expires_at).astimezone()
-        held_by = f"{lease.holder} (its lease runs until {until:%Y-%m-%d %H:%M:%S %z}, renewed while it works)"
+    if recorded.holder is not None and recorded.held_until is not None:
+        until = datetime.fromtimestamp(recorded.held_until).astimezone()
+        held_by = f"{recorded.holder} (its lease runs until {until:%Y-%m-%d %H:%M:%S %z}, renewed while it works)"
     meaning, go_on = _meaning(steps, failure, draft_hash != content_hash if draft_hash else False, mode)
     return WechatState(
         images=steps.get("images"), cover_media_id=steps.get("cover"), draft_media_id=steps.get("draft"),
@@ -54,7 +51,7 @@ def wechat_state(ledger: Ledger, issue_key: str, content_hash: str, publish_comm
         next_command=None if held_by or not go_on else publish_command)
 
 
-def _meaning(steps: dict[str, str], failure: dict, edited: bool, mode: str) -> tuple[str, bool]:
+def _meaning(steps: Mapping[str, str], failure: dict, edited: bool, mode: str) -> tuple[str, bool]:
     """Say what the recorded steps mean, and whether publishing again would do something."""
     if "publish_refused" in steps and "publish_id" not in steps and "published" not in steps:
         if edited:
