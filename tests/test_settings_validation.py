@@ -111,6 +111,7 @@ channels:
     template_dir: {tmp_path / 'templates'}
     unsubscribe_url: https://[::1]:8443/u/{{token}}?list=weekly
   wechat:
+    enabled: false                  # site_root holds none of the example's images, which a dry run reads
     base_url: http://localhost:8080/
 smtp:
   host: ::1
