@@ -23,7 +23,7 @@ import pytest
 from distributor.errors import InputError
 from distributor.schedule.jobs import MAX_TRIES, Job, JobStore
 from distributor.ledger.store import Ledger
-from distributor.commands.schedule import add_commands
+from distributor.commands.schedule import add_parser as add_commands
 from distributor.schedule.runner import LeaseKeeper, Scheduler
 from distributor.settings import load_settings
 from distributor.schedule.timezones import read_local_time

@@ -23,6 +23,7 @@ import pytest
 
 from distributor import cli
 from distributor.web import server as serve
+from distributor.commands import serve as serve_command
 from distributor.commands import subscribers as subscriber_commands
 from distributor.audience import unsubscribe
 from distributor.errors import InputError
@@ -231,8 +232,8 @@ def run_command(settings: Settings, *argv: str) -> tuple[int, str]:
 
 def test_parser_wires_every_command(tmp_path):
     args = parser().parse_args(["serve", "--port", "0"])
-    assert (args.run, args.host, args.port) == (serve.run_serve, "127.0.0.1", 0)
-    assert parser().parse_args(["serve"]).port == serve.DEFAULT_PORT
+    assert (args.run, args.host, args.port) == (serve_command.run, "127.0.0.1", 0)
+    assert parser().parse_args(["serve"]).port == serve_command.DEFAULT_PORT
     for argv, function in ((["subscribers", "list"], subscriber_commands.run_list),
                            (["subscribers", "unsubscribe", "a@example.org"], subscriber_commands.run_unsubscribe),
                            (["subscribers", "resubscribe", "a@example.org"], subscriber_commands.run_resubscribe),

@@ -1,1 +1,27 @@
-"""The command layer: one module per `distributor` command; the only code that prints."""
+"""The command layer: one module per `distributor` command; the only code that prints.
+
+Every command module has the same two parts:
+
+- `add_parser(subparsers) -> None` adds the command's parser to the `distributor` command line and
+  sets `run` on it with `set_defaults(run=run)`. A command with actions (`schedule add|list|cancel`,
+  `subscribers list|unsubscribe|...`), or a module with two commands of one kind (`run-due` and
+  `worker`), sets one `run_<name>` on each of its parsers instead, called as `run` is.
+  A command that reads the clock takes it as `now` (seconds since the epoch, `time.time` unless a
+  test sets it) and hands it to its run functions.
+- `run(args, settings) -> int` does the command with the parsed arguments and the loaded settings,
+  prints what it has to say and returns the exit status (distributor.errors). It raises
+  `InputError` for bad input and `StorageError` for a ledger or file that cannot be used;
+  `distributor.cli` turns those into exit statuses 2 and 3 with one line on stderr.
+
+`distributor.cli` lists the modules in the order `distributor --help` shows them.
+"""
+from __future__ import annotations
+
+from distributor.render.renditions import CHANNELS
+
+TITLE_HELP = "the issue's title, instead of the file's own (needed when it has no front matter and no '# ' line)"
+
+
+def channel_names() -> tuple[str, ...]:
+    """Return the names of the channels, in the order `--channel` offers them and `all` runs them."""
+    return CHANNELS

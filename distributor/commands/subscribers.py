@@ -11,19 +11,19 @@ from contextlib import closing
 from pathlib import Path
 from typing import TextIO
 
-from distributor.validate.addresses import named_address_problem
+from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
 from distributor.ledger.store import open_ledger
 from distributor.render.preview import write_files
 from distributor.settings import Settings
-from distributor.audience.subscriber_files import BadRow, read_subscribers
+from distributor.validate.addresses import named_address_problem
 
 STATES = ("active", "unsubscribed", "bounced")
 EXPORT_COLUMNS = ("address", "reason", "source", "time")
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `subscribers` command and its actions to the `distributor` command line."""
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `subscribers` and its actions to the `distributor` command line."""
     subscribers = subparsers.add_parser("subscribers", help="the email subscribers and who must not be mailed")
     actions = subscribers.add_subparsers(dest="subscribers_action", required=True)
 
@@ -111,7 +111,7 @@ def run_export(args: argparse.Namespace, settings: Settings, out: TextIO = sys.s
             raise StorageError(f"cannot write the export to standard output: {exc.strerror or exc}") from exc
         return 0
     # The list is small (one short row per suppressed address): built whole, then written the way
-    # every file is (distributor/preview.py), so a bad or full target is the same StorageError.
+    # every file is (distributor/render/preview.py), so a bad or full target is the same StorageError.
     text = io.StringIO()
     _write_csv(text, rows)
     target = Path(args.file)

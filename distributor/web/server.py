@@ -1,4 +1,4 @@
-"""`distributor serve`: run the unsubscribe application on waitress, a production WSGI server.
+"""The unsubscribe application on waitress, a production WSGI server (run by `distributor serve`).
 
 waitress reads each request whole before a thread of its pool answers it, so a slow client holds
 a connection, never a thread. It refuses a body over the application's limit (413) and a malformed
@@ -10,24 +10,20 @@ alone unsubscribes.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import re
-import signal
 import socket
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote
 
 import waitress
 from waitress import wasyncore
 
 from distributor.errors import InputError
-from distributor.settings import Settings
-from distributor.web.unsubscribe_app import MAX_BODY_BYTES, create_app
+from distributor.web.unsubscribe_app import MAX_BODY_BYTES
 
-DEFAULT_PORT = 8080
 CHANNEL_TIMEOUT_SECONDS = 30      # an idle or stalled connection is closed after this
 STOP_GRACE_SECONDS = 2.0          # how long a stop waits for the requests already received
 LOOP_SECONDS = 0.2                # how soon the server notices a stop
@@ -109,26 +105,6 @@ class UnsubscribeServer:
                    for channel in list(self._server.active_channels.values()))
 
 
-def port_number(text: str) -> int:
-    """Parse a TCP port for argparse: a whole number from 0 (any free port) to 65535."""
-    try:
-        port = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range 0-65535")
-    return port
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `serve` command to the `distributor` command line."""
-    serve = subparsers.add_parser("serve", help="run the one-click unsubscribe web endpoint")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=port_number, default=DEFAULT_PORT,
-                       help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
-    serve.set_defaults(run=run_serve)
-
-
 def open_server(app: Callable, host: str, port: int) -> UnsubscribeServer:
     """Return a server for `app`, listening on host:port and not yet serving."""
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -139,39 +115,3 @@ def open_server(app: Callable, host: str, port: int) -> UnsubscribeServer:
         listener.close()
         raise InputError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from exc
     return UnsubscribeServer(app, listener)
-
-
-def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve until Ctrl-C or SIGTERM, then let the requests in flight finish and return 0."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactTokens())
-    app = create_app(settings)
-    try:
-        server = open_server(app, args.host, args.port)
-    except InputError:
-        app.close()
-        raise
-    host, port = server.address
-    host = f"[{host}]" if ":" in host else host
-    print(f"serving unsubscribe pages on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    restore_signals = _stop_on_signals(server)
-    try:
-        server.serve()
-    finally:
-        restore_signals()
-        app.close()
-    return 0
-
-
-def _stop_on_signals(server: UnsubscribeServer) -> Callable[[], None]:
-    """Make SIGTERM (a service manager's stop) and Ctrl-C stop `server`; return what undoes it."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {number: signal.signal(number, lambda signum, frame: server.stop())
-                for number in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
-    return restore

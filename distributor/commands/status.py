@@ -1,0 +1,49 @@
+"""`distributor status`: who got an issue and who did not, and how far its WeChat steps went."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from distributor.commands import TITLE_HELP
+from distributor.errors import EXIT_OK, InputError
+from distributor.settings import Settings
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `status` to the `distributor` command line."""
+    status = subparsers.add_parser("status", help="who got the issue, and who did not")
+    status.add_argument("issue", type=Path)
+    status.add_argument("--title", metavar="TEXT", help=TITLE_HELP)
+    formats = status.add_mutually_exclusive_group()
+    formats.add_argument("--json", dest="format", action="store_const", const="json")
+    formats.add_argument("--csv", dest="format", action="store_const", const="csv")
+    status.set_defaults(run=run, format="table")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the ledger's account of `args.issue` as a table, JSON or CSV."""
+    from distributor.channels.wechat.state import wechat_state
+    from distributor.delivery.step_run import recorded_steps
+    from distributor.ledger.status import write_status
+    from distributor.ledger.store import open_ledger
+    from distributor.render.issue import load_issue
+    if not Path(settings.ledger.path).expanduser().exists():
+        raise InputError("no ledger yet: nothing has been published", path=settings.ledger.path)
+    ledger = open_ledger(settings.ledger)
+    try:
+        issue = load_issue(args.issue, settings.site, title=args.title)
+        recorded = recorded_steps(ledger, "wechat", issue.key)
+        wechat = wechat_state(recorded, issue.content_hash, _publish_again(args), settings.channels.wechat.mode)
+        write_status(ledger, issue.key, args.format, sys.stdout, wechat=wechat)
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def _publish_again(args: argparse.Namespace) -> str:
+    """Return the command line that goes on with the issue's WeChat steps, with the settings and title given."""
+    return shlex.join(["distributor", *(["--settings", args.settings] if args.settings else []),
+                       "publish", str(args.issue), "--channel", "wechat",
+                       *(["--title", args.title] if args.title else [])])
