@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from distributor.render.renditions import CHANNELS, render_issue
+from distributor import registry
+from distributor.render.renditions import render_issue
 from distributor.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 EXAMPLES = REPO / "distributor" / "examples"
-CHANNEL_SETS = tuple((name,) for name in CHANNELS) + (CHANNELS,)
+CHANNEL_SETS = tuple((name,) for name in registry.names()) + (registry.names(),)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ COMMANDS = (preview, publish, status, check, serve, subscribers, schedule, worke
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` and return the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
+        args = _parser().parse_args(argv)     # the parser lists the installed channels: a broken one is an error
         settings = load_settings(args.settings or os.environ.get("DISTRIBUTOR_SETTINGS"))
         return args.run(args, settings)
     except InputError as exc:

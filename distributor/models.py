@@ -1,4 +1,5 @@
-"""The values handed from stage to stage: an issue, its rendered body, and one rendition per channel."""
+"""The values handed from stage to stage: an issue and its rendered body. Each channel defines its own
+rendition (`distributor.channel.Rendition`)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -43,38 +44,3 @@ class Body:
     summary: str                  # the description, else the first paragraph's text
     page_url: str | None          # the permalink as an absolute URL
     warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class EmailRendition:
-    subject: str
-    html: str                     # complete document, styles inlined, with the per-recipient placeholders
-    text: str                     # the text/plain alternative, with the same placeholders
-    preheader: str
-    links: tuple[str, ...]
-    images: tuple[str, ...]
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class WechatRendition:
-    title: str
-    author: str
-    digest: str
-    content: str                  # article HTML: inline styles, links as numbered references
-    content_source_url: str
-    cover: str | None             # absolute URL of the cover image, if the issue names one
-    references: tuple[str, ...]
-    images: tuple[str, ...]
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TextRendition:
-    subject: str
-    text: str
-    links: tuple[str, ...]
-    warnings: tuple[str, ...] = ()
-
-
-Rendition = EmailRendition | WechatRendition | TextRendition

@@ -20,13 +20,13 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from distributor.validate.addresses import (ehlo_name_problem, explained_address_problem, hostname_problem, http_url_problem,
-                        list_id_problem, named_address_problem, text_problem)
+from distributor.validate.addresses import (ehlo_name_problem, explained_address_problem, hostname_problem,
+                                            http_url_problem, text_problem)
 from distributor.validate.bounded import load_yaml, read_regular_file
 from distributor.errors import InputError, SettingsError
 
@@ -35,6 +35,9 @@ MAX_SETTINGS_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class SiteSettings:
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        "name": text_problem, "base_url": http_url_problem, "site_root": lambda value: folder_problem(value),
+        "language": lambda value: language_problem(value)}
     name: str = "Example Weekly"
     base_url: str = "https://example.org"
     language: str = "zh"
@@ -42,63 +45,53 @@ class SiteSettings:
     site_root: str | None = None
 
 
-@dataclass(frozen=True)
-class EmailSettings:
-    enabled: bool = True
-    from_address: str = "newsletter@example.org"
-    from_name: str = "Example Weekly"
-    reply_to: str | None = None
-    # Envelope sender (Return-Path); the From address when unset.
-    return_path: str | None = None
-    list_id: str = "weekly.example.org"
-    # {token} is replaced by the subscriber's signed unsubscribe token.
-    unsubscribe_url: str = "https://example.org/unsubscribe/{token}"
-    unsubscribe_mailto: str | None = "unsubscribe@example.org"
-    subscribers: str | None = None
-    # A folder whose templates override the packaged ones (email/issue.html ...).
-    template_dir: str | None = None
+class ChannelsSettings(Mapping[str, Any]):
+    """The `channels` block: one settings block per registered channel, by name (`channels.email` …).
 
+    Each block is the dataclass its channel declares (`Channel.settings_class`), read from the file over
+    its defaults; a channel the file does not name keeps its defaults. `settings.channels.email` and
+    `settings.channels["email"]` are the same block."""
 
-@dataclass(frozen=True)
-class TextSettings:
-    enabled: bool = True
-    subscribers: str | None = None
-    output_dir: str | None = None
-    width: int = 72
+    def __init__(self, blocks: Mapping[str, Any] | None = None):
+        from distributor import registry        # the channels import this module: load them lazily
+        given = dict(blocks or {})
+        self._blocks = {name: given.pop(name, None) or channel.settings_class()
+                        for name, channel in registry.channels().items()}
+        if given:
+            raise SettingsError(f"unknown key channels.{next(iter(given))}")
 
+    def __getitem__(self, name: str) -> Any:
+        return self._blocks[name]
 
-@dataclass(frozen=True)
-class WechatSettings:
-    enabled: bool = True
-    app_id: str | None = None
-    app_secret_env: str = "WECHAT_APP_SECRET"
-    base_url: str = "https://api.weixin.qq.com/"
-    mode: Literal["draft", "publish", "mass"] = "draft"
-    author: str | None = None
-    default_cover: str | None = None
-    tag_id: int | None = None
-    need_open_comment: bool = False
-    only_fans_can_comment: bool = False
-    timeout_seconds: float = 15.0
-    # Mode publish: how often to ask whether the article is out, and how long to wait at most.
-    publish_poll_seconds: float = 5.0
-    publish_wait_seconds: float = 600.0
-    # One run at a time drives an issue's WeChat steps, under a lease in the ledger renewed every third
-    # of lease_seconds (a run that died loses it that long after); another run waits for it at most
-    # lease_wait_seconds, then stops (exit 3).
-    lease_seconds: float = 60.0
-    lease_wait_seconds: float = 30.0
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_blocks"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._blocks)
 
-@dataclass(frozen=True)
-class ChannelsSettings:
-    email: EmailSettings = field(default_factory=EmailSettings)
-    text: TextSettings = field(default_factory=TextSettings)
-    wechat: WechatSettings = field(default_factory=WechatSettings)
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChannelsSettings) and self._blocks == other._blocks
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._blocks.items()))
+
+    def __repr__(self) -> str:
+        return f"ChannelsSettings({self._blocks!r})"
 
 
 @dataclass(frozen=True)
 class SmtpSettings:
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        "host": hostname_problem, "ehlo_name": ehlo_name_problem}
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "port": (1, 65535), "pool_size": (1, 1000), "timeout_seconds": (0.01, None), "per_second": (0, None),
+        "hourly_cap": (1, None), "daily_cap": (1, None)}
     host: str = "127.0.0.1"
     port: int = 25
     security: Literal["plain", "starttls", "tls"] = "starttls"
@@ -115,6 +108,9 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class RetrySettings:
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "attempts": (1, 1000), "base_delay_seconds": (0, None), "max_delay_seconds": (0, None),
+        "deadline_seconds": (0, None)}
     attempts: int = 5
     base_delay_seconds: float = 1.0
     max_delay_seconds: float = 60.0
@@ -123,6 +119,10 @@ class RetrySettings:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        "operator_email": explained_address_problem, "timezone": lambda value: time_zone_problem(value)}
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "max_lateness_seconds": (0, None), "lease_seconds": (0.1, None), "poll_seconds": (0.01, None)}
     # IANA zone that --at times are read and shown in; the system's zone when unset.
     timezone: str | None = None
     # A job found this late (nothing was running at its time) is marked missed, not sent.
@@ -137,6 +137,7 @@ class ScheduleSettings:
 
 @dataclass(frozen=True)
 class LedgerSettings:
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {"lock_timeout_seconds": (0.01, 3600)}
     path: str = "~/.local/share/distributor/ledger.sqlite3"
     # How long a command waits for another process's write lock on the ledger before it stops (exit 3).
     lock_timeout_seconds: float = 10.0
@@ -186,6 +187,11 @@ def secret_from_env(variable: str, what: str) -> str:
     return value
 
 
+def missing_env(variable: str, what: str) -> list[str]:
+    """Name the environment variable `variable` (holding `what`) if it is not set; empty when it is."""
+    return [] if os.environ.get(variable) else [f"set the environment variable {variable} ({what})"]
+
+
 def _build(cls: type, data: Any, prefix: str, path: str) -> Any:
     if not isinstance(data, dict):
         raise SettingsError(f"{prefix.rstrip('.') or 'settings'}: expected a mapping", path=path)
@@ -196,11 +202,28 @@ def _build(cls: type, data: Any, prefix: str, path: str) -> Any:
         key_path = f"{prefix}{key}"
         if key not in known:
             raise SettingsError(f"unknown key {key_path}", path=path)
-        values[key] = _convert(hints[key], raw, key_path, path)
+        if hints[key] is ChannelsSettings:
+            values[key] = _channels(raw, key_path, path)
+        else:
+            values[key] = _convert(cls, key, hints[key], raw, key_path, path)
     return cls(**values)
 
 
-def _convert(hint: Any, raw: Any, key_path: str, path: str) -> Any:
+def _channels(data: Any, prefix: str, path: str) -> ChannelsSettings:
+    """Build each channel's block with the settings class its channel declares."""
+    from distributor import registry
+    if not isinstance(data, dict):
+        raise SettingsError(f"{prefix}: expected a mapping", path=path)
+    installed = registry.channels()
+    blocks = {}
+    for name, raw in data.items():
+        if name not in installed:
+            raise SettingsError(f"unknown key {prefix}.{name}", path=path)
+        blocks[name] = _build(installed[name].settings_class, raw, f"{prefix}.{name}.", path)
+    return ChannelsSettings(blocks)
+
+
+def _convert(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, raw, key_path + ".", path)
     origin = typing.get_origin(hint)
@@ -209,7 +232,7 @@ def _convert(hint: Any, raw: Any, key_path: str, path: str) -> Any:
         if raw is None and type(None) in options:
             return None
         (inner,) = [option for option in options if option is not type(None)]
-        return _convert(inner, raw, key_path, path)
+        return _convert(owner, key, inner, raw, key_path, path)
     if origin is Literal:
         choices = typing.get_args(hint)
         if raw not in choices:
@@ -220,45 +243,38 @@ def _convert(hint: Any, raw: Any, key_path: str, path: str) -> Any:
     if hint is float and type(raw) is float and not math.isfinite(raw):
         raise SettingsError(f"{key_path} must be a finite number, not {raw}", path=path)
     if hint in (bool, int, float, str) and type(raw) is hint:
-        _check_value(key_path, raw, path)
+        _check_value(owner, key, key_path, raw, path)
         return raw
     raise SettingsError(f"{key_path} must be {hint.__name__}, not {type(raw).__name__}", path=path)
 
 
-# Numbers outside these bounds (inclusive; None: unbounded) would make a run misbehave rather than fail.
-_BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "smtp.port": (1, 65535), "smtp.pool_size": (1, 1000), "smtp.timeout_seconds": (0.01, None),
-    "smtp.per_second": (0, None), "smtp.hourly_cap": (1, None), "smtp.daily_cap": (1, None),
-    "retry.attempts": (1, 1000), "retry.base_delay_seconds": (0, None), "retry.max_delay_seconds": (0, None),
-    "retry.deadline_seconds": (0, None), "channels.text.width": (20, 1000),
-    "channels.wechat.timeout_seconds": (0.01, None), "channels.wechat.publish_poll_seconds": (0.01, None),
-    "channels.wechat.publish_wait_seconds": (0, None), "channels.wechat.lease_seconds": (0.3, None),
-    "channels.wechat.lease_wait_seconds": (0, None), "schedule.max_lateness_seconds": (0, None),
-    "schedule.lease_seconds": (0.1, None), "schedule.poll_seconds": (0.01, None),
-    "ledger.lock_timeout_seconds": (0.01, 3600),
-}
-
-
-def _check_value(key_path: str, value: Any, path: str) -> None:
+def _check_value(owner: type, key: str, key_path: str, value: Any, path: str) -> None:
+    """Check a value against what its block declares: `text_checks` for text (besides one line of
+    printable characters), `bounds` (inclusive; None: unbounded) for numbers that would make a run
+    misbehave rather than fail."""
     if isinstance(value, str):
-        _check_text(key_path, value, path)
+        _check_text(owner, key, key_path, value, path)
         return
-    low, high = _BOUNDS.get(key_path, (None, None))
+    if isinstance(value, bool):
+        return
+    low, high = getattr(owner, "bounds", {}).get(key, (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
         shown = f"{value:.6g}" if abs(value) < 1e300 else "a larger number"
         raise SettingsError(f"{key_path} must be {bounds}, not {shown}", path=path)
 
 
-def _unsubscribe_url(value: str) -> str | None:
+def unsubscribe_url_problem(value: str) -> str | None:
+    """Say what is wrong with an unsubscribe URL pattern: absolute http(s), holding {token}."""
     return http_url_problem(value) or (None if "{token}" in value else "must hold {token}")
 
 
-def _existing_folder(value: str) -> str | None:
+def folder_problem(value: str) -> str | None:
+    """Say so unless `value` names an existing folder."""
     return None if Path(value).expanduser().is_dir() else f"no such folder {value!r}"
 
 
-def _time_zone(value: str) -> str | None:
+def time_zone_problem(value: str) -> str | None:
     try:
         ZoneInfo(value)
         return None
@@ -266,7 +282,7 @@ def _time_zone(value: str) -> str | None:
         return f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)"
 
 
-def _language(value: str) -> str | None:
+def language_problem(value: str) -> str | None:
     return None if re.fullmatch(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*", value) else \
         f"{value!r} is not a language tag such as zh, en or zh-CN"
 
@@ -276,33 +292,14 @@ def _environment_variable(value: str) -> str | None:
         f"{value!r} is not an environment variable name (letters, digits and _)"
 
 
-# What a text key must be besides one line of printable characters: a check saying what is wrong, else None.
-# Every address and header value is checked here, once, so no bad byte reaches a header or an SMTP command.
-_TEXT_CHECKS: dict[str, Callable[[str], str | None]] = {
-    "site.name": text_problem,
-    "site.base_url": http_url_problem,
-    "site.site_root": _existing_folder,
-    "site.language": _language,
-    "channels.email.from_address": explained_address_problem,
-    "channels.email.from_name": text_problem,
-    "channels.email.reply_to": named_address_problem,
-    "channels.email.return_path": explained_address_problem,
-    "channels.email.list_id": list_id_problem,
-    "channels.email.unsubscribe_url": _unsubscribe_url,
-    "channels.email.unsubscribe_mailto": explained_address_problem,
-    "channels.email.template_dir": _existing_folder,
-    "channels.wechat.base_url": http_url_problem,
-    "smtp.host": hostname_problem,
-    "smtp.ehlo_name": ehlo_name_problem,
-    "schedule.operator_email": explained_address_problem,
-    "schedule.timezone": _time_zone,
-}
+# Every address and header value is checked once, here, by the check its block declares, so no bad byte
+# reaches a header or an SMTP command.
 _MAX_TEXT = 4096       # any other text: a path, a name, an id
 
 
-def _check_text(key_path: str, value: str, path: str) -> None:
-    check = _TEXT_CHECKS.get(key_path)
-    if check is None and key_path.rpartition(".")[2].endswith("_env"):
+def _check_text(owner: type, key: str, key_path: str, value: str, path: str) -> None:
+    check = getattr(owner, "text_checks", {}).get(key)
+    if check is None and key.endswith("_env"):
         check = _environment_variable
     problem = text_problem(value, max_length=_MAX_TEXT) or (check(value) if check else None)
     if problem:

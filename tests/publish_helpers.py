@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distributor.delivery.publish import PublishOptions, publish
+from distributor.commands.publish import publish_and_report as publish
+from distributor.delivery.publish import PublishOptions
 from distributor.settings import load_settings
 
 from .conftest import EXAMPLE, ROOT, UNSUBSCRIBE_SECRET as SECRET

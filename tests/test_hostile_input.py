@@ -116,4 +116,4 @@ def test_generated_markdown_renders_or_is_refused(tmp_path, fields, lines, nesti
             renditions = render_issue(path, load_settings(None))
         except InputError:
             continue
-        assert renditions.email is not None and renditions.wechat is not None and renditions.text is not None
+        assert renditions["email"] is not None and renditions["wechat"] is not None and renditions["text"] is not None

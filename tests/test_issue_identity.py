@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from distributor.delivery.publish import PublishOptions, publish
+from distributor.commands.publish import publish_and_report as publish
+from distributor.delivery.publish import PublishOptions
 from distributor.settings import load_settings
 
 from .conftest import ROOT

@@ -11,13 +11,13 @@ import threading
 import pytest
 
 from distributor.channels.mail.message import MessageParts, MessageTemplate
-from distributor.channels.mail.sender import MailChannel
+from distributor.channels.mail.sender import MailSender
 from distributor.ledger.store import Ledger
 from distributor.delivery.row_run import MailRun
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
-from distributor.settings import EmailSettings
+from distributor.channels.email.settings import EmailSettings
 
 ISSUE = "/weekly-1/"
 ADDRESSES = [f"r{i:03d}@example.org" for i in range(40)]
@@ -52,7 +52,7 @@ def planned_ledger(tmp_path) -> Ledger:
 def mail_run(ledger: Ledger, transport, links=lambda recipient: "https://example.org/u/t") -> MailRun:
     parts = MessageParts(ISSUE, "email", "Subject", "text", "<p>html</p>")
     template = MessageTemplate(parts, EmailSettings(), date=dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
-    channel = MailChannel("email", template, transport, links)
+    channel = MailSender("email", template, transport, links)
     return MailRun(channel, ledger, ISSUE, policy=RetryPolicy(attempts=1), limiter=RateLimiter(0),
                    progress=Progress(io.StringIO(), live=False), concurrency=8)
 

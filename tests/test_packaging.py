@@ -9,7 +9,7 @@ import zipfile
 
 import yaml
 
-from distributor.settings import Settings, load_settings
+from distributor.settings import ChannelsSettings, Settings, load_settings
 
 from .conftest import ROOT
 
@@ -24,6 +24,10 @@ def test_settings_example_names_every_key_with_its_default():
             yield prefix + field.name
             if dataclasses.is_dataclass(child):
                 yield from keys(child, prefix + field.name + ".")
+            elif isinstance(child, ChannelsSettings):       # one block per installed channel
+                for name, block in child.items():
+                    yield f"{prefix}{field.name}.{name}"
+                    yield from keys(block, f"{prefix}{field.name}.{name}.")
 
     def written(mapping, prefix=""):
         for key, value in mapping.items():

@@ -20,7 +20,8 @@ import pytest
 
 from distributor.errors import InputError
 from distributor.web.preview_server import serve_preview
-from distributor.settings import ChannelsSettings, EmailSettings, Settings, SiteSettings
+from distributor.channels.email.settings import EmailSettings
+from distributor.settings import ChannelsSettings, Settings, SiteSettings
 
 from .conftest import EXAMPLE, ROOT
 
@@ -313,7 +314,7 @@ def test_no_script_runs_in_the_rendered_issue_even_opened_on_its_own(tmp_path: P
     issue = tmp_path / "issue.md"
     issue.write_bytes(EXAMPLE.read_bytes())
     settings = Settings(site=SiteSettings(site_root=str(site_root)),
-                        channels=ChannelsSettings(email=EmailSettings(template_dir=str(templates))))
+                        channels=ChannelsSettings({"email": EmailSettings(template_dir=str(templates))}))
     with serve(issue, settings) as preview, chromium() as browser:
         from playwright.sync_api import expect
         assert SCRIPTED in get(f"{preview.url}email.html")[2].decode()     # the script is there to be refused

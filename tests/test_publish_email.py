@@ -56,7 +56,7 @@ def test_headers_and_body_as_received(tmp_path):
     assert all(line.endswith(b"\r") or not line for line in received.data.split(b"\n")[:-1])
     assert max(len(line) for line in received.data.split(b"\r\n")) <= 998
     message = email.message_from_bytes(received.data, policy=email.policy.default)
-    rendition = render_issue(EXAMPLE, load_settings(settings)).email
+    rendition = render_issue(EXAMPLE, load_settings(settings))["email"]
     assert message["Subject"] == rendition.subject
     assert message["From"].addresses[0].display_name == "示例周报"
     assert message["Reply-To"] == "editors@example.org"

@@ -14,7 +14,7 @@ from wcwidth import wcswidth
 
 from distributor.models import UNSUBSCRIBE_PLACEHOLDER
 from distributor.render.renditions import render_issue
-from distributor.render.preview import email_sample
+from distributor.channels.email.channel import EmailChannel
 from distributor.settings import Settings
 
 from .conftest import EXAMPLE, ROOT
@@ -37,7 +37,7 @@ def source_links(body_html: str) -> set[str]:
 
 
 def test_email_styles_inline_except_media_rules(rendered):
-    tree = lxml.html.fromstring(rendered.email.html)
+    tree = lxml.html.fromstring(rendered["email"].html)
     styles = tree.xpath("//style")
     assert len(styles) == 1 and styles[0].getparent().tag == "head"
     assert re.fullmatch(r"\s*@media[^{]+\{.*\}\s*", styles[0].text, re.S)
@@ -47,14 +47,14 @@ def test_email_styles_inline_except_media_rules(rendered):
 
 
 def test_email_urls_absolute_and_every_source_link_kept(rendered):
-    tree = lxml.html.fromstring(rendered.email.html)
+    tree = lxml.html.fromstring(rendered["email"].html)
     for url in tree.xpath("//a/@href | //img/@src"):
         assert url.startswith(("https://", "http://", "mailto:", "#")) or url == UNSUBSCRIBE_PLACEHOLDER, url
-    assert source_links(rendered.body.html) <= set(rendered.email.links)
+    assert source_links(rendered.body.html) <= set(rendered["email"].links)
 
 
 def test_email_sample_parses_and_subject_decodes(rendered):
-    raw = email_sample(rendered.email, rendered, SETTINGS)
+    raw = EmailChannel().sample_message(rendered["email"], rendered.issue, SETTINGS)
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["Subject"] == rendered.issue.title
     assert message.get_content_type() == "multipart/alternative"
@@ -65,10 +65,10 @@ def test_email_sample_parses_and_subject_decodes(rendered):
 
 
 def test_wechat_has_no_outside_links_and_one_reference_per_link(rendered):
-    content = rendered.wechat.content
+    content = rendered["wechat"].content
     assert "href=" not in content and "<a " not in content and "<style" not in content
-    assert set(rendered.wechat.references) == source_links(rendered.body.html)
-    assert len(rendered.wechat.references) == len(set(rendered.wechat.references))
+    assert set(rendered["wechat"].references) == source_links(rendered.body.html)
+    assert len(rendered["wechat"].references) == len(set(rendered["wechat"].references))
     assert not re.search(r"color:\s*(#000\b|#000000\b|black\b)", content)
 
 
@@ -78,20 +78,20 @@ def test_email_and_wechat_carry_nothing_executable(rendered):
 
 
 def test_text_lines_fit_72_columns_unless_they_end_in_a_url(rendered):
-    for line in rendered.text.text.splitlines():
+    for line in rendered["text"].text.splitlines():
         if wcswidth(line) > 72:
             assert re.search(r"\S+://\S+$", line) or " " not in line.strip(), line
 
 
 def test_renders_are_deterministic(rendered):
     again = render_issue(rendered.issue.source_path, SETTINGS)
-    assert (again.email, again.wechat, again.text) == (rendered.email, rendered.wechat, rendered.text)
+    assert (again["email"], again["wechat"], again["text"]) == (rendered["email"], rendered["wechat"], rendered["text"])
 
 
 @pytest.mark.parametrize("name", [path.name for path in corpus_files() if path.parent.name == "tinylab"])
 def test_tinylab_email_keeps_what_the_site_shows(name, corpus, tmp_path):
     candidate = tmp_path / "email.html"
-    candidate.write_text(render_issue(corpus / "tinylab" / name, SETTINGS).email.html, encoding="utf-8")
+    candidate.write_text(render_issue(corpus / "tinylab" / name, SETTINGS)["email"].html, encoding="utf-8")
     reference = corpus / "reference" / "tinylab" / name.replace(".md", ".html")
     result = subprocess.run([sys.executable, str(FIDELITY), str(reference), str(candidate)],
                             capture_output=True, text=True, timeout=60)
@@ -105,7 +105,7 @@ def test_tinylab_email_keeps_what_the_site_shows(name, corpus, tmp_path):
 ])
 def test_example_matches_golden_file(channel, attribute, file):
     """Set UPDATE_GOLDEN=1 to rewrite the golden files after a deliberate change."""
-    produced = getattr(getattr(render_issue(EXAMPLE, SETTINGS), channel), attribute)
+    produced = getattr(render_issue(EXAMPLE, SETTINGS)[channel], attribute)
     golden = GOLDEN / file
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(produced, encoding="utf-8")

@@ -115,13 +115,13 @@ def hostile_urls(urls) -> list[str]:
 
 
 def check_nothing_executable(renditions) -> None:
-    email_tree = lxml.html.fromstring(renditions.email.html)
+    email_tree = lxml.html.fromstring(renditions["email"].html)
     assert executable_parts(email_tree, frozenset({"meta", "style", "title"})) == []
-    wechat_tree = lxml.html.fragment_fromstring(renditions.wechat.content, create_parent="section")
+    wechat_tree = lxml.html.fragment_fromstring(renditions["wechat"].content, create_parent="section")
     assert executable_parts(wechat_tree) == []
-    assert hostile_urls(renditions.email.links + renditions.email.images) == []
-    assert hostile_urls(renditions.text.links + renditions.wechat.references) == []
-    assert hostile_urls([renditions.body.page_url or "", renditions.wechat.content_source_url]) == []
+    assert hostile_urls(renditions["email"].links + renditions["email"].images) == []
+    assert hostile_urls(renditions["text"].links + renditions["wechat"].references) == []
+    assert hostile_urls([renditions.body.page_url or "", renditions["wechat"].content_source_url]) == []
 
 
 @pytest.mark.parametrize("body", list(HOSTILE.values()), ids=list(HOSTILE))
@@ -138,7 +138,7 @@ def test_every_hostile_case_in_one_issue_leaves_nothing_executable(tmp_path):
 def test_permalink_of_another_scheme_is_no_link_anywhere(tmp_path, permalink):
     renditions = render_issue(write_issue(tmp_path, "[a link](https://example.org/x)", permalink), SETTINGS)
     check_nothing_executable(renditions)
-    assert renditions.body.page_url is None and renditions.wechat.content_source_url == ""
+    assert renditions.body.page_url is None and renditions["wechat"].content_source_url == ""
     assert any("permalink" in warning for warning in renditions.body.warnings)
 
 
@@ -151,7 +151,7 @@ def test_permalink_of_another_scheme_is_no_link_anywhere(tmp_path, permalink):
 def test_malformed_urls_render_without_error(tmp_path, permalink, body):
     renditions = render_issue(write_issue(tmp_path, body, permalink), SETTINGS)
     check_nothing_executable(renditions)
-    tree = lxml.html.fromstring(renditions.email.html)
+    tree = lxml.html.fromstring(renditions["email"].html)
     for url in tree.xpath("//div[contains(@class, 'content')]//a/@href | //img/@src"):
         parts = urlsplit(url)
         assert parts.scheme in ("https", "http") and parts.hostname and parts.port in (None, 443, 80), url
@@ -164,7 +164,7 @@ def test_warnings_name_what_was_removed(tmp_path):
     warnings = "\n".join(renditions.body.warnings)
     assert "<script>" in warnings and "<form>" in warnings
     assert "onclick" in warnings and "javascript:" in warnings
-    assert "kept text" in renditions.text.text and "link text" in renditions.text.text
+    assert "kept text" in renditions["text"].text and "link text" in renditions["text"].text
 
 
 NEWSLETTER = """\
@@ -197,7 +197,7 @@ Footnote[^1].
 def test_newsletter_content_next_to_hostile_content_survives(tmp_path):
     renditions = render_issue(write_issue(tmp_path, NEWSLETTER), SETTINGS)
     check_nothing_executable(renditions)
-    content = lxml.html.fromstring(renditions.email.html).xpath("//div[contains(@class, 'content')]")[0]
+    content = lxml.html.fromstring(renditions["email"].html).xpath("//div[contains(@class, 'content')]")[0]
     cells = [" ".join(cell.text_content().split()) for cell in content.iter("td", "th")]
     assert cells == ["name", "value", "cell", "42"]
     assert "text-align:right" in content.xpath(".//td")[1].get("style").replace(" ", "")
@@ -215,7 +215,7 @@ def test_newsletter_content_next_to_hostile_content_survives(tmp_path):
         1, 1, 1, 1, 1]
     assert content.xpath(".//center/small")[0].text == "A centred caption"
     assert content.xpath(".//sup/a[@href='#fn:1']") and content.xpath(".//li[@id='fn:1']")
-    assert "[image: a cover] [" in renditions.text.text and "1. mail me <editor@example.org>" in renditions.text.text
+    assert "[image: a cover] [" in renditions["text"].text and "1. mail me <editor@example.org>" in renditions["text"].text
 
 
 # Pieces of hostile markup, combined at random: tags, attributes and URLs in the forms browsers accept.

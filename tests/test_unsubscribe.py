@@ -28,7 +28,8 @@ from distributor.commands import subscribers as subscriber_commands
 from distributor.audience import unsubscribe
 from distributor.errors import InputError
 from distributor.ledger.store import Ledger
-from distributor.delivery.publish import PublishOptions, publish
+from distributor.commands.publish import publish_and_report as publish
+from distributor.delivery.publish import PublishOptions
 from distributor.settings import LedgerSettings, Settings, SiteSettings, load_settings
 from distributor.web.unsubscribe_app import create_app
 

@@ -3,17 +3,31 @@ from __future__ import annotations
 
 import base64
 import logging
+from dataclasses import dataclass
 
 import lxml.html
 from premailer import Premailer
 
-from distributor.models import (NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER, Body, EmailRendition,
-                                Issue, TextRendition)
-from distributor.settings import Settings
+from distributor.channels.text.rendition import TextRendition
+from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER, Body, Issue
 from distributor.render.templating import common_context, render_template
+from distributor.settings import Settings
 
 # Gmail shows only the first 102 KB of a message's HTML and hides the rest behind a link.
 GMAIL_CLIP_BYTES = 102 * 1024
+
+
+@dataclass(frozen=True)
+class EmailRendition:
+    """The email as sent to everyone: per-recipient values left as placeholders."""
+
+    subject: str
+    html: str                     # complete document, styles inlined, with the per-recipient placeholders
+    text: str                     # the text/plain alternative, with the same placeholders
+    preheader: str
+    links: tuple[str, ...]
+    images: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def render_email(issue: Issue, body: Body, text: TextRendition, settings: Settings) -> EmailRendition:

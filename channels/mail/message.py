@@ -18,20 +18,14 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
+from distributor.channel import Recipient
 from distributor.errors import InputError
 from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
-from distributor.settings import EmailSettings
+from distributor.channels.email.settings import EmailSettings
 
 _CRLF = b"\r\n"
 _MAX_HEADER_LINE = 998
 _BASE64_LINE_BYTES = 57   # what one 76-character line of base64 holds
-
-
-@dataclass(frozen=True)
-class Recipient:
-    address: str
-    name: str | None = None
-    subscriber_id: str | None = None  # the opaque id inside the unsubscribe token
 
 
 @dataclass(frozen=True)

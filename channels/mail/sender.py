@@ -1,32 +1,23 @@
-"""The mail channels (email and text): one message per recipient through a transport."""
+"""One mail channel's messages for one issue: built per recipient from a template, one attempt each."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from distributor.channels.mail.message import MessageTemplate, Recipient
+from distributor.channel import PreparedMessage, Recipient
+from distributor.channels.mail.message import MessageTemplate
 
 
 class MailTransport(Protocol):
     """What carries messages: the SMTP pool, or a sink that stands in for it."""
 
-    async def open(self) -> None: ...
+    async def open(self) -> object: ...
 
     async def close(self) -> None: ...
 
     async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str: ...
 
 
-@dataclass(frozen=True)
-class PreparedMessage:
-    """One recipient's message, ready for the wire."""
-
-    recipient: str
-    message_id: str
-    wire: bytes
-
-
-class MailChannel:
+class MailSender:
     """Deliver one rendition as mail: `prepare` builds a recipient's message (before the ledger
     claims the row, so a bad value never leaves a row uncertain), `deliver` makes exactly one
     attempt to hand it over and never retries."""
@@ -48,4 +39,4 @@ class MailChannel:
 
     async def deliver(self, message: PreparedMessage) -> str:
         """Hand the message to the transport; return the server's reply."""
-        return await self.transport.send(self.template.envelope_from, message.recipient, message.wire)
+        return await self.transport.send(self.template.envelope_from, message.recipient, message.payload)

@@ -3,10 +3,22 @@ from __future__ import annotations
 
 from html import escape
 
-from distributor.models import UNSUBSCRIBE_PLACEHOLDER, Body, Issue, TextRendition
+from dataclasses import dataclass
+
 from distributor.channels.text.plaintext import html_to_text
-from distributor.settings import Settings
+from distributor.models import UNSUBSCRIBE_PLACEHOLDER, Body, Issue
 from distributor.render.templating import common_context, render_template
+from distributor.settings import Settings
+
+
+@dataclass(frozen=True)
+class TextRendition:
+    """The issue as plain text, its links numbered at the end; the unsubscribe line a placeholder."""
+
+    subject: str
+    text: str
+    links: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def render_text(issue: Issue, body: Body, settings: Settings) -> TextRendition:

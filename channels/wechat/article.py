@@ -1,10 +1,10 @@
 """The WeChat Official Account rendition: an article within the draft API's rules and limits."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from urllib.parse import urljoin
 
-from distributor.models import Body, Issue, WechatRendition
+from distributor.models import Body, Issue
 from distributor.settings import Settings
 from distributor.render.templating import common_context, render_template
 from distributor.channels.wechat.article_html import to_wechat_html
@@ -26,6 +26,21 @@ CONTENT_BYTES_LIMIT = 1024 * 1024
 UPLOADED_URL_BOUND = 256
 _LONGEST_UPLOADED_URL = "http://mmbiz.qpic.cn/" + "x" * (UPLOADED_URL_BOUND - len("http://mmbiz.qpic.cn/"))
 
+
+
+@dataclass(frozen=True)
+class WechatRendition:
+    """The article for the draft API: its fields, and the content with links as numbered references."""
+
+    title: str
+    author: str
+    digest: str
+    content: str                  # article HTML: inline styles, links as numbered references
+    content_source_url: str
+    cover: str | None             # absolute URL of the cover image, if the issue names one
+    references: tuple[str, ...]
+    images: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 def render_wechat(issue: Issue, body: Body, settings: Settings) -> WechatRendition:
     """Render the article; a field over its limit is a warning here and an error at publish."""

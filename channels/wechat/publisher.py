@@ -42,7 +42,7 @@ from distributor.channels.wechat.images import (
     needs_upload,
     replace_image_sources,
 )
-from distributor.delivery.step_run import KeyValueCache, StepContext
+from distributor.channel import KeyValueCache, StepContext
 from distributor.errors import (
     InputError,
     PermanentDeliveryError,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from distributor.delivery.step_run import RecordedSteps
+from distributor.channel import RecordedSteps
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,25 @@ class WechatState:
     held_by: str | None                 # the run doing the steps right now, if one is
     meaning: str                        # what the state means for the publisher
     next_command: str | None            # the command that goes on from here (None: nothing to do)
+
+    def lines(self) -> list[str]:
+        """Say each step done, the last failure, what the state means and the command to run next."""
+        draft = self.draft_media_id and f"media_id {self.draft_media_id}" + (
+            "" if self.draft_is_current else " (made from an earlier version of the issue file)")
+        done = {"images uploaded": self.images,
+                "cover": self.cover_media_id and f"media_id {self.cover_media_id}",
+                "draft": draft,
+                "publish_id": self.publish_id,
+                "article": self.article_url,
+                "mass send": self.mass_msg_id and f"msg_id {self.mass_msg_id}",
+                "in progress": self.held_by}
+        lines = [f"{label}: {value}" for label, value in done.items() if value]
+        if self.failure:
+            lines.append(f"{self.failure_kind} at {self.failed_step}: {self.failure}")
+        lines.append(self.meaning)
+        if self.next_command:
+            lines.append(f"next: {self.next_command}")
+        return lines
 
 
 def wechat_state(recorded: RecordedSteps, content_hash: str, publish_command: str, mode: str) -> WechatState | None:

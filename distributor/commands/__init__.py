@@ -17,11 +17,11 @@ Every command module has the same two parts:
 """
 from __future__ import annotations
 
-from distributor.render.renditions import CHANNELS
+from distributor import registry
 
 TITLE_HELP = "the issue's title, instead of the file's own (needed when it has no front matter and no '# ' line)"
 
 
 def channel_names() -> tuple[str, ...]:
     """Return the names of the channels, in the order `--channel` offers them and `all` runs them."""
-    return CHANNELS
+    return registry.names()

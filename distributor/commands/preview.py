@@ -8,7 +8,8 @@ from pathlib import Path
 
 from distributor.commands import TITLE_HELP, channel_names
 from distributor.errors import EXIT_OK
-from distributor.render.preview import preview_files, summarise, write_files
+from distributor.files import write_files
+from distributor.render.preview import preview_files, summarise
 from distributor.render.renditions import render_issue
 from distributor.settings import Settings
 

@@ -7,11 +7,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from distributor.commands import TITLE_HELP, channel_names
 from distributor.errors import InputError
 from distributor.settings import Settings
 from distributor.validate.addresses import explained_address_problem
+
+if TYPE_CHECKING:
+    from distributor.delivery.publish import PublishOptions
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,13 +39,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Publish `args.issue`; the first Ctrl-C or SIGTERM lets the messages in flight finish."""
-    from distributor.delivery.publish import PublishOptions, publish  # the delivery stack loads only when needed
+    from distributor.delivery.publish import PublishOptions  # the delivery stack loads only when needed
     if args.to is not None and (problem := explained_address_problem(args.to)):
         raise InputError(f"--to: {problem}")
     options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,
                              to=args.to, yes=args.yes, force=args.force, resend_failed=args.resend_failed,
                              resend_uncertain=args.resend_uncertain, to_wechat=args.to_wechat, title=args.title)
-    return publish(options, settings, interrupt=_stop_on_signals())
+    return publish_and_report(options, settings, interrupt=_stop_on_signals())
+
+
+def publish_and_report(options: PublishOptions, settings: Settings, *, out: TextIO | None = None,
+                       err: TextIO | None = None, interrupt: threading.Event | None = None) -> int:
+    """Publish, print the report of how it went, and return its exit status."""
+    from distributor.delivery.publish import publish
+    out = out or sys.stdout
+    result = publish(options, settings, out=out, err=err, interrupt=interrupt)
+    print("\n".join(result.lines(f"distributor status {options.issue}")), file=out)
+    return result.exit_status
 
 
 def _stop_on_signals() -> threading.Event:

@@ -77,10 +77,12 @@ def _validate(issue: Path, channels: tuple[str, ...], settings: Settings, title:
     from distributor.commands.check import check_services  # the delivery stack loads only when needed
     from distributor.delivery.publish import PublishOptions, configuration_problems, publish
     dry_run = io.StringIO()
-    status = publish(PublishOptions(issue=issue, channels=channels, yes=True, dry_run=True, title=title), settings,
+    result = publish(PublishOptions(issue=issue, channels=channels, yes=True, dry_run=True, title=title), settings,
                      out=dry_run, err=dry_run)
+    status = result.exit_status
     if status != EXIT_OK:
         sys.stdout.write(dry_run.getvalue())
+        print("\n".join(result.lines(f"distributor status {issue}")))
         print(f"distributor: not scheduled: the dry run ended with exit status {status}", file=sys.stderr)
         return status
     problems = configuration_problems(settings, channels)

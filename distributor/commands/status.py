@@ -1,4 +1,4 @@
-"""`distributor status`: who got an issue and who did not, and how far its WeChat steps went."""
+"""`distributor status`: who got an issue and who did not, and how far its steps went on each step channel."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the ledger's account of `args.issue` as a table, JSON or CSV."""
-    from distributor.channels.wechat.state import wechat_state
+    from distributor import registry
     from distributor.delivery.step_run import recorded_steps
     from distributor.ledger.status import write_status
     from distributor.ledger.store import open_ledger
@@ -34,16 +34,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(settings.ledger)
     try:
         issue = load_issue(args.issue, settings.site, title=args.title)
-        recorded = recorded_steps(ledger, "wechat", issue.key)
-        wechat = wechat_state(recorded, issue.content_hash, _publish_again(args), settings.channels.wechat.mode)
-        write_status(ledger, issue.key, args.format, sys.stdout, wechat=wechat)
+        steps = {channel.name: channel.state(recorded_steps(ledger, channel.name, issue.key), issue, settings,
+                                             _publish_again(args, channel.name))
+                 for channel in registry.step_channels(registry.names())}
+        write_status(ledger, issue.key, args.format, sys.stdout, steps=steps)
     finally:
         ledger.close()
     return EXIT_OK
 
 
-def _publish_again(args: argparse.Namespace) -> str:
-    """Return the command line that goes on with the issue's WeChat steps, with the settings and title given."""
+def _publish_again(args: argparse.Namespace, channel: str) -> str:
+    """Return the command line that goes on with the issue's steps on `channel`, with the settings and title given."""
     return shlex.join(["distributor", *(["--settings", args.settings] if args.settings else []),
-                       "publish", str(args.issue), "--channel", "wechat",
+                       "publish", str(args.issue), "--channel", channel,
                        *(["--title", args.title] if args.title else [])])

@@ -13,8 +13,8 @@ from typing import TextIO
 
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
+from distributor.files import write_files
 from distributor.ledger.store import open_ledger
-from distributor.render.preview import write_files
 from distributor.settings import Settings
 from distributor.validate.addresses import named_address_problem
 

@@ -20,8 +20,7 @@ import asyncio
 import threading
 from dataclasses import dataclass
 
-from distributor.channels.mail.message import Recipient
-from distributor.channels.mail.sender import MailChannel, PreparedMessage
+from distributor.channel import PreparedMessage, Recipient, RowSender
 
 from distributor.errors import (ChannelStoppedError, PermanentDeliveryError, SenderThrottledError, TransientDeliveryError,
                      UncertainDeliveryError)
@@ -44,7 +43,7 @@ class ChannelOutcome:
 class MailRun:
     """Send every row of one channel that is in one of `statuses`, `concurrency` at a time."""
 
-    def __init__(self, channel: MailChannel, ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
+    def __init__(self, channel: RowSender, ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
                  limiter: RateLimiter, progress: Progress, concurrency: int,
                  interrupt: threading.Event | None = None, only_planned: bool = False):
         self.channel = channel

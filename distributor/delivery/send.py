@@ -1,4 +1,5 @@
-"""Deliver a planned issue: WeChat first, then the mail channels through one transport.
+"""Deliver a planned issue: the step channels first (WeChat), then the row channels, each row channel
+through its transport group's one transport (email and text share one SMTP pool).
 
 The async half of `publish`: everything here runs after validation and planning, inside one
 event loop, and returns one `ChannelOutcome` per channel for the report.
@@ -6,40 +7,22 @@ event loop, and returns one `ChannelOutcome` per channel for the report.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import threading
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from distributor.channels.mail.message import MessageParts, MessageTemplate, Recipient
-from distributor.channels.mail.sender import MailChannel, MailTransport
-from distributor.channels.wechat.publisher import publish_wechat
-
 from distributor.audience import unsubscribe
-from distributor.errors import (EXIT_FAILED, EXIT_OK, EXIT_STOPPED, ChannelStoppedError, DeliveryError,
-                     PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError)
-from distributor.ledger.store import Ledger
-from distributor.models import WechatRendition
-from distributor.delivery.row_run import ChannelOutcome, MailRun
-from distributor.render.renditions import Renditions
+from distributor.channel import Recipient, RowChannel, RowTransport, SendLimits, StepChannel, StepOutcome, Steps
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
+from distributor.delivery.row_run import ChannelOutcome, MailRun
+from distributor.delivery.step_run import run_steps
+from distributor.errors import (ChannelStoppedError, DeliveryError,
+                                PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError)
+from distributor.ledger.store import Ledger
+from distributor.render.renditions import Renditions
 from distributor.settings import Settings
-
-
-
-def message_templates(renditions: Renditions, settings: Settings) -> dict[str, MessageTemplate]:
-    """Prepare each mail channel's message once for the issue, dated now."""
-    now = dt.datetime.now(dt.timezone.utc)
-    key, templates = renditions.issue.key, {}
-    if renditions.email is not None:
-        parts = MessageParts(key, "email", renditions.email.subject, renditions.email.text, renditions.email.html)
-        templates["email"] = MessageTemplate(parts, settings.channels.email, date=now)
-    if renditions.text is not None:
-        parts = MessageParts(key, "text", renditions.text.subject, renditions.text.text, None)
-        templates["text"] = MessageTemplate(parts, settings.channels.email, date=now)
-    return templates
 
 
 def unsubscribe_links(settings: Settings, secret: str) -> Callable[[Recipient], str]:
@@ -54,95 +37,138 @@ def unsubscribe_links(settings: Settings, secret: str) -> Callable[[Recipient], 
     return link
 
 
-@dataclass(frozen=True)
-class MailPlan:
-    """What the mail channels of a run send, and through what."""
+class Transports:
+    """The transports of a run, one per transport group, each opened when its first channel needs it."""
 
+    def __init__(self, settings: Settings, sink: TextIO | None):
+        self.settings, self.sink = settings, sink
+        self.made: dict[str, RowTransport] = {}
+        self.opened: set[str] = set()
+
+    def of(self, channel: RowChannel) -> RowTransport:
+        group = channel.transport_group or channel.name
+        if group not in self.made:
+            self.made[group] = channel.open_transport(self.settings, sink=self.sink)
+        return self.made[group]
+
+    async def open(self, channel: RowChannel) -> RowTransport:
+        """Return the channel's transport, opened (ChannelStoppedError when it cannot be)."""
+        transport = self.of(channel)
+        group = channel.transport_group or channel.name
+        if group not in self.opened:
+            await transport.open()
+            self.opened.add(group)
+        return transport
+
+    async def close(self) -> None:
+        for group in self.opened:
+            await self.made[group].close()
+        self.opened.clear()
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """What the row channels of a run send, and through what."""
+
+    channels: tuple[RowChannel, ...]  # the row channels with recipients, in order
     totals: dict[str, int]            # channel -> rows to deliver
     statuses: tuple[str, ...]         # the ledger states this run delivers
-    transport: MailTransport | None   # None when no mail channel has recipients
+    transports: Transports
     secret: str                       # signs the unsubscribe tokens
     live_progress: bool               # redraw a progress line (on a terminal, not in a dry run)
 
 
-async def deliver(renditions: Renditions, wechat: WechatRendition | None, mail: MailPlan, settings: Settings,
-                  ledger: Ledger, err: TextIO, *, to_wechat: str | None = None,
-                  interrupt: threading.Event | None = None) -> list[ChannelOutcome]:
-    """Deliver WeChat first (it loads and checks every image before its first call, so bad input
-    stops the run before any mail went out), then the mail channels."""
-    outcomes = []
-    if wechat is not None:
-        outcomes.append(await _deliver_wechat(wechat, renditions, settings, ledger, to_wechat))
-    return outcomes + await _send_mail(renditions, mail, settings, ledger, err, interrupt)
+@dataclass(frozen=True)
+class StepPlan:
+    """A step channel of a run, with the steps it is to take."""
+
+    channel: StepChannel
+    steps: Steps[StepOutcome]
 
 
-async def _deliver_wechat(rendition: WechatRendition, renditions: Renditions, settings: Settings,
-                          ledger: Ledger, to_wechat: str | None) -> ChannelOutcome:
-    policy = RetryPolicy.from_settings(settings.retry)
+async def deliver(steps: tuple[StepPlan, ...], rows: RowPlan, renditions: Renditions, settings: Settings,
+                  ledger: Ledger, err: TextIO, *, interrupt: threading.Event | None = None) -> list[ChannelOutcome]:
+    """Deliver the step channels first (WeChat loads and checks every image before its first call, so
+    bad input stops the run before any mail went out), then the row channels."""
+    outcomes = [await _run_steps(plan, renditions.issue.key, settings, ledger) for plan in steps]
+    return outcomes + await _send_rows(renditions, rows, settings, ledger, err, interrupt)
+
+
+async def _run_steps(plan: StepPlan, issue_key: str, settings: Settings, ledger: Ledger) -> ChannelOutcome:
+    name, lease = plan.channel.name, plan.channel.lease_times(settings)
     try:
-        done = await publish_wechat(rendition, renditions.issue, settings, ledger, policy,
-                                    to_wechat=to_wechat)
+        done = await run_steps(plan.steps, ledger, issue_key, policy=RetryPolicy.from_settings(settings.retry),
+                               lease_seconds=lease.seconds, lease_wait_seconds=lease.wait_seconds)
     except (PermanentDeliveryError, UncertainDeliveryError) as exc:
         uncertain = isinstance(exc, UncertainDeliveryError)
-        return ChannelOutcome("wechat", 0, int(not uncertain), int(uncertain), None, detail=str(exc))
+        return ChannelOutcome(name, 0, int(not uncertain), int(uncertain), None, detail=str(exc))
     except (ChannelStoppedError, TransientDeliveryError) as exc:
-        return ChannelOutcome("wechat", 0, 0, 0, str(exc))
-    return ChannelOutcome("wechat", 1, 0, 0, None, detail=done.detail)
+        return ChannelOutcome(name, 0, 0, 0, str(exc))
+    return ChannelOutcome(name, 1, 0, 0, None, detail=done.detail)
 
 
-async def _send_mail(renditions: Renditions, mail: MailPlan, settings: Settings, ledger: Ledger,
+async def _send_rows(renditions: Renditions, plan: RowPlan, settings: Settings, ledger: Ledger,
                      err: TextIO, interrupt: threading.Event | None) -> list[ChannelOutcome]:
-    transport = mail.transport
-    if transport is None or not any(mail.totals.values()):
+    sending = [channel for channel in plan.channels if plan.totals.get(channel.name)]
+    if not sending:
         return []
     policy = RetryPolicy.from_settings(settings.retry)
-    progress = Progress(err, live=mail.live_progress)
-    for name, total in mail.totals.items():
-        progress.expect(name, total)
-    smtp, now = settings.smtp, ledger.clock()
-    limiter = RateLimiter(smtp.per_second, hourly_cap=smtp.hourly_cap, daily_cap=smtp.daily_cap,
-                          sent_last_hour=ledger.sent_since(now - 3600), sent_last_day=ledger.sent_since(now - 86400))
-    templates = message_templates(renditions, settings)
-    links = unsubscribe_links(settings, mail.secret)
-    try:
-        await transport.open()
-    except ChannelStoppedError as exc:
-        return [ChannelOutcome(name, 0, 0, 0, str(exc)) for name in mail.totals]
+    progress = Progress(err, live=plan.live_progress)
+    for channel in plan.channels:
+        progress.expect(channel.name, plan.totals[channel.name])
+    limiters: dict[str, RateLimiter] = {}
+    links = unsubscribe_links(settings, plan.secret)
     display = asyncio.ensure_future(progress.show_while_running())
-    outcomes = []
+    outcomes: list[ChannelOutcome] = []
     try:
-        for name, total in mail.totals.items():
-            if total:
-                channel = MailChannel(name, templates[name], transport, links)
-                run = MailRun(channel, ledger, renditions.issue.key, policy=policy, limiter=limiter,
-                              progress=progress, concurrency=smtp.pool_size, interrupt=interrupt,
-                              only_planned=True)
-                outcomes.append(await run.run(mail.statuses))
-                if outcomes[-1].stopped:
-                    break
+        for channel in sending:
+            try:
+                transport = await plan.transports.open(channel)
+            except ChannelStoppedError as exc:      # the relay refused the session: no channel of it can go on
+                return outcomes + [ChannelOutcome(other.name, 0, 0, 0, str(exc)) for other in plan.channels
+                                   if other.name not in {outcome.channel for outcome in outcomes}]
+            limits = channel.limits(settings)
+            limiter = limiters.setdefault(channel.transport_group or channel.name, _limiter(limits, ledger))
+            sender = channel.sender(renditions[channel.name], renditions.issue, settings, transport, links)
+            run = MailRun(sender, ledger, renditions.issue.key, policy=policy, limiter=limiter,
+                          progress=progress, concurrency=limits.concurrency, interrupt=interrupt,
+                          only_planned=True)
+            outcomes.append(await run.run(plan.statuses))
+            if outcomes[-1].stopped:
+                break
     finally:
         display.cancel()
         await asyncio.gather(display, return_exceptions=True)
-        await transport.close()
+        await plan.transports.close()
     return outcomes
 
 
-async def send_test_copy(address: str, renditions: Renditions, settings: Settings, transport: MailTransport,
-                          secret: str, out: TextIO) -> int:
-    """Send one copy per mail channel to `address`, outside the ledger."""
+def _limiter(limits: SendLimits, ledger: Ledger) -> RateLimiter:
+    now = ledger.clock()
+    return RateLimiter(limits.per_second, hourly_cap=limits.hourly_cap, daily_cap=limits.daily_cap,
+                       sent_last_hour=ledger.sent_since(now - 3600), sent_last_day=ledger.sent_since(now - 86400))
+
+
+async def send_test_copy(address: str, renditions: Renditions, channels: tuple[RowChannel, ...], settings: Settings,
+                         transports: Transports, secret: str) -> list[ChannelOutcome]:
+    """Send one copy per row channel to `address`, outside the ledger; the first that fails ends the run."""
     policy = RetryPolicy.from_settings(settings.retry)
     recipient = Recipient(address, None, "test")
-    await transport.open()
+    outcomes = []
     try:
-        for name, template in message_templates(renditions, settings).items():
-            channel = MailChannel(name, template, transport, unsubscribe_links(settings, secret))
-            message = channel.prepare(recipient, test_copy=True)
+        for channel in channels:
             try:
-                reply = await policy.run(lambda: channel.deliver(message))
+                transport = await transports.open(channel)
+                sender = channel.sender(renditions[channel.name], renditions.issue, settings, transport,
+                                        unsubscribe_links(settings, secret))
+                message = sender.prepare(recipient, test_copy=True)
+                reply = await policy.run(lambda: sender.deliver(message))
             except DeliveryError as exc:
-                print(f"  {name}: test copy to {address} failed: {exc}", file=out)
-                return EXIT_STOPPED if isinstance(exc, ChannelStoppedError) else EXIT_FAILED
-            print(f"  {name}: test copy sent to {address}: {reply}", file=out)
+                stopped = str(exc) if isinstance(exc, ChannelStoppedError) else None
+                outcomes.append(ChannelOutcome(channel.name, 0, int(stopped is None), 0, stopped,
+                                               detail=f"test copy to {address} failed: {exc}"))
+                break
+            outcomes.append(ChannelOutcome(channel.name, 1, 0, 0, None, detail=f"test copy sent to {address}: {reply}"))
     finally:
-        await transport.close()
-    return EXIT_OK
+        await transports.close()
+    return outcomes

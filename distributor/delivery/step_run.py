@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from distributor.channel import KeyValueCache, RecordedSteps, Steps, StepOutcome
 from distributor.delivery.retry import RetryPolicy
 from distributor.errors import (
     ChannelStoppedError,
@@ -45,50 +46,6 @@ POLL_ATTEMPTS = 1000
 FAILURE_STEP = "failure"
 
 
-class KeyValueCache(Protocol):
-    """Values kept across runs by kind and key, each until it expires (the ledger's cache is one)."""
-
-    def cached(self, kind: str, key: str) -> str | None: ...
-
-    def cache(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None: ...
-
-    def uncache(self, kind: str, key: str) -> None: ...
-
-
-class StepOutcome(Protocol):
-    """What a channel's steps return: a frozen dataclass whose `detail` is its one line for the terminal."""
-
-    @property
-    def detail(self) -> str: ...
-
-
-OutcomeT = TypeVar("OutcomeT", bound=StepOutcome)
-OutcomeT_co = TypeVar("OutcomeT_co", bound=StepOutcome, covariant=True)
-
-
-class Steps(Protocol[OutcomeT_co]):
-    """A channel's steps for one issue: `channel` names its checkpoints and lease, `label` the channel in
-    messages ("WeChat"), and `run` does what the recorded steps leave to do."""
-
-    @property
-    def channel(self) -> str: ...
-
-    @property
-    def label(self) -> str: ...
-
-    async def run(self, context: StepContext) -> OutcomeT_co: ...
-
-
-@dataclass(frozen=True)
-class RecordedSteps:
-    """What the ledger records of an issue's steps on a channel, for `status`: each step's value by name,
-    and the run holding the lease right now (None when none does)."""
-
-    steps: Mapping[str, str]
-    holder: str | None
-    held_until: float | None
-
-
 def lease_name(channel: str, issue_key: str) -> str:
     return f"{channel}:{issue_key}"
 
@@ -100,6 +57,9 @@ def recorded_steps(ledger: Ledger, channel: str, issue_key: str) -> RecordedStep
                          lease.expires_at if lease else None)
 
 
+OutcomeT = TypeVar("OutcomeT", bound=StepOutcome)
+
+
 async def run_steps(steps: Steps[OutcomeT], ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
                     lease_seconds: float, lease_wait_seconds: float) -> OutcomeT:
     """Take the issue's lease on the channel, run its steps, record why they ended early (or forget an
@@ -108,7 +68,7 @@ async def run_steps(steps: Steps[OutcomeT], ledger: Ledger, issue_key: str, *, p
     lease = StepsLease(ledger, lease_name(steps.channel, issue_key), steps.label, lease_seconds,
                        lease_wait_seconds)
     async with lease:
-        context = StepContext(ledger, issue_key, steps.channel, policy, lease)
+        context = LedgerStepContext(ledger, issue_key, steps.channel, policy, lease)
         try:
             outcome = await steps.run(context)
         except DistributorError as exc:
@@ -187,7 +147,7 @@ class StepsLease:
                 "once that run has ended, and it resumes after the last step recorded")
 
 
-class StepContext:
+class LedgerStepContext:
     """What a channel's steps work with: the issue's recorded steps (written only while the lease holds),
     the ledger's cache and clock, and calls made under the run's retry policy. `step` names the step
     under way, for the failure record."""

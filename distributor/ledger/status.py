@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import asdict, dataclass
-from typing import TextIO
+from typing import Mapping, TextIO
 
-from distributor.channels.wechat.state import WechatState
-
+from distributor.channel import StepState
 from distributor.ledger.store import Ledger
 
 _LABELS = {"failed": "failed", "sending": "uncertain"}
@@ -35,14 +34,16 @@ def problems(ledger: Ledger, issue_key: str, channels: list[str]) -> list[Proble
 
 
 def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
-                 wechat: WechatState | None = None) -> None:
+                 steps: Mapping[str, StepState | None] | None = None) -> None:
     """Write the counts per channel and status, and the problem rows, as a table, JSON or CSV; and
-    the `wechat` steps (not in CSV, which lists recipients)."""
+    what `steps` holds of each step channel (None: nothing recorded; not in CSV, which lists recipients)."""
+    steps = steps or {}
     counts = ledger.counts(issue_key)
     found = problems(ledger, issue_key, sorted(counts))
     if fmt == "json":
-        json.dump({"issue": issue_key, "counts": counts, "problems": [asdict(p) for p in found],
-                   "wechat": asdict(wechat) if wechat else None}, out, ensure_ascii=False, indent=2)
+        shown = {name: asdict(state) if state else None for name, state in steps.items()}
+        json.dump({"issue": issue_key, "counts": counts, "problems": [asdict(p) for p in found], **shown},
+                  out, ensure_ascii=False, indent=2)
         out.write("\n")
     elif fmt == "csv":
         writer = csv.writer(out)
@@ -52,7 +53,7 @@ def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
                              problem.reply or "", problem.error or ""])
     else:
         print(f"issue {issue_key}", file=out)
-        if not counts and wechat is None:
+        if not counts and not any(steps.values()):
             print("  nothing recorded yet", file=out)
         for channel, by_status in sorted(counts.items()):
             summary = ", ".join(f"{by_status.get(status, 0)} {_LABELS.get(status, status)}"
@@ -61,27 +62,9 @@ def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
         for problem in found:
             print(f"  {problem.state:9} {problem.channel}: {problem.recipient}: "
                   f"{problem.reply or problem.error or ''}", file=out)
-        if wechat is not None:
-            _write_wechat(wechat, out)
-
-
-def _write_wechat(state: WechatState, out: TextIO) -> None:
-    """Write each WeChat step done, the last failure, what it means and the command to run next."""
-    print("  wechat:", file=out)
-    draft = state.draft_media_id and f"media_id {state.draft_media_id}" + (
-        "" if state.draft_is_current else " (made from an earlier version of the issue file)")
-    done = {"images uploaded": state.images,
-            "cover": state.cover_media_id and f"media_id {state.cover_media_id}",
-            "draft": draft,
-            "publish_id": state.publish_id,
-            "article": state.article_url,
-            "mass send": state.mass_msg_id and f"msg_id {state.mass_msg_id}",
-            "in progress": state.held_by}
-    for label, value in done.items():
-        if value:
-            print(f"    {label}: {value}", file=out)
-    if state.failure:
-        print(f"    {state.failure_kind} at {state.failed_step}: {state.failure}", file=out)
-    print(f"    {state.meaning}", file=out)
-    if state.next_command:
-        print(f"    next: {state.next_command}", file=out)
+        for name, state in steps.items():
+            if state is None:
+                continue
+            print(f"  {name}:", file=out)
+            for line in state.lines():
+                print(f"    {line}", file=out)

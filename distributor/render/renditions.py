@@ -1,45 +1,44 @@
 """Load an issue and render it once for each channel asked for."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
-from distributor.channels.email.rendition import render_email
-from distributor.channels.text.rendition import render_text
-from distributor.channels.wechat.article import render_wechat
-
-from distributor.render.body import render_body
+from distributor import registry
+from distributor.channel import Rendition
 from distributor.errors import InputError
+from distributor.models import Body, Issue
+from distributor.render.body import render_body
 from distributor.render.issue import load_issue
 from distributor.render.markup import MarkupTooDeep
-from distributor.models import Body, EmailRendition, Issue, TextRendition, WechatRendition
 from distributor.settings import Settings
-
-CHANNELS = ("email", "wechat", "text")
 
 
 @dataclass(frozen=True)
-class Renditions:
-    """An issue with its body and the renditions of the channels asked for (None for the others)."""
+class Renditions(Mapping[str, Any]):
+    """An issue with its body and the renditions of the channels asked for, by channel name."""
 
     issue: Issue
     body: Body
-    email: EmailRendition | None
-    wechat: WechatRendition | None
-    text: TextRendition | None
+    by_name: Mapping[str, Rendition]
 
-    def by_channel(self) -> dict[str, EmailRendition | WechatRendition | TextRendition]:
-        """Return the renditions that were made, keyed by channel name."""
-        made = {"email": self.email, "wechat": self.wechat, "text": self.text}
-        return {name: rendition for name, rendition in made.items() if rendition is not None}
+    def __getitem__(self, name: str) -> Any:
+        return self.by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_name)
+
+    def __len__(self) -> int:
+        return len(self.by_name)
 
 
-def render_issue(path: str | Path, settings: Settings, channels: Iterable[str] = CHANNELS, *,
+def render_issue(path: str | Path, settings: Settings, channels: Iterable[str] | None = None, *,
                  title: str | None = None) -> Renditions:
-    """Load the issue at `path` (with `title` for its own, from --title) and render it for `channels`;
-    Markdown is rendered once for all."""
-    wanted = set(channels)
+    """Load the issue at `path` (with `title` for its own, from --title) and render it for `channels`
+    (every installed channel when None); Markdown is rendered once for all."""
+    wanted = registry.names() if channels is None else tuple(channels)
     issue = load_issue(path, settings.site, title=title)
     try:
         body = render_body(issue, settings.site)
@@ -50,12 +49,5 @@ def render_issue(path: str | Path, settings: Settings, channels: Iterable[str] =
         if exc.path is not None:
             raise
         raise InputError(str(exc), path=str(issue.source_path)) from exc
-    # The email's text part is the text rendition, so email needs it even when text is not asked for.
-    text = render_text(issue, body, settings) if wanted & {"text", "email"} else None
-    return Renditions(
-        issue=issue,
-        body=body,
-        email=render_email(issue, body, text, settings) if "email" in wanted else None,
-        wechat=render_wechat(issue, body, settings) if "wechat" in wanted else None,
-        text=text if "text" in wanted else None,
-    )
+    by_name = {name: registry.channel(name).render(issue, body, settings) for name in wanted}
+    return Renditions(issue=issue, body=body, by_name=by_name)

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Mapping, TextIO
 
+from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.smtp import SmtpPool, to_wire
-
-from distributor.commands.check import smtp_config
+from distributor.delivery.run_report import PublishResult
 from distributor.errors import DeliveryError, InputError
-from distributor.settings import Settings
 from distributor.ledger.status import Problem
+from distributor.settings import Settings
 
 _PROBLEMS_SHOWN = 20
 _LABELS = {"sent": "sent", "failed": "failed", "sending": "uncertain", "pending": "not sent"}
@@ -32,6 +32,7 @@ class JobReport:
     scheduled_for: str               # the run time as shown to the operator
     counts: Mapping[str, Mapping[str, int]]
     problems: tuple[Problem, ...] = ()
+    publish: PublishResult | None = None     # how the job's last publish went, when one ran
 
     def subject(self) -> str:
         return f"distributor: job {self.job_id} {self.state}: {self.issue_key or self.issue_path}"
@@ -42,6 +43,12 @@ class JobReport:
                  f"scheduled for: {self.scheduled_for}"]
         if self.reason:
             lines.append(f"reason: {self.reason}")
+        if self.publish is not None:
+            lines.append("this run:")
+            lines += self.publish.lines(f"distributor status {self.issue_path}")
+            for name, state in self.publish.steps.items():
+                if state is not None:
+                    lines += [f"{name}: {line}" for line in state.lines()]
         for channel, by_status in sorted(self.counts.items()):
             lines.append(f"{channel}: " + ", ".join(f"{by_status.get(status, 0)} {label}"
                                                     for status, label in _LABELS.items()))

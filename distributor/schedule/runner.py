@@ -11,7 +11,6 @@ later, backing off (see `jobs.retry_delay`).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import secrets
 import socket
@@ -30,6 +29,7 @@ from distributor.schedule.jobs import MAX_TRIES, Job, JobStore, retry_delay
 from distributor.ledger.store import Ledger, open_ledger
 from distributor.schedule.operator_report import JobReport, deliver_report
 from distributor.delivery.publish import PublishOptions, publish
+from distributor.delivery.run_report import PublishResult
 from distributor.settings import Settings
 from distributor.ledger.status import problems
 
@@ -46,6 +46,7 @@ class JobOutcome:
     exit_status: int
     reason: str | None
     retry_at: float | None = None     # when a job that stopped early is tried again
+    publish: PublishResult | None = None   # how the job's publish went, when one ran
 
 
 class LeaseKeeper:
@@ -189,12 +190,11 @@ class Scheduler:
     def _publish(self, job: Job, stop: threading.Event) -> tuple[JobOutcome, str | None, str | None]:
         """Validate the issue file as it is now and publish it; nothing is sent if it does not validate."""
         issue_key = content_hash = None
-        captured = _Tee(self.out)
         try:
             issue = load_issue(job.issue_path, self.settings.site, title=job.title)
             issue_key, content_hash = issue.key, issue.content_hash
             options = PublishOptions(issue=Path(job.issue_path), channels=job.channels, yes=True, title=job.title)
-            status = publish(options, self.settings, out=captured, err=self.err, interrupt=stop)
+            result = publish(options, self.settings, out=self.out, err=self.err, interrupt=stop)
         except InputError as exc:
             reason = f"the issue does not validate any more: {exc}"
             return JobOutcome(job.id, "failed", EXIT_BAD_INPUT, reason), issue_key, None
@@ -203,24 +203,26 @@ class Scheduler:
         except Exception as exc:  # record any other failure instead of leaving the job to be retried forever
             reason = f"{exc.__class__.__name__}: {exc}"
             return JobOutcome(job.id, "failed", EXIT_FAILED, reason), issue_key, None
+        print("\n".join(result.lines(f"distributor status {job.issue_path}")), file=self.out)
+        status = result.exit_status
         if status == EXIT_OK:
-            return JobOutcome(job.id, "done", status, None), issue_key, content_hash
+            return JobOutcome(job.id, "done", status, None, publish=result), issue_key, content_hash
         if status == EXIT_FAILED:
             reason = "some deliveries failed or are uncertain (see distributor status ISSUE)"
-            return JobOutcome(job.id, "done", status, reason), issue_key, content_hash
+            return JobOutcome(job.id, "done", status, reason, publish=result), issue_key, content_hash
         if stop.is_set():
             reason = "interrupted; the next run resumes it"
-            return JobOutcome(job.id, "scheduled", status, reason), issue_key, content_hash
-        stopped = [line.strip() for line in captured.text().splitlines() if ": stopped: " in line]
-        reason = "; ".join(stopped) or f"publish ended with exit status {status}"
-        return self._stopped_early(job, status, reason), issue_key, content_hash
+            return JobOutcome(job.id, "scheduled", status, reason, publish=result), issue_key, content_hash
+        reason = "; ".join(result.stop_reasons()) or f"publish ended with exit status {status}"
+        return self._stopped_early(job, status, reason, result), issue_key, content_hash
 
-    def _stopped_early(self, job: Job, status: int, reason: str) -> JobOutcome:
+    def _stopped_early(self, job: Job, status: int, reason: str, result: PublishResult | None = None) -> JobOutcome:
         """Try the job again later, backing off, unless it has stopped early `MAX_TRIES` times."""
         stops = job.early_stops + 1
         if stops >= MAX_TRIES:
-            return JobOutcome(job.id, "failed", status, f"stopped early {stops} times; the last time: {reason}")
-        return JobOutcome(job.id, "scheduled", status, reason, retry_at=self.now() + retry_delay(stops))
+            return JobOutcome(job.id, "failed", status, f"stopped early {stops} times; the last time: {reason}",
+                              publish=result)
+        return JobOutcome(job.id, "scheduled", status, reason, retry_at=self.now() + retry_delay(stops), publish=result)
 
     def _finish(self, ledger: Ledger, jobs: JobStore, job: Job, outcome: JobOutcome, issue_key: str | None,
                 content_hash: str | None) -> JobOutcome:
@@ -249,22 +251,6 @@ class Scheduler:
         counts = ledger.counts(issue_key) if issue_key else {}
         report = JobReport(job.id, job.issue_path, issue_key, outcome.state, outcome.reason,
                            timezones.show(job.run_at, job.zone), counts,
-                           tuple(problems(ledger, issue_key, sorted(counts))) if issue_key else ())
+                           tuple(problems(ledger, issue_key, sorted(counts))) if issue_key else (),
+                           publish=outcome.publish)
         deliver_report(report, self.settings, self.out, self.err)
-
-
-class _Tee(io.TextIOBase):
-    """Write through to `target` and keep a copy, to find why a publish stopped."""
-
-    def __init__(self, target: TextIO):
-        self._target, self._copy = target, io.StringIO()
-
-    def write(self, text: str) -> int:
-        self._copy.write(text)
-        return self._target.write(text)
-
-    def flush(self) -> None:
-        self._target.flush()
-
-    def text(self) -> str:
-        return self._copy.getvalue()

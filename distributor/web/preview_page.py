@@ -8,14 +8,16 @@ from importlib.resources import files
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+# The page shows the three built-in channels side by side; `preview` writes every channel's files.
+from distributor.channels.email.channel import EmailChannel
 from distributor.channels.email.rendition import GMAIL_CLIP_BYTES
-from distributor.channels.wechat.article import TITLE_LIMIT
-
-from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER, Issue, WechatRendition
+from distributor.channels.mail.channel import SAMPLE_RECIPIENT
+from distributor.channels.wechat.article import TITLE_LIMIT, WechatRendition
+from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER, Issue
+from distributor.registry import BUILT_IN
 from distributor.render.renditions import render_issue
-from distributor.render.preview import SAMPLE_RECIPIENT, email_sample
-from distributor.settings import Settings
 from distributor.render.templating import environment
+from distributor.settings import Settings
 
 # Files of the site checkout (settings.site.site_root) are served under this path.
 SITE_PATH = "/site/"
@@ -72,15 +74,15 @@ class RenderedPreview:
 def render_preview(path: Path, settings: Settings, title: str | None = None) -> RenderedPreview:
     """Render the issue at `path` (titled `title` when given) for every channel and prepare the
     panels and framed documents."""
-    renditions = render_issue(path, settings, title=title)
-    email, wechat, text = renditions.email, renditions.wechat, renditions.text
-    assert email and wechat and text, "render_issue renders every channel when none is left out"
+    renditions = render_issue(path, settings, BUILT_IN, title=title)
+    email, wechat, text = renditions["email"], renditions["wechat"], renditions["text"]
+    sample = EmailChannel().sample_message(email, renditions.issue, settings)
     return RenderedPreview(
         title=renditions.issue.title,
         source=path,
         email=EmailPanel(subject=email.subject, preheader=email.preheader,
                          from_name=settings.channels.email.from_name,
-                         size_bytes=len(email_sample(email, renditions, settings)),
+                         size_bytes=len(sample),
                          warnings=email.warnings + tuple(missing_images(email.images, settings))),
         wechat=_wechat_panel(wechat, settings),
         text=TextPanel(subject=text.subject, text=text.text, width=settings.channels.text.width,

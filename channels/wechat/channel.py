@@ -1,0 +1,52 @@
+"""The WeChat channel: one Official Account article, made a draft and then published or mass-sent."""
+from __future__ import annotations
+
+from typing import TextIO
+
+from distributor.channel import KeyValueCache, LeaseTimes, RecordedSteps, RenditionSummary, StepChannel
+from distributor.channels.wechat.article import WechatRendition, content_as_sent, limit_violations, render_wechat
+from distributor.channels.wechat.publisher import WechatSteps, wechat_steps
+from distributor.channels.wechat.settings import WechatSettings
+from distributor.channels.wechat.state import WechatState, wechat_state
+from distributor.models import Body, Issue
+from distributor.settings import Settings, missing_env
+
+
+class WechatChannel(StepChannel):
+    name = "wechat"
+    settings_class = WechatSettings
+
+    def render(self, issue: Issue, body: Body, settings: Settings) -> WechatRendition:
+        return render_wechat(issue, body, settings)
+
+    def summary(self, rendition: WechatRendition) -> RenditionSummary:
+        return RenditionSummary(len(rendition.content.encode()), len(rendition.references), len(rendition.images))
+
+    def preview_files(self, rendition: WechatRendition, issue: Issue, settings: Settings) -> dict[str, bytes]:
+        return {"wechat.html": rendition.content.encode("utf-8")}
+
+    def refusals(self, rendition: WechatRendition) -> list[str]:
+        return limit_violations(rendition)
+
+    def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
+        wechat = settings.channels.wechat
+        problems = [] if wechat.app_id else ["channels.wechat.app_id is not set (or set channels.wechat.enabled: false)"]
+        return problems + missing_env(wechat.app_secret_env, "the WeChat AppSecret")
+
+    def describe(self, rendition: WechatRendition, settings: Settings) -> str:
+        wechat = settings.channels.wechat
+        content, uploads = content_as_sent(rendition)
+        return (f"a {wechat.mode} article {rendition.title!r} for account {wechat.app_id or '(app_id not set)'}, "
+                f"at most {len(content)} characters as sent, {uploads} images to upload")
+
+    def steps(self, rendition: WechatRendition, issue: Issue, settings: Settings, cache: KeyValueCache, *,
+              sink: TextIO | None = None, preview_to: str | None = None) -> WechatSteps:
+        return wechat_steps(rendition, issue, settings, cache, to_wechat=preview_to, sink=sink)
+
+    def lease_times(self, settings: Settings) -> LeaseTimes:
+        wechat = settings.channels.wechat
+        return LeaseTimes(wechat.lease_seconds, wechat.lease_wait_seconds)
+
+    def state(self, recorded: RecordedSteps, issue: Issue, settings: Settings,
+              publish_command: str) -> WechatState | None:
+        return wechat_state(recorded, issue.content_hash, publish_command, settings.channels.wechat.mode)

@@ -1,0 +1,289 @@
+"""The channel contract: what a channel declares, how it renders, and which core run delivers it.
+
+A channel is a class with a `name`, a settings block (`settings_class`: a frozen dataclass whose every
+field has a default, read from `channels.<name>` in the settings file and checked there), a pure
+`render` of the issue's `Body` into its rendition, and one of two ways of being delivered, both run
+by the core:
+
+- `RowChannel` (email, text): one ledger row per recipient. The core's row run
+  (`delivery.row_run.MailRun`) claims each row, rate-limits, retries and records the outcome; the
+  channel's `RowSender` builds a recipient's message and makes exactly one attempt to hand it over.
+- `StepChannel` (WeChat): checkpointed steps, e.g. upload → cover → draft → publish. The core's step
+  run (`delivery.step_run`) holds the issue's lease, retries each call and records each step; the
+  channel's steps say what to call and what to record.
+
+Either way the adapter only classifies a failure into `distributor.errors` (permanent, transient,
+uncertain, stopped); it never retries, sleeps or writes the ledger. A dry run hands the channel a
+sink (`open_transport(..., sink=out)` / the console client) instead of its real client: the same
+code runs, nothing leaves the machine.
+
+Adding a channel, say a fax gateway, in a package of its own:
+
+1. Write its settings block: a frozen dataclass with `enabled: bool` and whatever it needs, every
+   field defaulted; declare per-key checks in `text_checks` / `bounds` (see `settings.py`).
+2. Subclass `RowChannel` (per-recipient sends) or `StepChannel`, set `name` and `settings_class`,
+   and implement `render` (pure: no network, no ledger) and the delivery half.
+3. Register the class under the entry point group `distributor.channels` in its pyproject.toml:
+
+       [project.entry-points."distributor.channels"]
+       fax = "distributor_fax:FaxChannel"
+
+   Once installed, `channels.fax` is a settings block, `--channel fax` is accepted, `preview` writes
+   its files, and `publish`, a resumed `publish` and `status` handle it like the built-in channels.
+   tests/pager_channel.py is such a channel, registered only by the tests.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, TextIO, TypeVar
+
+from distributor.models import Body, Issue
+
+if TYPE_CHECKING:
+    from distributor.settings import Settings
+
+
+class Rendition(Protocol):
+    """What every rendition has: the warnings its rendering raised (shown by preview and publish)."""
+
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class RenditionSummary:
+    """A rendition's size and counts, for `preview`'s one line per channel."""
+
+    size_bytes: int
+    links: int
+    images: int
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One row's recipient: the address, the name to greet, the opaque id of its unsubscribe token."""
+
+    address: str
+    name: str | None = None
+    subscriber_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """One recipient's message, ready to hand over: `message_id` is recorded with the row."""
+
+    recipient: str
+    message_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """A file a channel writes when an issue is published (the text channel's archive copy)."""
+
+    path: Path
+    data: bytes
+
+
+class Channel(ABC):
+    """What every channel declares and renders. Subclass `RowChannel` or `StepChannel`."""
+
+    name: ClassVar[str]
+    settings_class: ClassVar[type]
+
+    @abstractmethod
+    def render(self, issue: Issue, body: Body, settings: Settings) -> Rendition:
+        """Render the issue for this channel: pure, the same input always gives the same rendition."""
+
+    @abstractmethod
+    def summary(self, rendition: Any) -> RenditionSummary:
+        """Return the rendition's size, links and images."""
+
+    @abstractmethod
+    def preview_files(self, rendition: Any, issue: Issue, settings: Settings) -> dict[str, bytes]:
+        """Return the files `preview` writes for this rendition, by name."""
+
+    def refusals(self, rendition: Any) -> list[str]:
+        """Say why publishing must refuse this rendition (a limit it breaks); empty when none."""
+        return []
+
+    def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
+        """Say what in the settings keeps this channel from delivering; empty when nothing does."""
+        return []
+
+    def archive(self, rendition: Any, issue: Issue, settings: Settings) -> ArchiveFile | None:
+        """Return a file to write when the issue is published, if the channel keeps one."""
+        return None
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """How fast a row channel may send: messages per second (0: no spacing), hourly and daily caps
+    (counted over every channel's sends in the ledger), and how many hand-overs run at once."""
+
+    per_second: float = 0.0
+    hourly_cap: int | None = None
+    daily_cap: int | None = None
+    concurrency: int = 1
+
+
+class RowSender(Protocol):
+    """One channel's messages for one issue: built per recipient, handed over one attempt at a time."""
+
+    name: str
+
+    def prepare(self, recipient: Recipient, *, test_copy: bool = False) -> PreparedMessage: ...
+
+    async def deliver(self, message: PreparedMessage) -> str: ...
+
+
+class RowTransport(Protocol):
+    """What carries a row channel's messages: a pool of sessions, or a sink that stands in for it."""
+
+    async def open(self) -> object: ...
+
+    async def close(self) -> None: ...
+
+
+class RowChannel(Channel):
+    """A channel delivered one recipient at a time, each recipient a ledger row."""
+
+    # Channels of one group share one transport in a run (email and text go through one SMTP pool).
+    transport_group: ClassVar[str] = ""
+
+    @abstractmethod
+    def recipients_file(self, settings: Settings) -> str | None:
+        """Return the subscriber file this channel sends to, or None when it has none."""
+
+    @abstractmethod
+    def open_transport(self, settings: Settings, *, sink: TextIO | None = None) -> RowTransport:
+        """Return the transport this channel hands its messages to; with `sink`, one that sends nothing
+        and shows on `sink` what it would send (the dry run)."""
+
+    @abstractmethod
+    def sender(self, rendition: Any, issue: Issue, settings: Settings, transport: RowTransport,
+               unsubscribe_url: Callable[[Recipient], str]) -> RowSender:
+        """Return the sender of this issue's messages through `transport`, prepared once per issue."""
+
+    def limits(self, settings: Settings) -> SendLimits:
+        """Return how fast this channel may send; the channels of one transport group share the first's."""
+        return SendLimits()
+
+    def describe(self, rendition: Any, issue: Issue, settings: Settings, recipients: int) -> str:
+        """Say in one line what the channel is about to send."""
+        return f"{recipients} recipients"
+
+
+T = TypeVar("T")
+
+
+class KeyValueCache(Protocol):
+    """Values kept across runs by kind and key, each until it expires (the ledger's cache is one)."""
+
+    def cached(self, kind: str, key: str) -> str | None: ...
+
+    def cache(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None: ...
+
+    def uncache(self, kind: str, key: str) -> None: ...
+
+
+class StepContext(Protocol):
+    """What a step channel's steps work with, given by the core's step run: the issue's recorded
+    steps (written only while the run holds the issue's lease), a cache and clock kept across runs,
+    and calls made under the one retry policy. Set `step` to the step under way: a failure is
+    recorded with it."""
+
+    step: str
+
+    @property
+    def cache(self) -> KeyValueCache: ...
+
+    def clock(self) -> float: ...
+
+    def recorded(self, step: str) -> str | None: ...
+
+    def record(self, step: str, value: str) -> None: ...
+
+    def forget(self, step: str) -> None: ...
+
+    def start(self, step: str) -> float: ...
+
+    def call(self, function: Callable[..., T], *args: Any, repeatable: bool = False,
+             **kwargs: Any) -> Awaitable[T]: ...
+
+    def poll(self, ask: Callable[[], T], *, every_seconds: float, for_seconds: float) -> Awaitable[T]: ...
+
+
+class StepOutcome(Protocol):
+    """What a channel's steps return: a frozen dataclass whose `detail` is its one line for the terminal."""
+
+    @property
+    def detail(self) -> str: ...
+
+
+OutcomeT_co = TypeVar("OutcomeT_co", bound=StepOutcome, covariant=True)
+
+
+class Steps(Protocol[OutcomeT_co]):
+    """A channel's steps for one issue: `channel` names its checkpoints and lease, `label` the channel in
+    messages ("WeChat"), and `run` does what the recorded steps leave to do."""
+
+    @property
+    def channel(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def run(self, context: StepContext) -> Awaitable[OutcomeT_co]: ...
+
+
+@dataclass(frozen=True)
+class RecordedSteps:
+    """What the ledger records of an issue's steps on a channel, for `status`: each step's value by name,
+    and the run holding the lease right now (None when none does)."""
+
+    steps: Mapping[str, str]
+    holder: str | None
+    held_until: float | None
+
+
+@dataclass(frozen=True)
+class LeaseTimes:
+    """How long a step run's lease on an issue lasts unless renewed, and how long a second run waits for it."""
+
+    seconds: float
+    wait_seconds: float
+
+
+class StepState(Protocol):
+    """What `status` shows of a step channel: a frozen dataclass (its fields go into `--json`) and lines."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def lines(self) -> list[str]: ...
+
+
+class StepChannel(Channel):
+    """A channel delivered as checkpointed steps under a lease (one account, not a list of recipients)."""
+
+    @abstractmethod
+    def steps(self, rendition: Any, issue: Issue, settings: Settings, cache: KeyValueCache, *,
+              sink: TextIO | None = None, preview_to: str | None = None) -> Steps[StepOutcome]:
+        """Return the steps that deliver the rendition through the channel's client (its state kept in
+        `cache`); with `sink`, through a console client that shows each call on `sink` and calls nothing.
+        `preview_to` sends a preview to that one account instead (`publish --to-wechat`)."""
+
+    @abstractmethod
+    def lease_times(self, settings: Settings) -> LeaseTimes:
+        """Return the lease the step run holds on an issue's steps while it works."""
+
+    @abstractmethod
+    def describe(self, rendition: Any, settings: Settings) -> str:
+        """Say in one line what the channel is about to do."""
+
+    def state(self, recorded: RecordedSteps, issue: Issue, settings: Settings, publish_command: str) -> StepState | None:
+        """Return what `status` shows of the recorded steps (None when nothing is recorded)."""
+        return None
