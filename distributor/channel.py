@@ -6,7 +6,7 @@ field has a default, read from `channels.<name>` in the settings file and checke
 by the core:
 
 - `RowChannel` (email, text): one ledger row per recipient. The core's row run
-  (`delivery.row_run.MailRun`) claims each row, rate-limits, retries and records the outcome; the
+  (`delivery.row_run.RowRun`) claims each row, rate-limits, retries and records the outcome; the
   channel's `RowSender` builds a recipient's message and makes exactly one attempt to hand it over.
 - `StepChannel` (WeChat): checkpointed steps, e.g. upload → cover → draft → publish. The core's step
   run (`delivery.step_run`) holds the issue's lease, retries each call and records each step; the

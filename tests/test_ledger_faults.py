@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from distributor.ledger.store import Ledger, open_ledger
+from distributor.errors import StorageError
+from distributor.ledger.store import SCHEMA_VERSION, Ledger, open_ledger
 from distributor.schedule.jobs import JobStore
 from distributor.settings import LedgerSettings
 
@@ -332,3 +333,25 @@ def test_subscribers_export_to_a_full_standard_output_is_one_line_and_exit_3(tmp
         with open("/dev/full", "w") as full:
             result = run(settings, "subscribers", "export", "-", stdout=full)
     one_line_error(result, "standard output", "No space left on device")
+
+
+def test_a_ledger_of_the_first_layout_is_brought_up_to_date_and_a_newer_one_refused(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.plan("weekly", "email", "hash", [("a@example.org", None), ("b@example.org", None)])
+        ledger.claim("weekly", "email", "a@example.org", "<id@example.org>", ("pending",))
+    old = sqlite3.connect(path)          # as the first layout wrote it: no version, the state `sending`
+    old.execute("UPDATE deliveries SET status = 'sending' WHERE status = 'uncertain'")
+    old.execute("PRAGMA user_version = 0")
+    old.commit()
+    old.close()
+    with Ledger(path) as ledger:
+        assert ledger.counts("weekly") == {"email": {"uncertain": 1, "pending": 1}}
+    with Ledger.snapshot(path) as copy:
+        assert copy.counts("weekly") == {"email": {"uncertain": 1, "pending": 1}}
+    newer = sqlite3.connect(path)
+    newer.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    newer.commit()
+    newer.close()
+    with pytest.raises(StorageError, match="written by a newer distributor"):
+        Ledger(path)

@@ -38,7 +38,7 @@ def test_faults_end_with_one_message_per_good_recipient(tmp_path):
         assert [m.rcpt_tos for m in server.withheld] == [(withheld,)]
         rows = ledger_rows(tmp_path)
         assert rows[bounced][0] == "failed" and "5.1.1" in rows[bounced][1]
-        assert rows[withheld][0] == "sending"           # uncertain: maybe delivered, never resent
+        assert rows[withheld][0] == "uncertain"           # uncertain: maybe delivered, never resent
         assert {rows[a][0] for a in good + [flaky, dropped]} == {"sent"}
 
         # A second run sends nothing: sent rows stay sent, the bounce is suppressed, the uncertain one waits.
@@ -159,7 +159,7 @@ def test_killed_run_resumes_without_double_sends(tmp_path):
         subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, timeout=60)
         counts = received_by(server)
     rows = ledger_rows(tmp_path)
-    uncertain = {address for address, row in rows.items() if row[0] == "sending"}
+    uncertain = {address for address, row in rows.items() if row[0] == "uncertain"}
     assert all(counts.get(address, 0) == 1 for address in addresses if address not in uncertain), counts
     assert all(counts.get(address, 0) <= 1 for address in uncertain)
     assert {row[0] for address, row in rows.items() if address not in uncertain} == {"sent"}

@@ -72,7 +72,7 @@ def test_after_a_kill_the_resumed_run_names_the_uncertain_rows_and_exits_1(tmp_p
         finally:
             process.kill()
             process.wait(timeout=10)
-        assert row(tmp_path, held)[0] == "sending"
+        assert row(tmp_path, held)[0] == "uncertain"
         result = cli(settings, "publish", str(EXAMPLE), "--yes")
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.rstrip().splitlines()[-1].strip() == \

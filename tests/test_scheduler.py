@@ -212,7 +212,7 @@ def test_killed_runner_is_taken_over_after_its_lease_lapses(tmp_path):
         counts = received_by(server)
     assert "job 1: resuming (attempt 2" in out, out
     rows = ledger_rows(tmp_path)
-    uncertain = {address for address, row in rows.items() if row[0] == "sending"}
+    uncertain = {address for address, row in rows.items() if row[0] == "uncertain"}
     assert len(uncertain) <= 3                     # at most the messages in flight when it was killed
     assert status == (1 if uncertain else 0), out  # the rows the kill left uncertain count for the issue
     assert all(counts.get(address) == 1 for address in addresses if address not in uncertain), counts
@@ -274,7 +274,7 @@ def test_worker_stops_cleanly_on_sigterm(tmp_path):
         interrupted = job(tmp_path, 1)
         assert interrupted.state == "scheduled" and "interrupted" in interrupted.reason
         rows = ledger_rows(tmp_path)
-        assert "sending" not in {row[0] for row in rows.values()}        # the messages in flight finished
+        assert "uncertain" not in {row[0] for row in rows.values()}        # the messages in flight finished
         sent = sum(row[0] == "sent" for row in rows.values())
         assert sent == len(server.messages) and 0 < sent < len(addresses)
 

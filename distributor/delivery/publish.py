@@ -18,7 +18,7 @@ from distributor import registry
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.channel import RowChannel, StepChannel
 from distributor.delivery.run_report import PublishResult, standing
-from distributor.delivery.send import RowPlan, StepPlan, Transports, deliver, send_test_copy
+from distributor.delivery.send import RowPlan, StepPlan, Transports, deliver_issue, send_test_copy
 from distributor.delivery.step_run import recorded_steps
 from distributor.errors import InputError
 from distributor.files import write_files
@@ -45,7 +45,7 @@ class PublishOptions:
 
     def statuses(self) -> tuple[str, ...]:
         """The ledger states this run sends to: new rows, plus those the operator asked again."""
-        return ("pending",) + ("failed",) * self.resend_failed + ("sending",) * self.resend_uncertain
+        return ("pending",) + ("failed",) * self.resend_failed + ("uncertain",) * self.resend_uncertain
 
 
 def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None = None,
@@ -99,7 +99,7 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
                 record_identity(ledger, claim)
             plan = RowPlan(with_recipients, totals, options.statuses(), transports, secret,
                            live_progress=err.isatty() and not options.dry_run)
-            outcomes = asyncio.run(deliver(steps, plan, renditions, settings, ledger, err, interrupt=interrupt))
+            outcomes = asyncio.run(deliver_issue(steps, plan, renditions, settings, ledger, err, interrupt=interrupt))
             states = {plan.channel.name: plan.channel.state(recorded_steps(ledger, plan.channel.name, key),
                                                             renditions.issue, settings,
                                                             f"distributor publish {options.issue} --channel {plan.channel.name}")

@@ -1,16 +1,16 @@
 """Deliver a mail channel's planned rows: rate limit, retry, and record each outcome in the ledger.
 
 Progress advances per recipient after the transport answered, never per batch. A row is marked
-`sending`, durably, before each attempt hands its message over (and its attempts counted); if the
-process dies then, the row stays `sending` and is reported as uncertain instead of being sent
+`uncertain`, durably, before each attempt hands its message over (and its attempts counted); if the
+process dies then, the row stays `uncertain` instead of being sent
 twice. A refused attempt puts the row back to `pending` with the reply while it waits for its
 retry, so dying then leaves it resendable. A relay throttling the sender slows the whole channel
 down through the rate limiter; those refusals count against no row's attempts.
 
 Ledger writes share commits (group commit): the writes made while the event loop runs one round
-are committed together at its end, and a message goes out only after its `sending` mark was
+are committed together at its end, and a message goes out only after its `uncertain` mark was
 committed. A crash can then lose only outcomes of the last round, which leaves those rows
-`sending` (uncertain, never resent): the guarantee of a commit per write, at a fraction of the
+`uncertain` (never resent): the guarantee of a commit per write, at a fraction of the
 cost. A row is claimed only if it is still in a state this run sends, so two runs of the same
 issue never both send it.
 """
@@ -40,7 +40,7 @@ class ChannelOutcome:
     detail: str | None = None    # a channel's own account of what it did (WeChat: the article's fate)
 
 
-class MailRun:
+class RowRun:
     """Send every row of one channel that is in one of `statuses`, `concurrency` at a time."""
 
     def __init__(self, channel: RowSender, ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
@@ -79,7 +79,7 @@ class MailRun:
         async def work() -> None:
             while (row := await queue.get()) is not None:
                 if not self.stopped and not self.interrupt.is_set():
-                    await self.deliver(row)
+                    await self.deliver_row(row)
 
         try:
             await asyncio.gather(produce(), *(work() for _ in range(self.concurrency)))
@@ -111,7 +111,7 @@ class MailRun:
         else:
             future.set_result(None)
 
-    async def deliver(self, row: DeliveryRow) -> None:
+    async def deliver_row(self, row: DeliveryRow) -> None:
         """Deliver one row with retries and record what happened."""
         name, address = self.channel.name, row.recipient
         try:
@@ -140,7 +140,7 @@ class MailRun:
             self.record(address, "failed", reply=exc.reply, error=f"gave up after {attempts.made} attempts: {exc}")
             self.progress.failed(name)
         except UncertainDeliveryError as exc:
-            self.record(address, "sending", reply=exc.reply, error=str(exc))
+            self.record(address, "uncertain", reply=exc.reply, error=str(exc))
             self.progress.uncertain(name)
         except ChannelStoppedError as exc:
             # Refused before the message was handed over: the row goes back as it was.
@@ -166,11 +166,11 @@ class _NotOurs(Exception):
 
 
 class _Attempts:
-    """The attempts at one row: each claims the row (`sending`, counted in the ledger) just before
+    """The attempts at one row: each claims the row (`uncertain`, counted in the ledger) just before
     its hand-over, and a refused one puts the row back to `pending` with the reply before the
     backoff, so a process that dies while waiting leaves it to be sent, not uncertain."""
 
-    def __init__(self, run: MailRun, message: PreparedMessage, earlier: int):
+    def __init__(self, run: RowRun, message: PreparedMessage, earlier: int):
         self.run = run
         self.message = message
         self.made = earlier             # attempts recorded in the ledger for this row, this one's included
@@ -183,7 +183,7 @@ class _Attempts:
                 raise _NotOurs          # the row waits as `pending` for a later run
             await run.limiter.acquire(counted=False)
         run.ledger.begin()
-        if not run.ledger.mark_sending(run.issue_key, run.channel.name, address, self.message.message_id,
+        if not run.ledger.claim(run.issue_key, run.channel.name, address, self.message.message_id,
                                        self.claim_from):
             raise _NotOurs
         self.made += 1

@@ -2,7 +2,7 @@
 status and the lines the command prints.
 
 A run that sends nothing new still exits 1 while earlier runs left rows failed or uncertain (a
-killed run's `sending` rows, say), and its last line says how many and where to look:
+killed run's `uncertain` rows, say), and its last line says how many and where to look:
 "3 uncertain, 20 failed from earlier runs: distributor status ISSUE".
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ class Standing:
 
 
 def standing(ledger: Ledger, issue_key: str, channels: list[str]) -> Standing:
-    """Count the failed and uncertain (`sending`) rows of the issue on `channels`."""
+    """Count the failed and uncertain rows of the issue on `channels`."""
     counts = ledger.counts(issue_key)
     return Standing(sum(counts.get(name, {}).get("failed", 0) for name in channels),
-                    sum(counts.get(name, {}).get("sending", 0) for name in channels))
+                    sum(counts.get(name, {}).get("uncertain", 0) for name in channels))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from distributor.channel import Recipient, RowChannel, RowTransport, SendLimits,
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
-from distributor.delivery.row_run import ChannelOutcome, MailRun
+from distributor.delivery.row_run import ChannelOutcome, RowRun
 from distributor.delivery.step_run import run_steps
 from distributor.errors import (ChannelStoppedError, DeliveryError,
                                 PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError)
@@ -86,7 +86,7 @@ class StepPlan:
     steps: Steps[StepOutcome]
 
 
-async def deliver(steps: tuple[StepPlan, ...], rows: RowPlan, renditions: Renditions, settings: Settings,
+async def deliver_issue(steps: tuple[StepPlan, ...], rows: RowPlan, renditions: Renditions, settings: Settings,
                   ledger: Ledger, err: TextIO, *, interrupt: threading.Event | None = None) -> list[ChannelOutcome]:
     """Deliver the step channels first (WeChat loads and checks every image before its first call, so
     bad input stops the run before any mail went out), then the row channels."""
@@ -130,7 +130,7 @@ async def _send_rows(renditions: Renditions, plan: RowPlan, settings: Settings, 
             limits = channel.limits(settings)
             limiter = limiters.setdefault(channel.transport_group or channel.name, _limiter(limits, ledger))
             sender = channel.sender(renditions[channel.name], renditions.issue, settings, transport, links)
-            run = MailRun(sender, ledger, renditions.issue.key, policy=policy, limiter=limiter,
+            run = RowRun(sender, ledger, renditions.issue.key, policy=policy, limiter=limiter,
                           progress=progress, concurrency=limits.concurrency, interrupt=interrupt,
                           only_planned=True)
             outcomes.append(await run.run(plan.statuses))

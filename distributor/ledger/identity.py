@@ -98,7 +98,7 @@ def _conflict(ledger: Ledger, issue: Issue, date: str, known: tuple[str, str, st
     known_date, known_title, known_path, _ = known
     differs = "date" if known_date != date else "title"
     reached = sum(statuses.get(status, 0) for statuses in ledger.counts(issue.key).values()
-                  for status in ("sent", "sending"))
+                  for status in ("sent", "uncertain"))
     again = (f"; {reached} recipients already got the issue under {issue.key!r}: a new permalink starts a new issue "
              f"that goes to everyone again (if this file is that issue, keep its {differs} as it was)"
              if reached else "")

@@ -10,7 +10,6 @@ from typing import Mapping, TextIO
 from distributor.channel import StepState
 from distributor.ledger.store import Ledger
 
-_LABELS = {"failed": "failed", "sending": "uncertain"}
 
 
 @dataclass(frozen=True)
@@ -27,8 +26,8 @@ def problems(ledger: Ledger, issue_key: str, channels: list[str]) -> list[Proble
     """Return the failed and uncertain deliveries of the issue, channel by channel."""
     found = []
     for channel in channels:
-        for row in ledger.rows(issue_key, channel, ("failed", "sending"), skip_suppressed=False):
-            found.append(Problem(channel, row.recipient, _LABELS[row.status], row.attempts, row.reply,
+        for row in ledger.rows(issue_key, channel, ("failed", "uncertain"), skip_suppressed=False):
+            found.append(Problem(channel, row.recipient, row.status, row.attempts, row.reply,
                                  row.last_error))
     return found
 
@@ -56,8 +55,8 @@ def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
         if not counts and not any(steps.values()):
             print("  nothing recorded yet", file=out)
         for channel, by_status in sorted(counts.items()):
-            summary = ", ".join(f"{by_status.get(status, 0)} {_LABELS.get(status, status)}"
-                                for status in ("sent", "failed", "sending", "pending"))
+            summary = ", ".join(f"{by_status.get(status, 0)} {status}"
+                                for status in ("sent", "failed", "uncertain", "pending"))
             print(f"  {channel}: {summary}", file=out)
         for problem in found:
             print(f"  {problem.state:9} {problem.channel}: {problem.recipient}: "

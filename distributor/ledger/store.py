@@ -5,11 +5,12 @@ the opaque subscriber ids of unsubscribe links, the WeChat steps' checkpoints, c
 access token, uploaded images), the scheduled jobs (distributor/jobs.py) and the leases that keep
 two runs from driving the same steps, and each issue key's identity (its date and title).
 
-Deliveries move pending → sending → sent or failed. A row left in `sending` is uncertain: the
-message may have been handed over, so it is not sent again unless asked. The file runs in WAL
+Deliveries move pending → uncertain → sent or failed. A row is `uncertain` from just before its
+message is handed over until the outcome is recorded; one left so may have been delivered, so it is
+not sent again unless asked. The file runs in WAL
 mode with synchronous=NORMAL: a commit costs tens of microseconds and survives a killed process
-(only a power cut can lose the last commits, and then the row is still `sending`, i.e.
-uncertain, not lost). Opening runs quick_check; every SQLite fault (locked past
+(only a power cut can lose the last commits, and then the row is still
+`uncertain`, not lost). Opening runs quick_check; every SQLite fault (locked past
 ledger.lock_timeout_seconds, damaged, full, read-only) is a `StorageError`. Commands open it
 with `open_ledger`, which honours the settings.
 """
@@ -56,7 +57,10 @@ CREATE TABLE IF NOT EXISTS issue_identities (
     issue_key TEXT PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, source_path TEXT NOT NULL,
     recorded_at REAL NOT NULL) WITHOUT ROWID;
 """
-STATUSES = ("pending", "sending", "sent", "failed")
+STATUSES = ("pending", "uncertain", "sent", "failed")
+# The ledger's layout as this code writes it (PRAGMA user_version). 0: before versions, when the
+# uncertain state was called `sending`.
+SCHEMA_VERSION = 1
 _PLAN_BATCH = 2000      # addresses inserted per statement while a plan streams the subscriber file
 _IN_PLAN = " AND EXISTS (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
 
@@ -211,6 +215,7 @@ class Ledger:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
+                _upgrade(self.db, target)
             except BaseException:
                 self.db.close()
                 raise
@@ -233,6 +238,7 @@ class Ledger:
             finally:
                 original.close()
             copy.db.executescript(_SCHEMA)     # an empty file, or one from before a table was added
+            _upgrade(copy.db, str(source))
         return copy
 
     @contextlib.contextmanager
@@ -354,7 +360,7 @@ class Ledger:
         file, as (address, name)), in one transaction: whole, or not at all if reading them fails.
         A pending row is added for each address not yet known and not suppressed, with its opaque
         subscriber id; the pending rows of addresses no longer among them are dropped (never mailed);
-        rows already sending, sent or failed are history and stay. The addresses are kept for this
+        rows already uncertain, sent or failed are history and stay. The addresses are kept for this
         connection, so `rows(..., only_planned=True)` leaves out those that left the file."""
         now, added = self.clock(), 0
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS planned (channel TEXT NOT NULL, address TEXT NOT NULL,"
@@ -420,16 +426,16 @@ class Ledger:
 
     def sent_since(self, since: float) -> int:
         """Count messages handed to the relay (or being handed over) since `since`, for its caps."""
-        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE status IN ('sent', 'sending')"
+        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE status IN ('sent', 'uncertain')"
                                " AND updated_at >= ?", (since,)).fetchone()[0]
 
-    def mark_sending(self, issue_key: str, channel: str, recipient: str, message_id: str,
-                     from_statuses: Iterable[str]) -> bool:
-        """Claim the row for sending if it is still in one of `from_statuses`: from now on a crash
-        leaves it uncertain. Return False when another run has moved it on (it is theirs to send)."""
+    def claim(self, issue_key: str, channel: str, recipient: str, message_id: str,
+              from_statuses: Iterable[str]) -> bool:
+        """Mark the row `uncertain` (its message is about to be handed over) if it is still in one of
+        `from_statuses`: from now on a crash leaves it uncertain. Return False when another run has moved it on (it is theirs to send)."""
         wanted = tuple(from_statuses)
         return self.db.execute(
-            "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, message_id = ?,"
+            "UPDATE deliveries SET status = 'uncertain', attempts = attempts + 1, message_id = ?,"
             " updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?"
             f" AND status IN ({','.join('?' * len(wanted))})",
             (message_id, self.clock(), issue_key, channel, recipient, *wanted)).rowcount == 1
@@ -437,7 +443,7 @@ class Ledger:
     def mark(self, issue_key: str, channel: str, recipient: str, status: str, *,
              reply: str | None = None, error: str | None = None, uncount: bool = False) -> None:
         """Set the row's status with what the other side said (`sent`, `failed`, or back to `pending`).
-        `uncount` takes back the attempt that `mark_sending` counted, when the refusal was about the
+        `uncount` takes back the attempt that `claim` counted, when the refusal was about the
         sender or the session and nothing was tried for this recipient."""
         if status not in STATUSES:
             raise ValueError(status)
@@ -592,3 +598,22 @@ def open_ledger(settings: LedgerSettings, *, create: bool = True) -> Ledger:
     if not create and not Path(settings.path).expanduser().exists():
         return Ledger(":memory:", lock_timeout_seconds=settings.lock_timeout_seconds)
     return Ledger(settings.path, lock_timeout_seconds=settings.lock_timeout_seconds)
+
+
+def _upgrade(db: sqlite3.Connection, path: str) -> None:
+    """Bring a ledger of an earlier layout up to SCHEMA_VERSION in one transaction; refuse one written
+    by a newer version, whose rows this code could misread."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StorageError(f"the ledger was written by a newer distributor (layout {version}; this one "
+                           f"knows up to {SCHEMA_VERSION}): upgrade the distributor", path=path)
+    if version == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("UPDATE deliveries SET status = 'uncertain' WHERE status = 'sending'")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -17,7 +17,7 @@ from distributor.ledger.status import Problem
 from distributor.settings import Settings
 
 _PROBLEMS_SHOWN = 20
-_LABELS = {"sent": "sent", "failed": "failed", "sending": "uncertain", "pending": "not sent"}
+_LABELS = {"sent": "sent", "failed": "failed", "uncertain": "uncertain", "pending": "not sent"}
 
 
 @dataclass(frozen=True)

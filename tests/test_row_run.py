@@ -13,7 +13,7 @@ import pytest
 from distributor.channels.mail.message import MessageParts, MessageTemplate
 from distributor.channels.mail.sender import MailSender
 from distributor.ledger.store import Ledger
-from distributor.delivery.row_run import MailRun
+from distributor.delivery.row_run import RowRun
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
@@ -49,15 +49,15 @@ def planned_ledger(tmp_path) -> Ledger:
     return ledger
 
 
-def mail_run(ledger: Ledger, transport, links=lambda recipient: "https://example.org/u/t") -> MailRun:
+def row_run(ledger: Ledger, transport, links=lambda recipient: "https://example.org/u/t") -> RowRun:
     parts = MessageParts(ISSUE, "email", "Subject", "text", "<p>html</p>")
     template = MessageTemplate(parts, EmailSettings(), date=dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
     channel = MailSender("email", template, transport, links)
-    return MailRun(channel, ledger, ISSUE, policy=RetryPolicy(attempts=1), limiter=RateLimiter(0),
+    return RowRun(channel, ledger, ISSUE, policy=RetryPolicy(attempts=1), limiter=RateLimiter(0),
                    progress=Progress(io.StringIO(), live=False), concurrency=8)
 
 
-async def run_all(*runs: MailRun) -> None:
+async def run_all(*runs: RowRun) -> None:
     for run in runs:
         await run.channel.transport.open()
     try:
@@ -67,10 +67,10 @@ async def run_all(*runs: MailRun) -> None:
             await run.channel.transport.close()
 
 
-def test_every_row_is_committed_as_sending_before_its_message_is_handed_over(tmp_path):
+def test_every_row_is_committed_as_uncertain_before_its_message_is_handed_over(tmp_path):
     transport = LedgerWatchingTransport(tmp_path / "ledger.sqlite3")
-    asyncio.run(run_all(mail_run(planned_ledger(tmp_path), transport)))
-    assert sorted(transport.seen) == [(address, "sending") for address in ADDRESSES]
+    asyncio.run(run_all(row_run(planned_ledger(tmp_path), transport)))
+    assert sorted(transport.seen) == [(address, "uncertain") for address in ADDRESSES]
     assert Ledger(tmp_path / "ledger.sqlite3").counts(ISSUE) == {"email": {"sent": len(ADDRESSES)}}
 
 
@@ -78,7 +78,7 @@ def test_two_runs_of_the_same_issue_send_each_message_once(tmp_path):
     """Two runs, as two publish processes would be: each its own thread, event loop and connection."""
     planned_ledger(tmp_path).close()
     transports = [LedgerWatchingTransport(tmp_path / "ledger.sqlite3") for _ in range(2)]
-    runs = [mail_run(Ledger(tmp_path / "ledger.sqlite3"), transport) for transport in transports]
+    runs = [row_run(Ledger(tmp_path / "ledger.sqlite3"), transport) for transport in transports]
     threads = [threading.Thread(target=asyncio.run, args=(run_all(run),)) for run in runs]
     for thread in threads:
         thread.start()
@@ -86,11 +86,11 @@ def test_two_runs_of_the_same_issue_send_each_message_once(tmp_path):
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     # What the code promises: every row handed over exactly once, by whichever run claimed it first,
-    # and claimed (`sending`) before the hand-over. How the rows split between the runs is up to
+    # and claimed (`uncertain`) before the hand-over. How the rows split between the runs is up to
     # the scheduler: one run may well take them all.
     sent = [recipient for transport in transports for recipient, _ in transport.seen]
     assert sorted(sent) == ADDRESSES
-    assert all(status == "sending" for transport in transports for _, status in transport.seen)
+    assert all(status == "uncertain" for transport in transports for _, status in transport.seen)
     assert Ledger(tmp_path / "ledger.sqlite3").counts(ISSUE) == {"email": {"sent": len(ADDRESSES)}}
 
 
@@ -100,5 +100,5 @@ def test_a_message_that_cannot_be_built_leaves_its_row_untouched(tmp_path):
 
     ledger = planned_ledger(tmp_path)
     with pytest.raises(ValueError):
-        asyncio.run(run_all(mail_run(ledger, LedgerWatchingTransport(tmp_path / "ledger.sqlite3"), broken_link)))
+        asyncio.run(run_all(row_run(ledger, LedgerWatchingTransport(tmp_path / "ledger.sqlite3"), broken_link)))
     assert Ledger(tmp_path / "ledger.sqlite3").counts(ISSUE) == {"email": {"pending": len(ADDRESSES)}}
