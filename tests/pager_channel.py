@@ -55,13 +55,14 @@ REPLY_CHARACTERS = 200
 
 @dataclass(frozen=True)
 class PagerSettings:
-    """`channels.pager`: who is paged (a subscriber file with an `email` column) and through which gateway."""
+    """`channels.pager`: who is paged (`pagers`, a subscriber file with an `email` column) and through which
+    gateway. The file's key is not the mail channels' `subscribers`: the core asks `recipients_file`."""
 
     text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {"gateway_url": http_url_problem}
     bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {"timeout_seconds": (0.01, 300)}
 
     enabled: bool = True
-    subscribers: str | None = None
+    pagers: str | None = None
     gateway_url: str = "http://127.0.0.1:9/"
     timeout_seconds: float = 10.0
 
@@ -105,10 +106,10 @@ class PagerChannel(RowChannel):
     def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
         if test_copy or self.recipients_file(settings):
             return []
-        return ["channels.pager.subscribers is not set: no one to page"]
+        return ["channels.pager.pagers is not set: no one to page"]
 
     def recipients_file(self, settings: Settings) -> str | None:
-        return settings.channels.pager.subscribers
+        return settings.channels.pager.pagers
 
     def open_transport(self, settings: Settings, *, sink: TextIO | None = None) -> RowTransport:
         if sink is not None:

@@ -78,7 +78,7 @@ def configure(tmp_path: Path, gateway_url: str, addresses: list[str], *, pager_e
   wechat: {{enabled: false}}
   text: {{enabled: false}}
   pager:
-    subscribers: {subscribers}
+    pagers: {subscribers}
     gateway_url: {gateway_url}
     timeout_seconds: 5
 {pager_extra}

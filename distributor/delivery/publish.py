@@ -16,7 +16,7 @@ from typing import TextIO
 
 from distributor import registry
 from distributor.audience.subscriber_files import BadRow, read_subscribers
-from distributor.channel import RowChannel, StepChannel
+from distributor.channel import RowChannel, StepChannel, StepState
 from distributor.delivery.run_report import PublishResult, standing
 from distributor.delivery.send import RowPlan, StepPlan, Transports, deliver_issue, send_test_copy
 from distributor.delivery.step_run import recorded_steps
@@ -24,6 +24,7 @@ from distributor.errors import InputError
 from distributor.files import write_files
 from distributor.ledger.identity import check_identity, record_identity, take_over_legacy_rows
 from distributor.ledger.store import Ledger, open_ledger
+from distributor.models import Issue
 from distributor.render.renditions import Renditions, render_issue
 from distributor.settings import Settings
 
@@ -68,46 +69,49 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
         for problem in problems:
             print(f"  note: a real publish stops here: {problem}", file=out)
     rows = registry.row_channels(channels)
-    with_recipients = tuple(channel for channel in rows if channel.recipients_file(settings))
+    subscriber_files = {channel.name: path for channel in rows if (path := channel.recipients_file(settings))}
+    with_recipients = tuple(channel for channel in rows if channel.name in subscriber_files)
     secret = (os.environ.get(settings.unsubscribe_secret_env) or "dry-run") if options.to or with_recipients else ""
     transports = Transports(settings, sink=out if options.dry_run else None)
     if options.to:
         copies = asyncio.run(send_test_copy(options.to, renditions, rows, settings, transports, secret))
         return PublishResult(renditions.issue.key, tuple(copies), test_copy=True)
-    mail = [channel.name for channel in with_recipients]
-    for channel in with_recipients:     # every file read to its end before the ledger is touched
-        _warn_bad_rows(check_subscribers(_subscriber_file(settings, channel.name)), err)
+    mail = list(subscriber_files)
+    for path in subscriber_files.values():     # every file read to its end before the ledger is touched
+        _warn_bad_rows(check_subscribers(path), err)
     ledger = Ledger.snapshot(settings.ledger.path, lock_timeout_seconds=settings.ledger.lock_timeout_seconds) \
         if options.dry_run else open_ledger(settings.ledger)
-    with ledger.storage_errors():
-        try:
-            steps = tuple(StepPlan(channel, channel.steps(renditions[channel.name], renditions.issue, settings, ledger,
-                                                          sink=out if options.dry_run else None,
-                                                          preview_to=options.to_wechat))
-                          for channel in registry.step_channels(channels))
-            claim = check_identity(ledger, renditions.issue, err)     # another issue under this key: refused here
-            take_over_legacy_rows(ledger, claim, err, dry_run=options.dry_run)
-            _write_archives(renditions, settings, options.dry_run, out)
-            for name in mail:
-                _plan(ledger, renditions, name, _subscriber_file(settings, name), err)
-            key = renditions.issue.key
-            totals = {name: ledger.count(key, name, options.statuses(), only_planned=True) for name in mail}
-            _describe(renditions, settings, channels, totals, out)
-            if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
-                return PublishResult(key, (), declined=True)
-            if not options.to_wechat:       # the run commits to this issue: its key is its from now on
-                record_identity(ledger, claim)
-            plan = RowPlan(with_recipients, totals, options.statuses(), transports, secret,
-                           live_progress=err.isatty() and not options.dry_run)
-            outcomes = asyncio.run(deliver_issue(steps, plan, renditions, settings, ledger, err, interrupt=interrupt))
-            states = {plan.channel.name: plan.channel.state(recorded_steps(ledger, plan.channel.name, key),
-                                                            renditions.issue, settings,
-                                                            f"distributor publish {options.issue} --channel {plan.channel.name}")
-                      for plan in steps}
-            return PublishResult(key, tuple(outcomes), tuple(mail), standing(ledger, key, mail), states,
-                                 dry_run=options.dry_run)
-        finally:
-            ledger.close()
+    with ledger.storage_errors(), ledger:
+        steps = tuple(StepPlan(channel, channel.steps(renditions[channel.name], renditions.issue, settings, ledger,
+                                                      sink=out if options.dry_run else None,
+                                                      preview_to=options.to_wechat))
+                      for channel in registry.step_channels(channels))
+        claim = check_identity(ledger, renditions.issue, err)     # another issue under this key: refused here
+        take_over_legacy_rows(ledger, claim, err, dry_run=options.dry_run)
+        _write_archives(renditions, settings, options.dry_run, out)
+        for name, path in subscriber_files.items():
+            _plan(ledger, renditions, name, path, err)
+        key = renditions.issue.key
+        totals = {name: ledger.count(key, name, options.statuses(), only_planned=True) for name in mail}
+        _describe(renditions, settings, channels, totals, out)
+        if not options.dry_run and not options.yes and sys.stdin.isatty() and not _confirm():
+            return PublishResult(key, (), declined=True)
+        if not options.to_wechat:       # the run commits to this issue: its key is its from now on
+            record_identity(ledger, claim)
+        plan = RowPlan(with_recipients, totals, options.statuses(), transports, secret,
+                       live_progress=err.isatty() and not options.dry_run)
+        outcomes = asyncio.run(deliver_issue(steps, plan, renditions, settings, ledger, err, interrupt=interrupt))
+        states = {plan.channel.name: _step_state(plan.channel, ledger, renditions.issue, settings, options.issue)
+                  for plan in steps}
+        return PublishResult(key, tuple(outcomes), tuple(mail), standing(ledger, key, mail), states,
+                             dry_run=options.dry_run)
+
+
+def _step_state(channel: StepChannel, ledger: Ledger, issue: Issue, settings: Settings,
+                issue_path: Path) -> StepState | None:
+    """What `status` shows of the channel's steps after this run, naming the command that resumes them."""
+    return channel.state(recorded_steps(ledger, channel.name, issue.key), issue, settings,
+                         f"distributor publish {issue_path} --channel {channel.name}")
 
 
 def configuration_problems(settings: Settings, channels: tuple[str, ...], *, test_copy: bool = False) -> list[str]:
@@ -122,13 +126,10 @@ def _check_publishable(renditions: Renditions, options: PublishOptions) -> None:
     where = str(renditions.issue.source_path)
     if renditions.issue.draft and not options.force:
         raise InputError("the front matter says draft: true; publish with --force to send it anyway", path=where)
-    problems = [problem for name, rendition in renditions.items() for problem in registry.channel(name).refusals(rendition)]
+    problems = [problem for name, rendition in renditions.items()
+                for problem in registry.channel(name).refusals(rendition)]
     if problems:
         raise InputError("; ".join(problems), path=where)
-
-
-def _subscriber_file(settings: Settings, channel: str) -> str | None:
-    return settings.channels[channel].subscribers
 
 
 @dataclass(frozen=True)
