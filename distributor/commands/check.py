@@ -51,12 +51,10 @@ def check_services(settings: Settings) -> Iterator[ServiceCheck]:
     wechat = settings.channels.wechat
     if wechat.enabled and wechat.app_id:
         from distributor.channels.wechat.publisher import wechat_api  # the WeChat client loads only for a check
-        ledger = open_ledger(settings.ledger)
-        try:
-            wechat_api(settings, ledger).access_token()
-            token = ServiceCheck("wechat", True, f"access token fetched for {wechat.app_id}")
-        except DeliveryError as exc:
-            token = ServiceCheck("wechat", False, str(exc))
-        finally:
-            ledger.close()
+        with open_ledger(settings.ledger) as ledger:
+            try:
+                wechat_api(settings, ledger).access_token()
+                token = ServiceCheck("wechat", True, f"access token fetched for {wechat.app_id}")
+            except DeliveryError as exc:
+                token = ServiceCheck("wechat", False, str(exc))
         yield token

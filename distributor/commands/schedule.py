@@ -55,12 +55,8 @@ def run_add(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     status = _validate(issue, channels, settings, args.title)
     if status != EXIT_OK:
         return status
-    ledger = open_ledger(settings.ledger)
-    try:
-        with ledger.storage_errors():
-            job = JobStore.of(ledger).add(str(issue), channels, local.timestamp(), zone_name, title=args.title)
-    finally:
-        ledger.close()
+    with open_ledger(settings.ledger) as ledger, ledger.storage_errors():
+        job = JobStore.of(ledger).add(str(issue), channels, local.timestamp(), zone_name, title=args.title)
     print(f"job {job.id} scheduled: {issue} on {', '.join(channels)} at {show(job.run_at, zone_name)} {zone_name}")
     shown_in = display_zone_name(settings)
     if shown_in != zone_name:
@@ -102,12 +98,8 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
     if not Path(settings.ledger.path).expanduser().exists():
         print("no jobs")
         return EXIT_OK
-    ledger = open_ledger(settings.ledger)
-    try:
-        with ledger.storage_errors():
-            jobs = JobStore.of(ledger).jobs()
-    finally:
-        ledger.close()
+    with open_ledger(settings.ledger) as ledger, ledger.storage_errors():
+        jobs = JobStore.of(ledger).jobs()
     zone_name = display_zone_name(settings)
     print(f"times in {zone_name}" if jobs else "no jobs")
     for job in jobs:
@@ -131,16 +123,12 @@ def _details(job: Job, zone_name: str) -> list[str]:
 
 def run_cancel(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     """Cancel a job that has not started; exit 1 for one that is running or done."""
-    ledger = open_ledger(settings.ledger)
-    try:
-        with ledger.storage_errors():
-            jobs = JobStore.of(ledger)
-            before = jobs.job(args.job)
-            if before is None:
-                raise InputError(f"no job {args.job} (see distributor schedule list)")
-            after = jobs.cancel(args.job, now())
-    finally:
-        ledger.close()
+    with open_ledger(settings.ledger) as ledger, ledger.storage_errors():
+        jobs = JobStore.of(ledger)
+        before = jobs.job(args.job)
+        after = jobs.cancel(args.job, now()) if before is not None else None
+    if before is None or after is None:
+        raise InputError(f"no job {args.job} (see distributor schedule list)")
     if after.state == "cancelled":
         print(f"job {args.job} was already cancelled" if before.state == "cancelled" else f"job {args.job} cancelled")
         return EXIT_OK

@@ -31,15 +31,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from distributor.render.issue import load_issue
     if not Path(settings.ledger.path).expanduser().exists():
         raise InputError("no ledger yet: nothing has been published", path=settings.ledger.path)
-    ledger = open_ledger(settings.ledger)
-    try:
+    with open_ledger(settings.ledger) as ledger:
         issue = load_issue(args.issue, settings.site, title=args.title)
         steps = {channel.name: channel.state(recorded_steps(ledger, channel.name, issue.key), issue, settings,
                                              _publish_again(args, channel.name))
                  for channel in registry.step_channels(registry.names())}
         write_status(ledger, issue.key, args.format, sys.stdout, steps=steps)
-    finally:
-        ledger.close()
     return EXIT_OK
 
 

@@ -7,7 +7,6 @@ import csv
 import datetime as dt
 import io
 import sys
-from contextlib import closing
 from pathlib import Path
 from typing import TextIO
 
@@ -58,7 +57,7 @@ def run_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.std
     if not path:
         raise InputError("channels.email.subscribers is not set: there is no subscriber file to list")
     totals = dict.fromkeys(STATES, 0)
-    with closing(open_ledger(settings.ledger, create=False)) as ledger, ledger.storage_errors():
+    with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
         for row in read_subscribers(path):
             if isinstance(row, BadRow):
                 print(f"warning: {row}", file=sys.stderr)
@@ -75,7 +74,7 @@ def run_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.std
 def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     """Suppress the address with source "command"; an address already suppressed stays as it was."""
     address = _address(args.address)
-    with closing(open_ledger(settings.ledger, create=True)) as ledger, ledger.storage_errors():
+    with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors():
         earlier = ledger.suppression(address)
         if earlier is not None:
             print(f"{address} is already {state_of(earlier)} (source {earlier[2]}, since {_iso(earlier[3])})",
@@ -89,7 +88,7 @@ def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = 
 def run_resubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     """Remove the address from the suppression list, whatever put it there."""
     address = _address(args.address)
-    with closing(open_ledger(settings.ledger, create=True)) as ledger, ledger.storage_errors():
+    with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors():
         earlier = ledger.suppression(address)
         if earlier is None or not ledger.unsuppress(address):
             print(f"{address} is not unsubscribed; nothing to do", file=out)
@@ -100,7 +99,7 @@ def run_resubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = 
 
 def run_export(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     """Write the suppression list as CSV (address, reason, source, ISO-8601 time) to FILE or stdout."""
-    with closing(open_ledger(settings.ledger, create=False)) as ledger, ledger.storage_errors():
+    with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
         rows = [(address, reason or "", source, _iso(created)) for address, reason, source, created
                 in ledger.suppressions()]
     if args.file == "-":

@@ -432,7 +432,8 @@ class Ledger:
     def claim(self, issue_key: str, channel: str, recipient: str, message_id: str,
               from_statuses: Iterable[str]) -> bool:
         """Mark the row `uncertain` (its message is about to be handed over) if it is still in one of
-        `from_statuses`: from now on a crash leaves it uncertain. Return False when another run has moved it on (it is theirs to send)."""
+        `from_statuses`: from now on a crash leaves it uncertain. Return False when another run has
+        moved it on (it is theirs to send)."""
         wanted = tuple(from_statuses)
         return self.db.execute(
             "UPDATE deliveries SET status = 'uncertain', attempts = attempts + 1, message_id = ?,"
@@ -600,6 +601,21 @@ def open_ledger(settings: LedgerSettings, *, create: bool = True) -> Ledger:
     return Ledger(settings.path, lock_timeout_seconds=settings.lock_timeout_seconds)
 
 
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Run the block as one write transaction on `db`, a connection in autocommit mode with none open
+    (the jobs' own connection, or one being opened): under the write lock from its start (BEGIN
+    IMMEDIATE), committed when it ends, rolled back when the block or the commit raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:          # SQLite has already rolled back after some errors
+            db.execute("ROLLBACK")
+        raise
+
+
 def _upgrade(db: sqlite3.Connection, path: str) -> None:
     """Bring a ledger of an earlier layout up to SCHEMA_VERSION in one transaction; refuse one written
     by a newer version, whose rows this code could misread."""
@@ -609,11 +625,6 @@ def _upgrade(db: sqlite3.Connection, path: str) -> None:
                            f"knows up to {SCHEMA_VERSION}): upgrade the distributor", path=path)
     if version == SCHEMA_VERSION:
         return
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         db.execute("UPDATE deliveries SET status = 'uncertain' WHERE status = 'sending'")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
-from distributor.ledger.store import Ledger
+from distributor.ledger.store import Ledger, write_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -108,10 +108,10 @@ class JobStore:
     def add(self, issue_path: str, channels: Iterable[str], run_at: float, zone: str, *,
             title: str | None = None) -> Job:
         """Store a job in state `scheduled` and return it."""
-        cursor = self.db.execute("INSERT INTO jobs (issue_path, channels, run_at, zone, created_at, title)"
-                                 " VALUES (?, ?, ?, ?, ?, ?)", (issue_path, ",".join(channels), run_at, zone,
-                                                                self.clock(), title))
-        return self.job(cursor.lastrowid)
+        (row,) = self.db.execute("INSERT INTO jobs (issue_path, channels, run_at, zone, created_at, title)"
+                                 f" VALUES (?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                                 (issue_path, ",".join(channels), run_at, zone, self.clock(), title)).fetchall()
+        return Job.from_row(row)
 
     def job(self, job_id: int) -> Job | None:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -133,17 +133,12 @@ class JobStore:
         """Take the earliest job that is due, or whose runner's lease lapsed, for `owner` until
         now + lease_seconds; None when there is none. Two runners never get the same job: the
         choice and the claim happen under one write lock."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.db):
             rows = self.db.execute(
                 "UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1"
                 f" WHERE id = (SELECT id FROM jobs WHERE (state = 'scheduled' AND {_DUE_AT} <= ?)"
                 f" OR (state = 'running' AND lease_until < ?) ORDER BY {_DUE_AT}, id LIMIT 1)"
                 f" RETURNING {_COLUMNS}", (owner, now + lease_seconds, now, now)).fetchall()
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
         return Job.from_row(rows[0]) if rows else None
 
     def renew_lease(self, job_id: int, owner: str, until: float) -> bool:

@@ -10,7 +10,6 @@ later, backing off (see `jobs.retry_delay`).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import socket
@@ -18,20 +17,21 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
-from distributor.schedule import timezones
-from distributor.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
-from distributor.render.issue import load_issue
-from distributor.schedule.jobs import MAX_TRIES, Job, JobStore, retry_delay
-from distributor.ledger.store import Ledger, open_ledger
-from distributor.schedule.operator_report import JobReport, deliver_report
 from distributor.delivery.publish import PublishOptions, publish
 from distributor.delivery.run_report import PublishResult
-from distributor.settings import Settings
+from distributor.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
 from distributor.ledger.status import problems
+from distributor.ledger.store import Ledger, open_ledger
+from distributor.render.issue import load_issue
+from distributor.schedule import timezones
+from distributor.schedule.jobs import MAX_TRIES, Job, JobStore, retry_delay
+from distributor.schedule.operator_report import JobReport, deliver_report
+from distributor.settings import Settings
 
 # A job started later than this after its time gets a warning (cron runs once a minute).
 _ON_TIME_SECONDS = 60.0
@@ -118,7 +118,7 @@ class Scheduler:
         """Run every job that is due (or abandoned by a dead runner) and return the worst exit status;
         stop taking jobs once `interrupt` is set. A ledger locked past ledger.lock_timeout_seconds
         is a `StorageError`."""
-        with contextlib.closing(open_ledger(self.settings.ledger)) as ledger:
+        with open_ledger(self.settings.ledger) as ledger:
             return self._run_due(ledger, interrupt)
 
     def _run_due(self, ledger: Ledger, interrupt: threading.Event) -> int:
@@ -140,7 +140,7 @@ class Scheduler:
         poll = self.settings.schedule.poll_seconds
         while not interrupt.is_set():
             try:
-                with contextlib.closing(open_ledger(self.settings.ledger)) as ledger:
+                with open_ledger(self.settings.ledger) as ledger:
                     self._run_due(ledger, interrupt)
                     wait = self.seconds_until_next(ledger)
             except StorageError as exc:
@@ -152,7 +152,7 @@ class Scheduler:
         """Return how long to sleep before a job may next be due, at most `schedule.poll_seconds`
         (read from `ledger` when given, else from a connection of its own)."""
         if ledger is None:
-            with contextlib.closing(open_ledger(self.settings.ledger)) as own:
+            with open_ledger(self.settings.ledger) as own:
                 return self.seconds_until_next(own)
         with ledger.storage_errors():
             upcoming = JobStore.of(ledger).next_due_time()
@@ -178,6 +178,7 @@ class Scheduler:
         jobs.start(job.id, self.owner, self.now())
         print(f"job {job.id}: publishing {job.issue_path} on {', '.join(job.channels) or 'every channel'}",
               file=self.out)
+        assert job.lease_until is not None, "a claimed job is leased"
         with LeaseKeeper(self.ledger_path, job.id, self.owner, self.settings.schedule.lease_seconds,
                          job.lease_until, self.now, interrupt) as keeper:
             outcome, issue_key, content_hash = self._publish(job, keeper.job_stop)
