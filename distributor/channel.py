@@ -35,10 +35,10 @@ Adding a channel, say a fax gateway, in a package of its own:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TextIO, TypeVar
 
 from distributor.models import Body, Issue
 
@@ -284,6 +284,7 @@ class StepChannel(Channel):
     def describe(self, rendition: Any, settings: Settings) -> str:
         """Say in one line what the channel is about to do."""
 
-    def state(self, recorded: RecordedSteps, issue: Issue, settings: Settings, publish_command: str) -> StepState | None:
+    def state(self, recorded: RecordedSteps, issue: Issue, settings: Settings,
+              publish_command: str) -> StepState | None:
         """Return what `status` shows of the recorded steps (None when nothing is recorded)."""
         return None

@@ -3,9 +3,10 @@ rendition (`distributor.channel.Rendition`)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # Per-recipient values are left in the email rendition as these markers and filled in by the
 # email channel for each recipient, so rendering happens once per issue.

@@ -17,18 +17,23 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal, Mapping, Union
+from typing import Any, ClassVar, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from distributor.validate.addresses import (ehlo_name_problem, explained_address_problem, hostname_problem,
-                                            http_url_problem, text_problem)
-from distributor.validate.bounded import load_yaml, read_regular_file
 from distributor.errors import InputError, SettingsError
+from distributor.validate.addresses import (
+    ehlo_name_problem,
+    explained_address_problem,
+    hostname_problem,
+    http_url_problem,
+    text_problem,
+)
+from distributor.validate.bounded import load_yaml, read_regular_file
 
 MAX_SETTINGS_BYTES = 1024 * 1024
 
@@ -53,7 +58,7 @@ class ChannelsSettings(Mapping[str, Any]):
     `settings.channels["email"]` are the same block."""
 
     def __init__(self, blocks: Mapping[str, Any] | None = None):
-        from distributor import registry        # the channels import this module: load them lazily
+        from distributor import registry  # the channels import this module: load them lazily
         given = dict(blocks or {})
         self._blocks = {name: given.pop(name, None) or channel.settings_class()
                         for name, channel in registry.channels().items()}
@@ -171,8 +176,9 @@ def load_settings(path: str | Path | None) -> Settings:
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        marked = exc if isinstance(exc, yaml.MarkedYAMLError) else None
+        line = marked.problem_mark.line + 1 if marked and marked.problem_mark else None
+        problem = (marked and marked.problem) or "invalid YAML"
         raise SettingsError(f"invalid YAML: {problem}", path=str(path), line=line) from exc
     if data is None:
         return Settings()
@@ -224,7 +230,7 @@ def _channels(data: Any, prefix: str, path: str) -> ChannelsSettings:
 
 
 def _convert(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: str) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, raw, key_path + ".", path)
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):

@@ -12,7 +12,8 @@ from distributor.commands.publish import publish_and_report as publish
 from distributor.delivery.publish import PublishOptions
 from distributor.settings import load_settings
 
-from .conftest import EXAMPLE, ROOT, UNSUBSCRIBE_SECRET as SECRET
+from .conftest import EXAMPLE, ROOT
+from .conftest import UNSUBSCRIBE_SECRET as SECRET
 from .smtp_server import FaultySmtpServer
 
 LONG_UNSUBSCRIBE = "https://example.org/newsletter/unsubscribe/" + "x" * 130 + "/{token}"

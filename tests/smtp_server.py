@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime
 import ipaddress
 import shutil
@@ -399,10 +400,8 @@ class _Handler:
             return "451 4.3.0 withheld"
         if owner._held_now():
             owner._record(owner._withheld, message)
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(owner._released.wait(), _HOLD_SECONDS)
-            except asyncio.TimeoutError:
-                pass
             await server.abort_connection()
             return "451 4.3.0 held"
         for address in envelope.rcpt_tos:

@@ -53,7 +53,8 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(tmp_path):
 @pytest.mark.parametrize("setup, expected", [
     (lambda d: ("preview", str(d / "missing.md")), "cannot read issue"),
     (lambda d: ("preview", _write(d / "no-title.md", "---\nauthor: x\n---\nbody\n")), "no title"),
-    (lambda d: ("preview", _write(d / "bad-yaml.md", "---\ntitle: [x\n---\nbody\n")), "bad-yaml.md:2: invalid front matter"),
+    (lambda d: ("preview", _write(d / "bad-yaml.md", "---\ntitle: [x\n---\nbody\n")),
+     "bad-yaml.md:2: invalid front matter"),
     (lambda d: ("preview", _write(d / "empty.md", "---\ntitle: T\n---\n")), "no body"),
     (lambda d: ("preview", _write(d / "plain.md", "no header here\n")), "no front matter"),
     (lambda d: ("--settings", _write(d / "s.yaml", "channels:\n  email:\n    port: 25\n"), "preview", str(EXAMPLE)),

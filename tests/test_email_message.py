@@ -9,10 +9,10 @@ import email.policy
 import pytest
 
 from distributor.channel import Recipient
+from distributor.channels.email.settings import EmailSettings
 from distributor.channels.mail.message import MessageParts, MessageTemplate
 from distributor.errors import InputError
 from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
-from distributor.channels.email.settings import EmailSettings
 
 DATE = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.timezone.utc)
 

@@ -16,7 +16,6 @@ from .conftest import EXAMPLE, ROOT
 from .publish_helpers import SECRET, cli, configure, received_by
 from .smtp_server import FaultySmtpServer
 
-
 KILL_WAIT_SECONDS = 60
 
 

@@ -10,18 +10,18 @@ import threading
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
-from distributor.errors import InputError
-from distributor.web.preview_server import serve_preview
 from distributor.channels.email.settings import EmailSettings
+from distributor.errors import InputError
 from distributor.settings import ChannelsSettings, Settings, SiteSettings
+from distributor.web.preview_server import serve_preview
 
 from .conftest import EXAMPLE, ROOT
 

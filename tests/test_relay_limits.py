@@ -125,7 +125,7 @@ def test_a_test_copy_has_its_own_message_id(tmp_path: Path) -> None:
         recipients = [m.rcpt_tos for m in server.messages]
     assert (first.returncode, second.returncode, real.returncode) == (0, 0, 0), real.stderr
     assert recipients.count((editor,)) == 3
-    editor_ids = [i for i, r in zip(ids, recipients) if r == (editor,)]
+    editor_ids = [i for i, r in zip(ids, recipients, strict=True) if r == (editor,)]
     assert len(set(editor_ids)) == 3           # two test copies and the real one, all different
     assert all(re.fullmatch(r"<[^<>@\s]+@example\.org>", i) for i in ids)
 

@@ -12,9 +12,9 @@ import lxml.html
 import pytest
 from wcwidth import wcswidth
 
+from distributor.channels.email.channel import EmailChannel
 from distributor.models import UNSUBSCRIBE_PLACEHOLDER
 from distributor.render.renditions import render_issue
-from distributor.channels.email.channel import EmailChannel
 from distributor.settings import Settings
 
 from .conftest import EXAMPLE, ROOT
@@ -61,7 +61,7 @@ def test_email_sample_parses_and_subject_decodes(rendered):
     text, html = (part.get_content() for part in message.iter_parts())
     assert rendered.issue.title.split()[0] in html
     assert "%%" not in text and "%%" not in html
-    assert "List-Unsubscribe=One-Click" == message["List-Unsubscribe-Post"]
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
 def test_wechat_has_no_outside_links_and_one_reference_per_link(rendered):

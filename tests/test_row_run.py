@@ -10,14 +10,14 @@ import threading
 
 import pytest
 
+from distributor.channels.email.settings import EmailSettings
 from distributor.channels.mail.message import MessageParts, MessageTemplate
 from distributor.channels.mail.sender import MailSender
-from distributor.ledger.store import Ledger
-from distributor.delivery.row_run import RowRun
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
-from distributor.channels.email.settings import EmailSettings
+from distributor.delivery.row_run import RowRun
+from distributor.ledger.store import Ledger
 
 ISSUE = "/weekly-1/"
 ADDRESSES = [f"r{i:03d}@example.org" for i in range(40)]

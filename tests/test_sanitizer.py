@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 import lxml.html
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from distributor.render.renditions import render_issue
@@ -215,7 +216,8 @@ def test_newsletter_content_next_to_hostile_content_survives(tmp_path):
         1, 1, 1, 1, 1]
     assert content.xpath(".//center/small")[0].text == "A centred caption"
     assert content.xpath(".//sup/a[@href='#fn:1']") and content.xpath(".//li[@id='fn:1']")
-    assert "[image: a cover] [" in renditions["text"].text and "1. mail me <editor@example.org>" in renditions["text"].text
+    text = renditions["text"].text
+    assert "[image: a cover] [" in text and "1. mail me <editor@example.org>" in text
 
 
 # Pieces of hostile markup, combined at random: tags, attributes and URLs in the forms browsers accept.

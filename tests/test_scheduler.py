@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from distributor.errors import InputError
-from distributor.schedule.jobs import MAX_TRIES, Job, JobStore
-from distributor.ledger.store import Ledger
 from distributor.commands.schedule import add_parser as add_commands
+from distributor.errors import InputError
+from distributor.ledger.store import Ledger
+from distributor.schedule.jobs import MAX_TRIES, Job, JobStore
 from distributor.schedule.runner import LeaseKeeper, Scheduler
-from distributor.settings import load_settings
 from distributor.schedule.timezones import read_local_time
+from distributor.settings import load_settings
 
 from .conftest import EXAMPLE, ROOT
 from .publish_helpers import SECRET, configure, ledger_rows, received_by

@@ -224,9 +224,9 @@ def test_unreachable_relay_stops_the_channel() -> None:
 
 
 def test_refusing_greeting_stops_the_channel() -> None:
-    with FaultySmtpServer(greeting="554 5.3.2 no service here") as server:
-        with pytest.raises(ChannelStoppedError) as caught:
-            run(check_relay(config_for(server)))
+    with FaultySmtpServer(greeting="554 5.3.2 no service here") as server, \
+            pytest.raises(ChannelStoppedError) as caught:
+        run(check_relay(config_for(server)))
     assert caught.value.reply == "554 5.3.2 no service here"
 
 
@@ -376,9 +376,9 @@ def test_a_self_signed_certificate_is_refused_with_openssl_reason_and_trusted_th
 
 def test_a_certificate_for_another_name_says_ip_address_mismatch(tmp_path: Path) -> None:
     cert_path, key_path = write_self_signed(tmp_path, dns_names=("mail.example.org",))
-    with FaultySmtpServer(tls="starttls", certificate=(cert_path, key_path)) as server:
-        with pytest.raises(ChannelStoppedError) as caught:
-            run(check_relay(config_for(server, security="starttls", cafile=str(cert_path))))
+    with FaultySmtpServer(tls="starttls", certificate=(cert_path, key_path)) as server, \
+            pytest.raises(ChannelStoppedError) as caught:
+        run(check_relay(config_for(server, security="starttls", cafile=str(cert_path))))
     assert "SSLCertVerificationError: IP address mismatch, certificate is not valid for '127.0.0.1'" \
         in str(caught.value)
     assert "ca_file" not in str(caught.value)
@@ -394,9 +394,9 @@ def test_starttls_against_an_implicit_tls_port_says_so_without_waiting_the_comma
 
 
 def test_implicit_tls_against_a_starttls_port_says_so() -> None:
-    with FaultySmtpServer(tls="starttls") as server:
-        with pytest.raises(ChannelStoppedError, match="is this a STARTTLS port. try smtp.security: starttls"):
-            run(check_relay(config_for(server, security="tls", cafile=str(server.ca_path))))
+    with FaultySmtpServer(tls="starttls") as server, \
+            pytest.raises(ChannelStoppedError, match="is this a STARTTLS port. try smtp.security: starttls"):
+        run(check_relay(config_for(server, security="tls", cafile=str(server.ca_path))))
 
 
 @pytest.mark.parametrize("words", ["[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from distributor.delivery.retry import RetryPolicy
 from distributor.channel import StepContext
+from distributor.delivery.retry import RetryPolicy
 from distributor.delivery.step_run import lease_name, recorded_steps, run_steps
 from distributor.errors import ChannelStoppedError, PermanentDeliveryError, TransientDeliveryError
 from distributor.ledger.store import Ledger

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distributor.errors import InputError
 from distributor.audience.subscriber_files import MAX_FILE_BYTES, BadRow, Subscriber, read_subscribers
+from distributor.errors import InputError
 
 from .conftest import ROOT
 
@@ -30,7 +30,8 @@ ROW_CASES = {
         ("ok", 3, "bob@example.org", None, ())]),
     "csv with a byte order mark": ("bom.csv", "\ufeffemail\nann@example.org\n".encode("utf-8"), [
         ("ok", 2, "ann@example.org", None, ())]),
-    "csv quoted field over two lines": ("quoted.csv", b'email,name\nann@example.org,"Ann\nLee"\nbob@example.org,Bob\n', [
+    "csv quoted field over two lines": ("quoted.csv",
+                                        b'email,name\nann@example.org,"Ann\nLee"\nbob@example.org,Bob\n', [
         ("ok", 3, "ann@example.org", "Ann Lee", ()),
         ("ok", 4, "bob@example.org", "Bob", ())]),
     "csv bad address and duplicate differing in case": ("bad.csv", b"email\nnot-an-address\nAnn@Example.org\n"

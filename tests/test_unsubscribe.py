@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 
 from distributor import cli
-from distributor.web import server as serve
+from distributor.audience import unsubscribe
 from distributor.commands import serve as serve_command
 from distributor.commands import subscribers as subscriber_commands
-from distributor.audience import unsubscribe
-from distributor.errors import InputError
-from distributor.ledger.store import Ledger
 from distributor.commands.publish import publish_and_report as publish
 from distributor.delivery.publish import PublishOptions
+from distributor.errors import InputError
+from distributor.ledger.store import Ledger
 from distributor.settings import LedgerSettings, Settings, SiteSettings, load_settings
+from distributor.web import server as serve
 from distributor.web.unsubscribe_app import create_app
 
 from .conftest import EXAMPLE, ROOT
@@ -190,16 +190,15 @@ def test_fifty_concurrent_one_click_posts_are_all_recorded(tmp_path):
     addresses = [f"reader{i:02d}@example.org" for i in range(50)]
     tokens = [unsubscribe.sign(ledger.subscriber_id(address), SECRET) for address in addresses]
     ledger.close()
-    with running(ledger_settings(tmp_path)) as port:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
-            start = threading.Barrier(50, timeout=TIMEOUT)
+    with running(ledger_settings(tmp_path)) as port, concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        start = threading.Barrier(50, timeout=TIMEOUT)
 
-            def post(index: int) -> int:
-                start.wait()             # all fifty requests leave together
-                send = one_click_multipart if index % 2 else one_click_urlencoded
-                return send(port, tokens[index])[0]
+        def post(index: int) -> int:
+            start.wait()             # all fifty requests leave together
+            send = one_click_multipart if index % 2 else one_click_urlencoded
+            return send(port, tokens[index])[0]
 
-            statuses = list(pool.map(post, range(50), timeout=30))
+        statuses = list(pool.map(post, range(50), timeout=30))
     assert statuses == [200] * 50
     assert suppressions(tmp_path) == {address: ("List-Unsubscribe one-click", "one-click") for address in addresses}
 

@@ -16,9 +16,9 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -212,13 +212,13 @@ def test_a_burst_of_bad_requests_leaves_no_traceback_in_the_log(server: Server, 
 
     def send(index: int) -> None:
         data, hang_up = kinds[index % len(kinds)]
-        with contextlib.closing(connect(server.port)) as connection:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                connection.sendall(data)
-                if hang_up:
-                    _hang_up_hard(connection)
-                else:
-                    status_of(connection)      # whatever it is (or none), within a bounded time
+        with contextlib.closing(connect(server.port)) as connection, \
+                contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.sendall(data)
+            if hang_up:
+                _hang_up_hard(connection)
+            else:
+                status_of(connection)      # whatever it is (or none), within a bounded time
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
         list(pool.map(send, range(200), timeout=120))

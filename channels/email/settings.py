@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from distributor.settings import folder_problem, unsubscribe_url_problem
-from distributor.validate.addresses import (explained_address_problem, list_id_problem, named_address_problem,
-                                            text_problem)
+from distributor.validate.addresses import (
+    explained_address_problem,
+    list_id_problem,
+    named_address_problem,
+    text_problem,
+)
 
 
 @dataclass(frozen=True)

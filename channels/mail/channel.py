@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import abstractmethod
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from distributor.channel import Recipient, RowChannel, RowTransport, SendLimits
 from distributor.channels.mail.console_sink import ConsoleSink

@@ -19,9 +19,9 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
 from distributor.channel import Recipient
+from distributor.channels.email.settings import EmailSettings
 from distributor.errors import InputError
 from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
-from distributor.channels.email.settings import EmailSettings
 
 _CRLF = b"\r\n"
 _MAX_HEADER_LINE = 998

@@ -1,7 +1,8 @@
 """One mail channel's messages for one issue: built per recipient from a template, one attempt each."""
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from distributor.channel import PreparedMessage, Recipient
 from distributor.channels.mail.message import MessageTemplate

@@ -19,6 +19,7 @@ import ipaddress
 import re
 import ssl
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiosmtplib import SMTP, SMTPResponse
 from aiosmtplib.errors import (
@@ -31,7 +32,6 @@ from aiosmtplib.errors import (
     SMTPResponseException,
 )
 
-from distributor.validate.addresses import ehlo_name_problem
 from distributor.errors import (
     ChannelStoppedError,
     DeliveryError,
@@ -40,7 +40,9 @@ from distributor.errors import (
     TransientDeliveryError,
     UncertainDeliveryError,
 )
+from distributor.validate.addresses import ehlo_name_problem
 
+_T = TypeVar("_T")
 SECURITY_MODES = ("plain", "starttls", "tls")
 # A relay greets within a second or two (Postfix's postscreen waits 6 s at most); a port that speaks
 # TLS first never greets a client that waits for a greeting, so we need not wait a whole command timeout.
@@ -132,7 +134,7 @@ class _Session(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._partial = bytearray()
         self._lines: list[bytes] = []
-        self._replies: collections.deque[SMTPResponse | Exception] = collections.deque()
+        self._replies: collections.deque[SMTPResponse] = collections.deque()
         self._waiter: asyncio.Future[SMTPResponse] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._paused = False
@@ -202,11 +204,11 @@ class _Session(asyncio.Protocol):
         """Wait for the relay's next reply; raise ConnectionError when the connection is gone and
         TimeoutError after the command timeout."""
         if self._replies:
-            return self._take(self._replies.popleft())
+            return self._replies.popleft()
         if self._lost is not None:
             raise self._lost
         self._waiter = self._loop.create_future()
-        return self._take(await self._bounded(self._waiter, "waiting for the relay's reply"))
+        return await self._bounded(self._waiter, "waiting for the relay's reply")
 
     async def drain(self) -> None:
         """Wait until everything written has been handed to the socket."""
@@ -233,14 +235,14 @@ class _Session(asyncio.Protocol):
 
     # Internals.
 
-    async def _bounded(self, future: asyncio.Future, doing: str):  # type: ignore[type-arg]
+    async def _bounded(self, future: asyncio.Future[_T], doing: str) -> _T:
         timer = self._loop.call_later(self._timeout, self._expire, future, doing)
         try:
             return await future
         finally:
             timer.cancel()
 
-    def _expire(self, future: asyncio.Future, doing: str) -> None:  # type: ignore[type-arg]
+    def _expire(self, future: asyncio.Future[_T], doing: str) -> None:
         if not future.done():
             future.set_exception(TimeoutError(f"timed out after {self._timeout:g} s {doing}"))
 
@@ -267,11 +269,6 @@ class _Session(asyncio.Protocol):
         for future in (self._waiter, self._drained):
             if future is not None and not future.done():
                 future.set_exception(error)
-
-    def _take(self, reply: SMTPResponse | Exception) -> SMTPResponse:
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
 
 
 def _reply(code: int, message: str) -> str:
@@ -524,7 +521,7 @@ class SmtpPool:
                 raise ChannelStoppedError(f"relay {self._config.where} failed a further connection: {failure}",
                                           reply=failure.reply) from failure
             raise failure
-        opened = [first] + [c for c, r in zip(others, results) if not isinstance(r, BaseException)]
+        opened = [first] + [c for c, r in zip(others, results, strict=True) if not isinstance(r, BaseException)]
         for connection in opened:
             self._idle.put_nowait(connection)
         self.opened = len(opened)

@@ -12,10 +12,11 @@ from wcwidth import wcswidth, wcwidth
 
 # Stands for <br> inside collected inline text; lxml refuses NUL in input, so it cannot clash.
 _HARD_BREAK = "\x00"
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote center dd details div dl dt figcaption figure footer form"
-    " h1 h2 h3 h4 h5 h6 header hr li main nav noscript ol p pre section summary table ul".split()
-)
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "center", "dd", "details", "div", "dl", "dt", "figcaption", "figure",
+    "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "noscript", "ol", "p",
+    "pre", "section", "summary", "table", "ul",
+})
 _SKIPPED_TAGS = frozenset({"script", "style", "template", "head", "title"})
 _HEADINGS = {"h1": "=", "h2": "=", "h3": "-", "h4": "-", "h5": "-", "h6": "-"}
 _NO_BREAK_BEFORE = frozenset("，。、；：？！）」』》〉】〕”’…,.;:?!)]}%")
@@ -193,7 +194,7 @@ def _start_number(element: etree._Element) -> int:
 
 def _table_row(row: list[str], sizes: list[int]) -> str:
     padded = row + [""] * (len(sizes) - len(row))
-    return " | ".join(text + " " * (size - _columns(text)) for text, size in zip(padded, sizes)).rstrip()
+    return " | ".join(text + " " * (size - _columns(text)) for text, size in zip(padded, sizes, strict=True)).rstrip()
 
 
 def _join(chunks: list[list[str]], *, blank: bool) -> list[str]:

@@ -1,9 +1,8 @@
 """The plain-text rendition: wrapped for CJK display width, links as numbered references."""
 from __future__ import annotations
 
-from html import escape
-
 from dataclasses import dataclass
+from html import escape
 
 from distributor.channels.text.plaintext import html_to_text
 from distributor.models import UNSUBSCRIBE_PLACEHOLDER, Body, Issue

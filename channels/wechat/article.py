@@ -4,12 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import urljoin
 
-from distributor.models import Body, Issue
-from distributor.settings import Settings
-from distributor.render.templating import common_context, render_template
 from distributor.channels.wechat.article_html import to_wechat_html
-
 from distributor.channels.wechat.images import needs_upload, replace_image_sources
+from distributor.models import Body, Issue
+from distributor.render.templating import common_context, render_template
+from distributor.settings import Settings
 
 # Limits of the draft API (draft/add), in characters unless the name says bytes.
 TITLE_LIMIT = 32

@@ -6,6 +6,7 @@ plain-text references listed at the end, and each list item's loose text sits in
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -114,9 +115,8 @@ def to_wechat_html(fragment: str) -> WechatBody:
 
 def _drop_unwanted(root: lxml.html.HtmlElement) -> None:
     for node in list(root.iter()):
-        if not isinstance(node.tag, str) or node.tag in DROPPED:
-            node.drop_tree()
-        elif node.tag == "img" and not (node.get("src") or "").strip():
+        sourceless_image = node.tag == "img" and not (node.get("src") or "").strip()
+        if not isinstance(node.tag, str) or node.tag in DROPPED or sourceless_image:
             node.drop_tree()
 
 
@@ -192,7 +192,7 @@ def _drop_layout_whitespace(element: lxml.html.HtmlElement) -> None:
     children = list(element)
     if _blank(element.text) and (textless or (children and children[0].tag in BLOCKS)):
         element.text = None
-    for child, following in zip(children, children[1:] + [None]):
+    for child, following in itertools.zip_longest(children, children[1:]):
         beside_block = child.tag in BLOCKS or (following is not None and following.tag in BLOCKS)
         if _blank(child.tail) and (textless or beside_block):
             child.tail = None

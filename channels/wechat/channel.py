@@ -30,7 +30,8 @@ class WechatChannel(StepChannel):
 
     def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
         wechat = settings.channels.wechat
-        problems = [] if wechat.app_id else ["channels.wechat.app_id is not set (or set channels.wechat.enabled: false)"]
+        no_app_id = "channels.wechat.app_id is not set (or set channels.wechat.enabled: false)"
+        problems = [] if wechat.app_id else [no_app_id]
         return problems + missing_env(wechat.app_secret_env, "the WeChat AppSecret")
 
     def describe(self, rendition: WechatRendition, settings: Settings) -> str:

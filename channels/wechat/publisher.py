@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, TextIO
 
+from distributor.channel import KeyValueCache, StepContext
 from distributor.channels.wechat.api import WechatApi, WechatApiConfig
 from distributor.channels.wechat.article import WechatRendition, limit_violations
 from distributor.channels.wechat.console_client import ConsoleWechatClient
@@ -42,7 +43,6 @@ from distributor.channels.wechat.images import (
     needs_upload,
     replace_image_sources,
 )
-from distributor.channel import KeyValueCache, StepContext
 from distributor.errors import (
     InputError,
     PermanentDeliveryError,
@@ -425,7 +425,8 @@ class _WechatRun:
             raise _StillPublishing(f"wechat publish {publish_id} is still publishing",
                                    retry_after_seconds=self.settings.channels.wechat.publish_poll_seconds)
         if status != 0:
-            meaning = PUBLISH_FAILURES.get(status, f"unknown publish_status {status}")
+            known = PUBLISH_FAILURES.get(status) if isinstance(status, int) else None    # the reply is any JSON
+            meaning = known or f"unknown publish_status {status}"
             failed = _NotPublished if status in NOT_PUBLISHED else PermanentDeliveryError
             raise failed(f"wechat publish {publish_id}: {meaning} (publish_status {status})",
                          reply=json.dumps(reply, ensure_ascii=False)[:2000])

@@ -18,15 +18,16 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Protocol, TextIO
 
 import yaml
 
+from distributor.errors import InputError
 from distributor.validate.addresses import address_problem, text_problem
 from distributor.validate.bounded import MAX_YAML_DEPTH, open_regular_file
-from distributor.errors import InputError
 
 # Bounds of a subscriber file, far above any real list (100 MB is some two million rows).
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -95,8 +96,11 @@ def _shape_problem(row: dict) -> str | None:
     return None
 
 
+_KINDS: dict[type, str] = {dict: "a mapping", list: "a list"}
+
+
 def _kind(value: object) -> str:
-    return {dict: "a mapping", list: "a list"}.get(type(value), "a value of another kind")
+    return _KINDS.get(type(value), "a value of another kind")
 
 
 class _CsvLines:
@@ -145,7 +149,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             for row in reader:
                 _check_columns(row, path, lines.number)
                 if row:
-                    yield lines.number, dict(zip(fields, row))
+                    # a short row lacks its last columns; a long row's extra fields have no name
+                    yield lines.number, dict(zip(fields, row, strict=False))
                 lines.next_record()
         except UnicodeDecodeError as exc:
             raise _not_utf8(path, exc) from exc
@@ -172,17 +177,18 @@ def _yaml_rows(path: Path) -> Iterator[tuple[int, dict]]:
             for event in events:
                 if isinstance(event, yaml.SequenceEndEvent):
                     return
+                start = _start(event)
                 if not isinstance(event, yaml.MappingStartEvent):
-                    raise InputError("each subscriber must be a mapping", path=str(path),
-                                     line=event.start_mark.line + 1)
-                line = event.start_mark.line + 1
-                row = _node(event, events, _RowBound(path, line, event.start_mark.index), 2)
+                    raise InputError("each subscriber must be a mapping", path=str(path), line=start.line + 1)
+                line = start.line + 1
+                row = _mapping(events, _RowBound(path, line, start.index), 2)
                 yield line, {key.lower(): value for key, value in row.items()}
         except UnicodeDecodeError as exc:
             raise _not_utf8(path, exc) from exc
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            marked = exc if isinstance(exc, yaml.MarkedYAMLError) else None
+            mark = marked.problem_mark if marked else None
+            problem = (marked and marked.problem) or str(exc).splitlines()[0]
             raise InputError(f"invalid YAML: {problem}", path=str(path), line=mark.line + 1 if mark else None) from exc
 
 
@@ -195,7 +201,7 @@ class _RowBound:
     start_index: int
 
     def check(self, event: yaml.Event) -> None:
-        if event.end_mark.index - self.start_index > MAX_ROW_CHARACTERS:
+        if _end(event).index - self.start_index > MAX_ROW_CHARACTERS:
             raise InputError(f"a row longer than {MAX_ROW_CHARACTERS:,} characters", path=str(self.path),
                              line=self.line)
 
@@ -206,10 +212,10 @@ def _node(start: yaml.Event, events: Iterator[yaml.Event], bound: _RowBound, dep
     bound.check(start)
     if isinstance(start, yaml.AliasEvent):
         raise InputError(f"YAML aliases (*{start.anchor}) are not allowed", path=str(bound.path),
-                         line=start.start_mark.line + 1)
+                         line=_start(start).line + 1)
     if depth > MAX_YAML_DEPTH:
         raise InputError(f"nested deeper than {MAX_YAML_DEPTH} levels", path=str(bound.path),
-                         line=start.start_mark.line + 1)
+                         line=_start(start).line + 1)
     if isinstance(start, yaml.ScalarEvent):
         return None if start.implicit[0] and start.value in _NULLS else start.value
     if isinstance(start, yaml.SequenceStartEvent):
@@ -217,12 +223,34 @@ def _node(start: yaml.Event, events: Iterator[yaml.Event], bound: _RowBound, dep
         while not isinstance(event := next(events), yaml.SequenceEndEvent):
             items.append(_node(event, events, bound, depth + 1))
         return items
-    mapping: dict = {}
+    return _mapping(events, bound, depth)
+
+
+def _mapping(events: Iterator[yaml.Event], bound: _RowBound, depth: int) -> dict[str, object]:
+    """Build the mapping whose start event (at level `depth`) was just taken from `events`."""
+    mapping: dict[str, object] = {}
     while not isinstance(event := next(events), yaml.MappingEndEvent):
         key = _node(event, events, bound, depth + 1)
         mapping[key if isinstance(key, str) else repr(key)] = _node(next(events), events, bound, depth + 1)
     bound.check(event)
     return mapping
+
+
+class _Mark(Protocol):
+    """A place in the YAML text; PyYAML's marks and libyaml's have these."""
+
+    line: int       # from 0
+    index: int      # characters from the start
+
+
+def _start(event: yaml.Event) -> _Mark:
+    assert event.start_mark is not None, "the parser marks every event it makes"
+    return event.start_mark
+
+
+def _end(event: yaml.Event) -> _Mark:
+    assert event.end_mark is not None, "the parser marks every event it makes"
+    return event.end_mark
 
 
 class _NulCheckedText:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from distributor.errors import ChannelStoppedError
 

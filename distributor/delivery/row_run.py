@@ -21,13 +21,17 @@ import threading
 from dataclasses import dataclass
 
 from distributor.channel import PreparedMessage, Recipient, RowSender
-
-from distributor.errors import (ChannelStoppedError, PermanentDeliveryError, SenderThrottledError, TransientDeliveryError,
-                     UncertainDeliveryError)
-from distributor.ledger.store import DeliveryRow, Ledger
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
+from distributor.errors import (
+    ChannelStoppedError,
+    PermanentDeliveryError,
+    SenderThrottledError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+from distributor.ledger.store import DeliveryRow, Ledger
 
 
 @dataclass(frozen=True)
@@ -91,18 +95,19 @@ class RowRun:
 
     async def committed(self) -> None:
         """Return once this round's writes are committed; one commit serves every caller of the round."""
-        self.commit_soon()
-        await self.pending_commit
+        await self.commit_soon()
 
-    def commit_soon(self) -> None:
+    def commit_soon(self) -> asyncio.Future[None]:
         """Commit at the end of this event-loop round, so no transaction stays open across a wait
-        (other processes — a lease renewal, the unsubscribe endpoint — need the write lock too)."""
+        (other processes — a lease renewal, the unsubscribe endpoint — need the write lock too);
+        return the round's future, which the commit settles."""
         if self.pending_commit is None:
             self.pending_commit = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._commit)
+            asyncio.get_running_loop().call_soon(self._commit, self.pending_commit)
+        return self.pending_commit
 
-    def _commit(self) -> None:
-        future, self.pending_commit = self.pending_commit, None
+    def _commit(self, future: asyncio.Future[None]) -> None:
+        self.pending_commit = None
         try:
             self.ledger.commit()
         except Exception as exc:        # every waiter of this round sees the failure

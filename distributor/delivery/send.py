@@ -7,9 +7,11 @@ event loop, and returns one `ChannelOutcome` per channel for the report.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
 from distributor.audience import unsubscribe
 from distributor.channel import Recipient, RowChannel, RowTransport, SendLimits, StepChannel, StepOutcome, Steps
@@ -18,8 +20,13 @@ from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
 from distributor.delivery.row_run import ChannelOutcome, RowRun
 from distributor.delivery.step_run import run_steps
-from distributor.errors import (ChannelStoppedError, DeliveryError,
-                                PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError)
+from distributor.errors import (
+    ChannelStoppedError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
 from distributor.ledger.store import Ledger
 from distributor.render.renditions import Renditions
 from distributor.settings import Settings
@@ -162,7 +169,7 @@ async def send_test_copy(address: str, renditions: Renditions, channels: tuple[R
                 sender = channel.sender(renditions[channel.name], renditions.issue, settings, transport,
                                         unsubscribe_links(settings, secret))
                 message = sender.prepare(recipient, test_copy=True)
-                reply = await policy.run(lambda: sender.deliver(message))
+                reply = await policy.run(functools.partial(sender.deliver, message))
             except DeliveryError as exc:
                 stopped = str(exc) if isinstance(exc, ChannelStoppedError) else None
                 outcomes.append(ChannelOutcome(channel.name, 0, int(stopped is None), 0, stopped,

@@ -19,12 +19,12 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from distributor.channel import KeyValueCache, RecordedSteps, Steps, StepOutcome
+from distributor.channel import KeyValueCache, RecordedSteps, StepOutcome, Steps
 from distributor.delivery.retry import RetryPolicy
 from distributor.errors import (
     ChannelStoppedError,

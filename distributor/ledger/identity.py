@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from distributor.errors import InputError
-from distributor.render.issue import legacy_key
 from distributor.ledger.store import Ledger
 from distributor.models import Issue
+from distributor.render.issue import legacy_key
 
 _DATED_STEM = re.compile(r"^\d{4}-\d{2}-\d{2}-")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping, TextIO
+from typing import TextIO
 
 from distributor.channel import StepState
 from distributor.ledger.store import Ledger
-
 
 
 @dataclass(frozen=True)

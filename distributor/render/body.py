@@ -21,8 +21,8 @@ from urllib.parse import urljoin, urlsplit
 import lxml.html
 from lxml import etree
 
-from distributor.render.markup import render_markdown
 from distributor.models import Body, Issue
+from distributor.render.markup import render_markdown
 from distributor.render.sanitizer import Removal, browser_url, sanitise, url_scheme
 from distributor.settings import SiteSettings
 

@@ -23,12 +23,21 @@ from __future__ import annotations
 
 import bisect
 import re
+from typing import TYPE_CHECKING
 
 import markdown
 from markdown.extensions.footnotes import FootnoteInlineProcessor
-from markdown.inlinepatterns import (ESCAPE_RE, AutolinkInlineProcessor, AutomailInlineProcessor,
-                                     BacktickInlineProcessor, EscapeInlineProcessor, HtmlInlineProcessor,
-                                     InlineProcessor, LinkInlineProcessor, SubstituteTagInlineProcessor)
+from markdown.inlinepatterns import (
+    ESCAPE_RE,
+    AutolinkInlineProcessor,
+    AutomailInlineProcessor,
+    BacktickInlineProcessor,
+    EscapeInlineProcessor,
+    HtmlInlineProcessor,
+    InlineProcessor,
+    LinkInlineProcessor,
+    SubstituteTagInlineProcessor,
+)
 from markdown.treeprocessors import InlineProcessor as InlineTreeprocessor
 from markdown.util import ETX, STX, AtomicString
 
@@ -42,6 +51,24 @@ _IN_ONE_PASS = (LinkInlineProcessor, BacktickInlineProcessor, AutolinkInlineProc
                 HtmlInlineProcessor, SubstituteTagInlineProcessor, FootnoteInlineProcessor)
 _CANDIDATES = range(0xF0000, 0xFFFFE)      # Supplementary Private Use Area-A
 _RESTORED = ("[", "]", "(", "&lt;", "`", "~")
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
+    from markdown.inlinepatterns import Pattern
+
+    class _InlineTreeprocessor(InlineTreeprocessor):
+        """The private methods of Python-Markdown's inline tree processor that `GuardedInline`
+        overrides and calls; its stubs leave them out."""
+
+        def _InlineProcessor__applyPattern(self, pattern: Pattern, data: str, patternIndex: int,
+                                           startIndex: int = 0) -> tuple[str, bool, int]: ...
+
+        def _InlineProcessor__handleInline(self, data: str, patternIndex: int = 0) -> str: ...
+
+        def _InlineProcessor__stashNode(self, node: Element | str, type: str) -> str: ...
+else:
+    _InlineTreeprocessor = InlineTreeprocessor
 
 
 def stand_ins(text: str) -> tuple[str, ...]:
@@ -59,7 +86,7 @@ def stand_ins(text: str) -> tuple[str, ...]:
 
 def restore(html: str, marks: tuple[str, ...]) -> str:
     """Turn the stand-ins back into the brackets they replaced (`<` was text: it is `&lt;` in HTML)."""
-    for mark, bracket in zip(marks, _RESTORED):
+    for mark, bracket in zip(marks, _RESTORED, strict=True):
         html = html.replace(mark, bracket)
     return html
 
@@ -69,7 +96,7 @@ class BracketGuard(InlineProcessor):
 
     def __init__(self, md: markdown.Markdown):
         super().__init__(r"(?!)", md)
-        self.marks = _RESTORED
+        self.marks: tuple[str, ...] = _RESTORED
 
     def guard(self, data: str) -> str:
         if "[" not in data:
@@ -77,7 +104,7 @@ class BracketGuard(InlineProcessor):
         return _Paragraph(data, self.md).rewrite(self.marks)
 
 
-class GuardedInline(InlineTreeprocessor):
+class GuardedInline(_InlineTreeprocessor):
     """Python-Markdown's inline tree processor, which hands the text to `BracketGuard` at its place
     among the patterns (Python-Markdown offers no hook that may change the text there), and takes
     out backslash escapes in one pass."""
@@ -138,8 +165,8 @@ class _Paragraph:
     def __init__(self, data: str, md: markdown.Markdown):
         self.data, self.md = data, md
         self.closers = [index for index, char in enumerate(data) if char == "]"]
-        footnotes = md.inlinePatterns["footnote"] if "footnote" in md.inlinePatterns else None
-        self.footnotes = footnotes.footnotes.footnotes if footnotes is not None else {}
+        footnotes = md.inlinePatterns["footnote"] if "footnote" in md.inlinePatterns else None  # noqa: SIM401 (no get())
+        self.footnotes = footnotes.footnotes.footnotes if isinstance(footnotes, FootnoteInlineProcessor) else {}
         # Names longer than these cannot be defined ones: their text is never sliced off to look up.
         self.longest_footnote = max(map(len, self.footnotes), default=0)
         self.longest_reference = 4 * max(map(len, md.references), default=-1) + 64

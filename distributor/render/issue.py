@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from distributor.errors import InputError
-from distributor.render.liquid import resolve_liquid
 from distributor.models import Issue
-from distributor.settings import SiteSettings
+from distributor.render.liquid import resolve_liquid
 from distributor.render.source import SourceFile, read_source
+from distributor.settings import SiteSettings
 
 # Jekyll names posts YYYY-MM-DD-slug; TinyLab adds the time: YYYY-MM-DD-HH-MM-SS-slug.
 _DATED_NAME = re.compile(
@@ -45,9 +45,9 @@ def load_issue(path: str | Path, site: SiteSettings, *, title: str | None = None
         raise InputError(f"{problem}: add one, or give it with --title TEXT", path=where, line=1)
     if not source.body.strip():
         raise InputError("the issue has no body", path=where, line=source.body_first_line)
-    body, warnings = resolve_liquid(source.body, site, title=title)
+    body, liquid_warnings = resolve_liquid(source.body, site, title=title)
     warnings = tuple(f"{where}:{source.body_first_line + line - 1}: {message}"
-                     for line, message in warnings)
+                     for line, message in liquid_warnings)
     permalink = fields.get("permalink")
     return Issue(
         source_path=source.path,

@@ -39,8 +39,8 @@ import markdown
 from markdown.extensions import Extension
 from markdown.preprocessors import Preprocessor
 
-from distributor.render.brackets import BracketGuard, GuardedInline, restore, stand_ins
 from distributor.errors import InputError
+from distributor.render.brackets import BracketGuard, GuardedInline, restore, stand_ins
 
 MAX_NESTING = 50  # lists and quotes inside one another; the deepest corpus issue nests 4
 _STEP = 4  # Python-Markdown's indentation per nesting level
@@ -102,9 +102,9 @@ class _Container:
             self._closers[key] = [index for index, line in enumerate(self.lines)
                                   if (found := _ANY_FENCE_CLOSER.match(line))
                                   and found.group(1)[0] == mark[0] and len(found.group(1)) >= len(mark)]
-        found = self._closers[key]
-        at = bisect.bisect_right(found, i)
-        return found[at] if at < len(found) else None
+        closers = self._closers[key]
+        at = bisect.bisect_right(closers, i)
+        return closers[at] if at < len(closers) else None
 
     def first_line_with(self, i: int, closer: str, pattern: re.Pattern[str]) -> int | None:
         """Index of the first line from `i` on in which `pattern` (named `closer`) is found."""
@@ -187,8 +187,8 @@ class _BlockNormaliser:
             return _Block("block", i + 1, [line.strip()])
         if _QUOTE.match(line):
             return self._quote(where, i)
-        if (end := self._html_end(where, i)) is not None:
-            return _Block("block", end, lines[i:end])
+        if (html_end := self._html_end(where, i)) is not None:
+            return _Block("block", html_end, lines[i:html_end])
         item = _LIST_ITEM.match(line)
         if item and (last != "para" or self._interrupts_paragraph(line, item)):
             return self._item(where, i, item)
@@ -223,10 +223,9 @@ class _BlockNormaliser:
         lines = where.lines
         line, marker = lines[i], item.group(2)
         after_marker = len(item.group(1)) + len(marker)
-        if not line[item.end() :].strip() or len(item.group(4)) > _STEP:
-            content_column = after_marker + 1
-        else:
-            content_column = item.end()
+        # After a blank first line, or before indented code, the content starts one space past the marker.
+        one_past_marker = not line[item.end() :].strip() or len(item.group(4)) > _STEP
+        content_column = after_marker + 1 if one_past_marker else item.end()
         content, end = [line[content_column:]], i + 1
         while end < len(lines):
             text = lines[end]
@@ -320,9 +319,10 @@ class _UnclosedFencesHidden(Preprocessor):
     in raw HTML blocks) with the fence lines that can neither open nor close a block hidden behind a
     stand-in: its regex rescans from each of them to the end of the text."""
 
-    def __init__(self, md: markdown.Markdown, fenced: Preprocessor):
+    def __init__(self, md: markdown.Markdown, fenced: Preprocessor, guard: BracketGuard):
         super().__init__(md)
         self._fenced = fenced
+        self._guard = guard
 
     def run(self, lines: list[str]) -> list[str]:
         fences = [(index, found.group(1)) for index, line in enumerate(lines) if (found := _FENCE_RUN.match(line))]
@@ -330,7 +330,7 @@ class _UnclosedFencesHidden(Preprocessor):
         openers: dict[str, int] = {}
         for index, fence in fences:
             openers.setdefault(fence, index)                                                   # first of each
-        marks = self.md.inlinePatterns["bracket_guard"].marks
+        marks = self._guard.marks
         # Hidden: no closing line after it, and not itself the closing line of an earlier opener.
         hidden = {index for index, fence in fences if closers.get(fence, -1) <= index
                   and (lines[index].rstrip(" ") != fence or openers[fence] == index)}
@@ -341,24 +341,36 @@ class _UnclosedFencesHidden(Preprocessor):
 
 class _CommonMarkBlocks(Extension):
     """Register the block normaliser between whitespace normalising and fenced code, and the
-    bracket guard among the inline patterns."""
+    bracket guard among the inline patterns (kept as `guard`, for the converter's stand-ins)."""
+
+    guard: BracketGuard
 
     def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 (Python-Markdown API)
+        self.guard = BracketGuard(md)
         md.preprocessors.register(_NormaliseBlocks(md), "commonmark_blocks", 27)
-        md.preprocessors.register(_UnclosedFencesHidden(md, md.preprocessors["fenced_code_block"]),
+        md.preprocessors.register(_UnclosedFencesHidden(md, md.preprocessors["fenced_code_block"], self.guard),
                                   "fenced_code_block", 25)
         # After code spans (190) and escapes (180), before footnotes (175) and links (170-125).
-        md.inlinePatterns.register(BracketGuard(md), "bracket_guard", 177)
+        md.inlinePatterns.register(self.guard, "bracket_guard", 177)
         md.treeprocessors.register(GuardedInline(md), "inline", 20)
 
 
 _local = threading.local()
 
 
-def _converter() -> markdown.Markdown:
+@dataclass(frozen=True)
+class _Converter:
+    """One thread's Markdown converter and the bracket guard registered in it."""
+
+    md: markdown.Markdown
+    guard: BracketGuard
+
+
+def _converter() -> _Converter:
     converter = getattr(_local, "converter", None)
     if converter is None:
-        converter = markdown.Markdown(extensions=["extra", "sane_lists", _CommonMarkBlocks()])
+        blocks = _CommonMarkBlocks()
+        converter = _Converter(markdown.Markdown(extensions=["extra", "sane_lists", blocks]), blocks.guard)
         _local.converter = converter
     return converter
 
@@ -367,14 +379,14 @@ def render_markdown(body: str) -> str:
     """Render an issue body (front matter already removed, Liquid already resolved) to an HTML fragment.
     Raise `MarkupTooDeep` for lists or quotes nested past `MAX_NESTING`."""
     converter = _converter()
-    converter.reset()
-    guard = converter.inlinePatterns["bracket_guard"]
+    converter.md.reset()
+    guard = converter.guard
     guard.marks = stand_ins(body)
     # A `<` after the last `>` can open no tag, comment or autolink: a stand-in keeps Python's HTML
     # parser from scanning to the end from each of them.
     last = body.rfind(">") + 1
     body = body[:last] + body[last:].replace("<", guard.marks[3])
     try:
-        return restore(converter.convert(body), guard.marks)
+        return restore(converter.md.convert(body), guard.marks)
     except RecursionError as exc:     # other nesting Python-Markdown recurses on: `markdown="1"` HTML, definitions
         raise InputError("the Markdown is nested too deeply to render") from exc

@@ -1,10 +1,10 @@
 """Load an issue and render it once for each channel asked for."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from distributor import registry
 from distributor.channel import Rendition

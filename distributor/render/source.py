@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from distributor.validate.bounded import BoundedSafeLoader, read_regular_file
 from distributor.errors import InputError
+from distributor.validate.bounded import BoundedSafeLoader, read_regular_file
 
 MAX_ISSUE_BYTES = 2 * 1024 * 1024
 MAX_FRONT_MATTER_DEPTH = 10

@@ -5,9 +5,10 @@ import asyncio
 import dataclasses
 import email.policy
 import email.utils
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Mapping, TextIO
+from typing import TextIO
 
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.smtp import SmtpPool, to_wire
@@ -70,7 +71,7 @@ def deliver_report(report: JobReport, settings: Settings, out: TextIO, err: Text
     if not operator:
         return
     try:
-        mail_report(report, settings)
+        mail_report(report, settings, operator)
     except (DeliveryError, InputError) as exc:
         print(f"distributor: warning: the report for job {report.job_id} was not mailed to {operator}: {exc}",
               file=err)
@@ -78,12 +79,12 @@ def deliver_report(report: JobReport, settings: Settings, out: TextIO, err: Text
         print(f"job {report.job_id}: report mailed to {operator}", file=out)
 
 
-def report_message(report: JobReport, settings: Settings) -> EmailMessage:
-    """Build the report as a UTF-8 plain-text message from the newsletter's sender to the operator."""
+def report_message(report: JobReport, settings: Settings, operator: str) -> EmailMessage:
+    """Build the report as a UTF-8 plain-text message from the newsletter's sender to `operator`."""
     sender = settings.channels.email
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = email.utils.formataddr((sender.from_name, sender.from_address))
-    message["To"] = settings.schedule.operator_email
+    message["To"] = operator
     message["Subject"] = report.subject()
     message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = email.utils.make_msgid(domain=sender.from_address.rpartition("@")[2] or None)
@@ -92,13 +93,13 @@ def report_message(report: JobReport, settings: Settings) -> EmailMessage:
     return message
 
 
-def mail_report(report: JobReport, settings: Settings) -> str:
-    """Send the report to `schedule.operator_email` over one relay session; return the relay's reply.
-    Raises `DeliveryError` when the relay does not take it."""
-    message = report_message(report, settings)
+def mail_report(report: JobReport, settings: Settings, operator: str) -> str:
+    """Send the report to `operator` (`schedule.operator_email`) over one relay session; return the
+    relay's reply. Raises `DeliveryError` when the relay does not take it."""
+    message = report_message(report, settings, operator)
     envelope_from = settings.channels.email.return_path or settings.channels.email.from_address
     wire = to_wire(message.as_bytes())
-    return asyncio.run(_send(settings, envelope_from, settings.schedule.operator_email, wire))
+    return asyncio.run(_send(settings, envelope_from, operator, wire))
 
 
 async def _send(settings: Settings, envelope_from: str, recipient: str, wire: bytes) -> str:

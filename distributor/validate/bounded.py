@@ -69,7 +69,9 @@ class BoundedSafeLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
-            raise ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed", event.start_mark)
+            # This pure-Python loader's events carry yaml.Mark (the stubs allow libyaml's marks too).
+            mark = event.start_mark if isinstance(event.start_mark, yaml.Mark) else None
+            raise ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed", mark)
         if self._depth >= self._max_depth:
             raise ComposerError(None, None, f"nested deeper than {self._max_depth} levels", event.start_mark)
         self._depth += 1

@@ -10,6 +10,7 @@ issue and the site files run none, even opened on their own, since they hold mar
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import re
@@ -24,8 +25,8 @@ from urllib.parse import parse_qs
 import jinja2
 
 from distributor.errors import InputError
-from distributor.web.preview_page import RenderedPreview, page_html, render_preview, site_file, static_file
 from distributor.settings import Settings
+from distributor.web.preview_page import RenderedPreview, page_html, render_preview, site_file, static_file
 
 POLL_SECONDS = 0.3
 LONG_POLL_SECONDS = 20.0
@@ -56,6 +57,7 @@ class PreviewState:
 
     def refresh(self) -> None:
         """Render the issue again; an unusable issue or template keeps the last good panels and says why."""
+        preview: RenderedPreview | None
         try:
             preview, error = render_preview(self.issue, self.settings, self.title), None
         except (InputError, jinja2.TemplateError) as exc:
@@ -114,13 +116,14 @@ class PreviewHandler(BaseHTTPRequestHandler):
 
     server_version = "distributor-preview"
     state: PreviewState          # set on the subclass that handler_for makes
+    server: ThreadingHTTPServer  # the one serve_preview makes
     policy = DOCUMENT_POLICY     # until the request is read; the page's own answer widens it
 
     def do_GET(self) -> None:
         """Answer one GET request from the preview page."""
         path, _, query = self.path.partition("?")     # a request target is a path and a query, nothing else
         self.policy = PAGE_POLICY if path == "/" else DOCUMENT_POLICY
-        port = self.server.server_address[1]
+        port = self.server.server_port
         # Refusing other Host names keeps pages on other sites from reading the preview (DNS rebinding).
         if self.headers.get("Host") not in {f"127.0.0.1:{port}", f"localhost:{port}"}:
             self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host\n", TEXT)
@@ -150,7 +153,7 @@ class PreviewHandler(BaseHTTPRequestHandler):
             body = path.read_bytes() if path is not None else None
         except OSError:             # removed or unreadable since it was found
             body = None
-        if body is None:
+        if path is None or body is None:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", TEXT)
         else:
             self._send(HTTPStatus.OK, body, mimetypes.guess_type(path.name)[0] or "application/octet-stream")
@@ -176,10 +179,9 @@ class PreviewHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        try:
+        # The page was closed or reloaded while it waited: nobody is left to answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass    # the page was closed or reloaded while it waited: nobody is left to answer
 
     def log_message(self, format: str, *args: object) -> None:
         """Keep the terminal for render messages; requests are not worth a line each."""

@@ -18,14 +18,14 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 from urllib.parse import parse_qs
 
 from distributor.audience import unsubscribe
 from distributor.ledger.store import Ledger, open_ledger
-from distributor.settings import Settings, load_settings, secret_from_env
 from distributor.render.templating import environment
+from distributor.settings import Settings, load_settings, secret_from_env
 
 MAX_BODY_BYTES = 16 * 1024     # a one-click POST or the page's button is a few dozen bytes
 PAGE_FIELD, PAGE_VALUE = "confirm", "unsubscribe"   # the name and value of the page's button
