@@ -165,7 +165,8 @@ class _Paragraph:
     def __init__(self, data: str, md: markdown.Markdown):
         self.data, self.md = data, md
         self.closers = [index for index, char in enumerate(data) if char == "]"]
-        footnotes = md.inlinePatterns["footnote"] if "footnote" in md.inlinePatterns else None  # noqa: SIM401 (no get())
+        patterns = md.inlinePatterns
+        footnotes = patterns["footnote"] if "footnote" in patterns else None  # noqa: SIM401 (a Registry has no get())
         self.footnotes = footnotes.footnotes.footnotes if isinstance(footnotes, FootnoteInlineProcessor) else {}
         # Names longer than these cannot be defined ones: their text is never sliced off to look up.
         self.longest_footnote = max(map(len, self.footnotes), default=0)
