@@ -12,25 +12,32 @@ by the core:
   run (`delivery.step_run`) holds the issue's lease, retries each call and records each step; the
   channel's steps say what to call and what to record.
 
-Either way the adapter only classifies a failure into `distributor.errors` (permanent, transient,
-uncertain, stopped); it never retries, sleeps or writes the ledger. A dry run hands the channel a
-sink (`open_transport(..., sink=out)` / the console client) instead of its real client: the same
-code runs, nothing leaves the machine.
+Either way the adapter makes one attempt and classifies a failure into `distributor.errors`:
+`PermanentDeliveryError` (this recipient never will), `TransientDeliveryError` (try again later; a
+`SenderThrottledError` slows the whole channel down), `UncertainDeliveryError` (it may have gone
+through: never repeated), `ChannelStoppedError` (the service refuses everyone for now: the row goes
+back to pending and the run stops, exit 3, to be resumed). It never retries, sleeps or writes the
+ledger. A dry run hands the channel a sink (`open_transport(..., sink=out)`, `steps(..., sink=out)`)
+instead of its real client: the same code runs, nothing leaves the machine.
 
 Adding a channel, say a fax gateway, in a package of its own:
 
 1. Write its settings block: a frozen dataclass with `enabled: bool` and whatever it needs, every
    field defaulted; declare per-key checks in `text_checks` / `bounds` (see `settings.py`).
 2. Subclass `RowChannel` (per-recipient sends) or `StepChannel`, set `name` and `settings_class`,
-   and implement `render` (pure: no network, no ledger) and the delivery half.
+   and implement `render` (pure: no network, no ledger) and the delivery half. A row channel's
+   recipients come from the subscriber file its `recipients_file` names, read by the core (CSV or YAML
+   with an `email` column: the address identifies the recipient); the core signs each row's
+   unsubscribe link with `$DISTRIBUTOR_UNSUBSCRIBE_SECRET` and refuses a real run without it.
+   `check` lets `distributor check` and `schedule add` reach the channel's service.
 3. Register the class under the entry point group `distributor.channels` in its pyproject.toml:
 
        [project.entry-points."distributor.channels"]
        fax = "distributor_fax:FaxChannel"
 
    Once installed, `channels.fax` is a settings block, `--channel fax` is accepted, `preview` writes
-   its files, and `publish`, a resumed `publish` and `status` handle it like the built-in channels.
-   tests/pager_channel.py is such a channel, registered only by the tests.
+   its files, and `publish`, a resumed `publish`, `status` and `check` handle it like the built-in
+   channels. tests/pager_channel.py is such a channel, registered only by the tests.
 """
 from __future__ import annotations
 
@@ -88,6 +95,18 @@ class ArchiveFile:
     data: bytes
 
 
+@dataclass(frozen=True)
+class ServiceCheck:
+    """How reaching the service a channel delivers through went (`distributor check`)."""
+
+    service: str         # "smtp", "wechat", …
+    healthy: bool
+    detail: str          # e.g. the relay's greeting and TLS, the token fetched, or why it failed
+
+    def line(self) -> str:
+        return f"{self.service}: {self.detail}"
+
+
 class Channel(ABC):
     """What every channel declares and renders. Subclass `RowChannel` or `StepChannel`."""
 
@@ -116,6 +135,12 @@ class Channel(ABC):
 
     def archive(self, rendition: Any, issue: Issue, settings: Settings) -> ArchiveFile | None:
         """Return a file to write when the issue is published, if the channel keeps one."""
+        return None
+
+    def check(self, settings: Settings, cache: KeyValueCache) -> ServiceCheck | None:
+        """Reach the service this channel delivers through as a publish would (connect, log in), and
+        send nothing; None when there is nothing to check. Channels of one transport group are checked
+        once."""
         return None
 
 
@@ -228,24 +253,28 @@ OutcomeT_co = TypeVar("OutcomeT_co", bound=StepOutcome, covariant=True)
 
 
 class Steps(Protocol[OutcomeT_co]):
-    """A channel's steps for one issue: `channel` names its checkpoints and lease, `label` the channel in
-    messages ("WeChat"), and `run` does what the recorded steps leave to do."""
-
-    @property
-    def channel(self) -> str: ...
-
-    @property
-    def label(self) -> str: ...
+    """A channel's steps for one issue: `run` does what the recorded steps leave to do."""
 
     def run(self, context: StepContext) -> Awaitable[OutcomeT_co]: ...
 
 
 @dataclass(frozen=True)
+class StepFailure:
+    """Why the last run of an issue's steps ended early: at which step, what kind of failure
+    (stopped, uncertain, bad input, failed), and the error's text."""
+
+    step: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class RecordedSteps:
     """What the ledger records of an issue's steps on a channel, for `status`: each step's value by name,
-    and the run holding the lease right now (None when none does)."""
+    the last run's failure if it ended early, and the run holding the lease right now (None when none does)."""
 
     steps: Mapping[str, str]
+    failure: StepFailure | None
     holder: str | None
     held_until: float | None
 
@@ -268,6 +297,8 @@ class StepState(Protocol):
 
 class StepChannel(Channel):
     """A channel delivered as checkpointed steps under a lease (one account, not a list of recipients)."""
+
+    label: ClassVar[str]        # the channel's name in messages ("WeChat")
 
     @abstractmethod
     def steps(self, rendition: Any, issue: Issue, settings: Settings, cache: KeyValueCache, *,

@@ -25,7 +25,7 @@ if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && 
         echo "bootstrap: could not install chromium; the preview browser test will be skipped" >&2
 fi
 
-# SpamAssassin scores the email the pipeline builds (`spamassassin -L`: local rules, no network).
+# SpamAssassin scores the email the distributor builds (`spamassassin -L`: local rules, no network).
 if [ "${1:-}" = "test" ] && ! command -v spamassassin >/dev/null && [ "$(id -u)" = 0 ] &&
     command -v apt-get >/dev/null; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq spamassassin >/dev/null; } ||

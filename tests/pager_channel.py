@@ -33,7 +33,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TextIO
 from urllib.parse import urlsplit
 
-from distributor.channel import PreparedMessage, Recipient, RenditionSummary, RowChannel, RowTransport, SendLimits
+from distributor.channel import (
+    KeyValueCache,
+    PreparedMessage,
+    Recipient,
+    RenditionSummary,
+    RowChannel,
+    RowTransport,
+    SendLimits,
+    ServiceCheck,
+)
 from distributor.errors import (
     ChannelStoppedError,
     PermanentDeliveryError,
@@ -127,6 +136,14 @@ class PagerChannel(RowChannel):
 
     def describe(self, rendition: PagerRendition, issue: Issue, settings: Settings, recipients: int) -> str:
         return f"{recipients} recipients, {len(rendition.text)} characters per page"
+
+    def check(self, settings: Settings, cache: KeyValueCache) -> ServiceCheck:
+        pager = settings.channels.pager
+        try:
+            asyncio.run(PagerGateway(pager.gateway_url, pager.timeout_seconds).open())
+        except ChannelStoppedError as exc:
+            return ServiceCheck("pager", False, str(exc))
+        return ServiceCheck("pager", True, f"gateway {pager.gateway_url} is healthy")
 
 
 class PagerSender:

@@ -25,6 +25,9 @@ from distributor.settings import Settings
 from .conftest import EXAMPLE, ROOT
 from .pager_channel import SUMMARY_CHARACTERS, PagerChannel, retry_after_seconds
 from .pager_gateway import PagerGateway
+from .publish_helpers import configure as configure_email
+from .publish_helpers import received_by
+from .smtp_server import FaultySmtpServer
 
 ENTRY_POINT = "tests.pager_channel:PagerChannel"
 TITLE = "示例周报·11 月 / 第四期 / 2026"
@@ -51,8 +54,10 @@ def fresh_registry() -> Iterator[None]:
 
 
 @pytest.fixture
-def pager_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: None) -> Path:
-    """Register the pager channel for this test only; return the folder that holds its dist-info."""
+def pager_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: None,
+                 unsubscribe_secret: str) -> Path:
+    """Register the pager channel for this test only; return the folder that holds its dist-info. The
+    secret is set as for any channel with recipients: the core signs their unsubscribe links."""
     site = write_plugin(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))
     return site
@@ -298,3 +303,47 @@ def test_retry_after_is_read_as_seconds_or_a_date():
     assert retry_after_seconds("Fri, 27 Nov 2026 08:00:30 GMT", now) == 30.0
     assert retry_after_seconds("Fri, 27 Nov 2026 07:00:00 GMT", now) == 0.0
     assert retry_after_seconds("soon", now) is None and retry_after_seconds(None, now) is None
+
+
+def test_without_the_secret_a_real_publish_is_refused_for_a_channel_with_recipients(pager_plugin, tmp_path,
+                                                                                     monkeypatch, capsys):
+    monkeypatch.delenv("DISTRIBUTOR_UNSUBSCRIBE_SECRET")
+    with PagerGateway() as gateway:
+        settings = configure(tmp_path, gateway.url, addresses(2))
+        assert publish(settings) == EXIT_BAD_INPUT
+        assert gateway.pages == []
+    assert "set the environment variable DISTRIBUTOR_UNSUBSCRIBE_SECRET" in capsys.readouterr().err
+
+
+def test_a_stopped_transport_group_stops_only_its_own_channels_and_caps_count_only_its_own(pager_plugin,
+                                                                                          tmp_path):
+    # Earlier pages do not count against the relay's hourly cap, and the pager gateway being down (its
+    # channel runs first here) does not keep the email channel from sending.
+    mail = ["m1@example.org", "m2@example.org", "m3@example.org"]
+    with PagerGateway() as gateway:
+        settings = configure(tmp_path, gateway.url, addresses(5))
+        assert publish(settings) == EXIT_OK and len(gateway.pages) == 5
+    with FaultySmtpServer() as server:
+        settings = configure_email(tmp_path, server, mail, smtp_extra="  hourly_cap: 3")
+        pagers = tmp_path / "pagers.csv"
+        pagers.write_text("email\n" + "".join(f"{address}\n" for address in addresses(7)), encoding="utf-8")
+        settings.write_text(settings.read_text(encoding="utf-8").replace(
+            "  text: {enabled: false}\n",
+            f"  text: {{enabled: false}}\n  pager:\n    pagers: {pagers}\n    gateway_url: http://127.0.0.1:9/\n"),
+            encoding="utf-8")
+        status = cli.main(["--settings", str(settings), "publish", str(EXAMPLE), "--yes",
+                           "--channel", "pager", "--channel", "email"])
+        assert received_by(server) == {address: 1 for address in mail}
+    assert status == EXIT_STOPPED               # the pager's gateway is unreachable: a later run resumes it
+    assert sorted(status for status, _, _ in ledger_rows(tmp_path).values()) == ["pending"] * 2 + ["sent"] * 5
+
+
+def test_check_reaches_the_pager_gateway_as_it_does_the_relay(pager_plugin, tmp_path, capsys):
+    with PagerGateway() as gateway:
+        settings = configure(tmp_path, gateway.url, addresses(1))
+        assert cli.main(["--settings", str(settings), "check"]) == EXIT_OK
+        assert capsys.readouterr().out.splitlines() == [f"pager: gateway {gateway.url} is healthy"]
+        assert gateway.requests == [("GET", "/health")] and gateway.pages == []
+    settings = configure(tmp_path, "http://127.0.0.1:9/", addresses(1))
+    assert cli.main(["--settings", str(settings), "check"]) == EXIT_FAILED
+    assert capsys.readouterr().out.startswith("pager: pager gateway http://127.0.0.1:9/ cannot be reached")

@@ -1,4 +1,4 @@
-"""Tests for distributor.markup: Markdown body to HTML fragment, checked against real issues."""
+"""Tests for distributor.render.markup: Markdown body to HTML fragment, checked against real issues."""
 
 from __future__ import annotations
 

@@ -108,14 +108,17 @@ def test_a_run_resumed_after_a_kill_does_not_mail_an_address_removed_in_between(
         server.release()
         sent = [message.rcpt_tos[0] for message in server.messages]
         held = {message.rcpt_tos[0] for message in server.withheld}
-        assert len(sent) == 10 and len(set(sent)) == 10 and not held & set(sent)
-        removed = [a for a in addresses if a not in sent and a not in held][-10:]
+        # Besides the held messages, a row claimed by another session of the pool may have been on its
+        # way to the server at the kill: uncertain too, whether or not the server saw its message.
+        uncertain = {address for address, status in deliveries(tmp_path).items() if status == "uncertain"}
+        assert len(sent) == 10 and len(set(sent)) == 10 and not held & set(sent) and held <= uncertain
+        removed = [a for a in addresses if a not in sent and a not in uncertain][-10:]
         write_subscribers(tmp_path, [a for a in addresses if a not in removed])
         result = cli(settings, "publish", str(EXAMPLE), "--yes")
         counts = received_by(server)
     # The messages held at the kill went out up to their final dot: uncertain, so never sent again (exit 1).
     assert result.returncode == 1 and "uncertain from earlier runs" in result.stdout, result.stdout + result.stderr
-    assert counts == {a: 1 for a in addresses if a not in removed and a not in held}
+    assert counts == {a: 1 for a in addresses if a not in removed and a not in uncertain}
     assert "email: not mailing 10 recipients no longer in" in result.stderr
     assert not set(removed) & set(deliveries(tmp_path))
 

@@ -146,8 +146,9 @@ def run(settings: Settings, issue_path: Path, **options) -> WechatOutcome:
         steps = wechat_steps(renditions["wechat"], renditions.issue, settings, ledger, **options)
         wechat = settings.channels.wechat
         policy = RetryPolicy.from_settings(settings.retry)
-        return asyncio.run(run_steps(steps, ledger, renditions.issue.key, policy=policy,
-                                     lease_seconds=wechat.lease_seconds, lease_wait_seconds=wechat.lease_wait_seconds))
+        return asyncio.run(run_steps(steps, ledger, renditions.issue.key, channel="wechat", label="WeChat",
+                                     policy=policy, lease_seconds=wechat.lease_seconds,
+                                     lease_wait_seconds=wechat.lease_wait_seconds))
     finally:
         ledger.close()
 
@@ -642,3 +643,14 @@ def test_content_just_under_the_limit_with_the_longest_urls_is_published(tmp_pat
     assert published.returncode == 0, published.stdout + published.stderr
     assert len(stub.requests("media/uploadimg")) == 4 and len(stub.drafts()) == 1
     assert len(the_draft(stub)["content"]) < 19_999
+
+
+def test_check_fetches_a_token_and_names_a_wrong_secret(tmp_path, stub):
+    for folder in (tmp_path / "good", tmp_path / "bad"):      # each its own ledger: no token cached yet
+        folder.mkdir()
+        configure(folder, stub, extra="  email: {enabled: false}\n  text: {enabled: false}")
+    good = cli(tmp_path / "good", "check")
+    assert good.returncode == 0 and good.stdout.splitlines() == [f"wechat: access token fetched for {stub.app_id}"], \
+        good.stdout + good.stderr
+    bad = cli(tmp_path / "bad", "check", secret="not-the-secret")
+    assert bad.returncode == 1 and bad.stdout.startswith("wechat: ") and "app secret" in bad.stdout, bad.stdout

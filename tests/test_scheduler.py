@@ -74,7 +74,7 @@ def issue_file(tmp_path: Path, name: str) -> Path:
 
 
 def command(settings: Path, *args: str, now=time.time) -> tuple[int, str, str]:
-    """Run a command of schedule_commands in this process, reading the clock `now` (the real
+    """Run a schedule command (distributor.commands) in this process, reading the clock `now` (the real
     command line is `distributor.cli`, which adds the same commands with the real clock)."""
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True), now=now)

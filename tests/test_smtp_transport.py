@@ -430,7 +430,7 @@ def test_the_ehlo_name_is_the_configured_one_or_the_machines_fqdn() -> None:
                                               ("mail.example.org.", "invalid host name"),
                                               ("bad name", "invalid host name")])
 def test_the_transport_checks_the_ehlo_name_as_settings_do(name: str, problem: str | None) -> None:
-    """One check of the EHLO name (distributor.addresses), in settings and in SmtpConfig alike."""
+    """One check of the EHLO name (distributor.validate.addresses), in settings and in SmtpConfig alike."""
     config = dict(host="127.0.0.1", port=25, security="plain", username=None, password=None,
                   timeout_seconds=2.0, pool_size=1, local_hostname=name)
     if problem is None:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+
+from distributor.ledger.store import open_ledger
+from distributor.render.issue import load_issue
+from distributor.settings import LedgerSettings, SiteSettings
 
 from .conftest import EXAMPLE
 from .test_publish_wechat import cli, configure, publish_cli, serving, site_folder, write_issue
@@ -102,3 +107,20 @@ def test_the_bundled_example_dry_runs_its_wechat_steps_with_no_settings_and_no_n
     assert list(tmp_path.iterdir()) == []
     refused = distributor("publish", str(EXAMPLE), "--channel", "wechat", "--yes")
     assert refused.returncode == 2 and "channels.wechat.app_id is not set" in refused.stderr
+
+
+def test_a_dry_run_neither_waits_for_nor_takes_a_lease_another_run_holds(tmp_path, stub, site):
+    configure(tmp_path, stub, site_root=site)
+    issue = write_issue(tmp_path)
+    assert publish_cli(tmp_path, issue).returncode == 0
+    key = load_issue(issue, SiteSettings()).key
+    with open_ledger(LedgerSettings(path=str(tmp_path / "ledger.sqlite3"))) as ledger:
+        held = ledger.take_lease(f"wechat:{key}", "a-real-run", 600)
+    assert held.holder == "a-real-run"
+    started = time.monotonic()
+    result = publish_cli(tmp_path, issue, "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 20      # lease_wait_seconds is 30: it did not wait for the lease
+    assert any(line.startswith("wechat: draft") for line in wechat_lines(result.stdout)), result.stdout
+    with open_ledger(LedgerSettings(path=str(tmp_path / "ledger.sqlite3"))) as ledger:
+        assert ledger.lease(f"wechat:{key}").holder == "a-real-run"

@@ -1,17 +1,19 @@
 """What the two mail channels (email, text) share: one SMTP pool, one message per recipient."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from distributor.channel import Recipient, RowChannel, RowTransport, SendLimits
+from distributor.channel import KeyValueCache, Recipient, RowChannel, RowTransport, SendLimits, ServiceCheck
 from distributor.channels.mail.console_sink import ConsoleSink
 from distributor.channels.mail.message import MessageParts, MessageTemplate
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.sender import MailSender
-from distributor.channels.mail.smtp import SmtpPool
+from distributor.channels.mail.smtp import SmtpPool, check_relay
+from distributor.errors import DeliveryError
 from distributor.models import Issue
 from distributor.settings import Settings, missing_env
 
@@ -58,11 +60,16 @@ class MailChannel(RowChannel):
         size = len(self.sample_message(rendition, issue, settings))
         return f"{recipients} recipients, subject {issue.title!r}, {size / 1024:.1f} KB per message"
 
+    def check(self, settings: Settings, cache: KeyValueCache) -> ServiceCheck:
+        try:
+            return ServiceCheck("smtp", True, asyncio.run(check_relay(smtp_config(settings))))
+        except DeliveryError as exc:
+            return ServiceCheck("smtp", False, f"{exc}" + (f": {exc.reply}" if exc.reply else ""))
+
     def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
         if not (test_copy or self.recipients_file(settings)):
             return [f"channels.{self.name}.subscribers is not set: no one to send the {self.name} channel to"]
-        problems = missing_env(settings.unsubscribe_secret_env, "the unsubscribe links' secret")
         if settings.smtp.username:
-            problems += missing_env(settings.smtp.password_env, "the SMTP password (smtp.username is set)")
-        return problems
+            return missing_env(settings.smtp.password_env, "the SMTP password (smtp.username is set)")
+        return []
 

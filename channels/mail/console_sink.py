@@ -1,6 +1,6 @@
 """A transport that stands in for the SMTP relay in a dry run: it counts and shows, sends nothing.
 
-It takes the same calls as `SmtpPool`, so a dry run goes through the real pipeline (render,
+It takes the same calls as `SmtpPool`, so a dry run goes through the real publish (render,
 plan, rate limit, retry, personalise) and only the hand-over differs.
 """
 from __future__ import annotations

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from distributor.channel import KeyValueCache, LeaseTimes, RecordedSteps, RenditionSummary, StepChannel
+from distributor.channel import KeyValueCache, LeaseTimes, RecordedSteps, RenditionSummary, ServiceCheck, StepChannel
 from distributor.channels.wechat.article import WechatRendition, content_as_sent, limit_violations, render_wechat
-from distributor.channels.wechat.publisher import WechatSteps, wechat_steps
+from distributor.channels.wechat.publisher import WechatSteps, wechat_api, wechat_steps
 from distributor.channels.wechat.settings import WechatSettings
 from distributor.channels.wechat.state import WechatState, wechat_state
+from distributor.errors import DeliveryError
 from distributor.models import Body, Issue
 from distributor.settings import Settings, missing_env
 
 
 class WechatChannel(StepChannel):
     name = "wechat"
+    label = "WeChat"
     settings_class = WechatSettings
 
     def render(self, issue: Issue, body: Body, settings: Settings) -> WechatRendition:
@@ -33,6 +35,16 @@ class WechatChannel(StepChannel):
         no_app_id = "channels.wechat.app_id is not set (or set channels.wechat.enabled: false)"
         problems = [] if wechat.app_id else [no_app_id]
         return problems + missing_env(wechat.app_secret_env, "the WeChat AppSecret")
+
+    def check(self, settings: Settings, cache: KeyValueCache) -> ServiceCheck | None:
+        app_id = settings.channels.wechat.app_id
+        if not app_id:
+            return None
+        try:
+            wechat_api(settings, cache).access_token()
+        except DeliveryError as exc:
+            return ServiceCheck("wechat", False, str(exc))
+        return ServiceCheck("wechat", True, f"access token fetched for {app_id}")
 
     def describe(self, rendition: WechatRendition, settings: Settings) -> str:
         wechat = settings.channels.wechat

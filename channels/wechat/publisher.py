@@ -52,8 +52,6 @@ from distributor.errors import (
 from distributor.models import Issue
 from distributor.settings import Settings, secret_from_env
 
-CHANNEL = "wechat"
-LABEL = "WeChat"
 TOKEN_KIND, IMAGE_KIND, COVER_KIND = "wechat-token", "wechat-image", "wechat-cover"
 RESUBMIT_AFTER_SECONDS = 600.0
 # Server and local clocks may disagree; a found item this much older than the attempt still counts.
@@ -180,9 +178,6 @@ class WechatSteps:
     """The steps of one publish of the article, in the configured mode, or of a preview of its draft
     sent to the WeChat account `to_wechat`. The step run hands them a `StepContext`; `client` makes
     the calls and `fetch` gets the remote images."""
-
-    channel = CHANNEL
-    label = LABEL
 
     def __init__(self, rendition: WechatRendition, issue: Issue, settings: Settings, client: WechatClient,
                  fetch: Fetch, to_wechat: str | None = None):

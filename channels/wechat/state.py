@@ -2,12 +2,11 @@
 done, the last run's failure with its reason, what the state means, and the command that goes on."""
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from distributor.channel import RecordedSteps
+from distributor.channel import RecordedSteps, StepFailure
 
 
 @dataclass(frozen=True)
@@ -50,10 +49,9 @@ def wechat_state(recorded: RecordedSteps, content_hash: str, publish_command: st
     """Return what is recorded of the issue's WeChat steps (None when nothing is), read against the
     issue file as it is now (`content_hash`) and the configured `mode`; `publish_command` is the
     command line that publishes the issue on WeChat."""
-    steps = recorded.steps
-    if not steps and recorded.holder is None:
+    steps, failure = recorded.steps, recorded.failure
+    if not steps and failure is None and recorded.holder is None:
         return None
-    failure = json.loads(steps["failure"]) if "failure" in steps else {}
     draft_hash = steps.get("draft_hash") if "draft" in steps else None
     held_by = None
     if recorded.holder is not None and recorded.held_until is not None:
@@ -64,13 +62,14 @@ def wechat_state(recorded: RecordedSteps, content_hash: str, publish_command: st
         images=steps.get("images"), cover_media_id=steps.get("cover"), draft_media_id=steps.get("draft"),
         draft_is_current=None if draft_hash is None else draft_hash == content_hash,
         publish_id=steps.get("publish_id"), article_url=steps.get("published"), mass_msg_id=steps.get("mass_msg_id"),
-        failed_step=failure.get("step"), failure_kind=failure.get("kind"), failure=failure.get("reason"),
+        failed_step=failure.step if failure else None, failure_kind=failure.kind if failure else None,
+        failure=failure.reason if failure else None,
         held_by=held_by,
         meaning="another run is doing these steps now; `status` again once it has ended" if held_by else meaning,
         next_command=None if held_by or not go_on else publish_command)
 
 
-def _meaning(steps: Mapping[str, str], failure: dict, edited: bool, mode: str) -> tuple[str, bool]:
+def _meaning(steps: Mapping[str, str], failure: StepFailure | None, edited: bool, mode: str) -> tuple[str, bool]:
     """Say what the recorded steps mean, and whether publishing again would do something."""
     if "publish_refused" in steps and "publish_id" not in steps and "published" not in steps:
         if edited:
@@ -85,7 +84,7 @@ def _meaning(steps: Mapping[str, str], failure: dict, edited: bool, mode: str) -
             "stopped": "the last run stopped early: fix what the reason says, then publish again; it resumes "
                        "after the last step recorded",
             "bad input": "fix the issue file or the settings as the reason says, then publish again",
-        }.get(failure.get("kind", ""), "fix what the reason says, then publish again"), True
+        }.get(failure.kind, "fix what the reason says, then publish again"), True
     if "published" in steps or "mass_msg_id" in steps:
         out = "published" if "published" in steps else "mass-sent"
         if edited:

@@ -17,6 +17,10 @@ Every command module has the same two parts:
 """
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+
 from distributor import registry
 
 TITLE_HELP = "the issue's title, instead of the file's own (needed when it has no front matter and no '# ' line)"
@@ -25,3 +29,19 @@ TITLE_HELP = "the issue's title, instead of the file's own (needed when it has n
 def channel_names() -> tuple[str, ...]:
     """Return the names of the channels, in the order `--channel` offers them and `all` runs them."""
     return registry.names()
+
+
+def stop_on_signals(notice: str) -> threading.Event:
+    """Return an event set by the first Ctrl-C or SIGTERM, after printing `notice`: the work in flight
+    finishes and nothing new starts. A second Ctrl-C stops at once."""
+    interrupt = threading.Event()
+
+    def stop_gracefully(signum: int, frame: object) -> None:
+        if interrupt.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        print(f"\ndistributor: {notice}", file=sys.stderr, flush=True)
+        interrupt.set()
+
+    signal.signal(signal.SIGINT, stop_gracefully)
+    signal.signal(signal.SIGTERM, stop_gracefully)
+    return interrupt

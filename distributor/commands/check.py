@@ -2,26 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack
 
-from distributor.channels.mail.relay import smtp_config
-from distributor.channels.mail.smtp import check_relay
-from distributor.errors import EXIT_FAILED, EXIT_OK, DeliveryError
-from distributor.ledger.store import open_ledger
+from distributor import registry
+from distributor.channel import RowChannel, ServiceCheck
+from distributor.delivery.send import group_of
+from distributor.errors import EXIT_FAILED, EXIT_OK
+from distributor.ledger.store import Ledger, open_ledger
 from distributor.settings import Settings
-
-
-@dataclass(frozen=True)
-class ServiceCheck:
-    """How reaching one service went."""
-    service: str         # "smtp" or "wechat"
-    healthy: bool
-    detail: str          # the relay's greeting and TLS, the token fetched, or why it failed
-
-    def line(self) -> str:
-        return f"{self.service}: {self.detail}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,21 +29,38 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def check_services(settings: Settings) -> Iterator[ServiceCheck]:
-    """Connect, secure and log in to every service an enabled channel needs, one after the other;
+    """Reach every service an enabled channel needs, one after the other (a transport group once);
     yield how each went as soon as it is known."""
-    if settings.channels.email.enabled or settings.channels.text.enabled:
-        try:
-            relay = ServiceCheck("smtp", True, asyncio.run(check_relay(smtp_config(settings))))
-        except DeliveryError as exc:
-            relay = ServiceCheck("smtp", False, f"{exc}" + (f": {exc.reply}" if exc.reply else ""))
-        yield relay
-    wechat = settings.channels.wechat
-    if wechat.enabled and wechat.app_id:
-        from distributor.channels.wechat.publisher import wechat_api  # the WeChat client loads only for a check
-        with open_ledger(settings.ledger) as ledger:
-            try:
-                wechat_api(settings, ledger).access_token()
-                token = ServiceCheck("wechat", True, f"access token fetched for {wechat.app_id}")
-            except DeliveryError as exc:
-                token = ServiceCheck("wechat", False, str(exc))
-        yield token
+    checked: set[str] = set()
+    with ExitStack() as stack:
+        cache = _LedgerOnDemand(settings, stack)
+        for name, channel in registry.channels().items():
+            service = group_of(channel) if isinstance(channel, RowChannel) else name
+            if not settings.channels[name].enabled or service in checked:
+                continue
+            checked.add(service)
+            result = channel.check(settings, cache)
+            if result is not None:
+                yield result
+
+
+class _LedgerOnDemand:
+    """The ledger's cache (a WeChat token, say), opened only when a check first uses it."""
+
+    def __init__(self, settings: Settings, stack: ExitStack):
+        self._settings, self._stack = settings, stack
+        self._ledger: Ledger | None = None
+
+    def _opened(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = self._stack.enter_context(open_ledger(self._settings.ledger))
+        return self._ledger
+
+    def cached(self, kind: str, key: str) -> str | None:
+        return self._opened().cached(kind, key)
+
+    def cache(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        self._opened().cache(kind, key, value, expires_at)
+
+    def uncache(self, kind: str, key: str) -> None:
+        self._opened().uncache(kind, key)

@@ -3,13 +3,12 @@ copy or a WeChat preview. The delivery itself is `distributor.delivery.publish`.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from distributor.commands import TITLE_HELP, channel_names
+from distributor.commands import TITLE_HELP, channel_names, stop_on_signals
 from distributor.errors import InputError
 from distributor.settings import Settings
 from distributor.validate.addresses import explained_address_problem
@@ -45,7 +44,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,
                              to=args.to, yes=args.yes, force=args.force, resend_failed=args.resend_failed,
                              resend_uncertain=args.resend_uncertain, to_wechat=args.to_wechat, title=args.title)
-    return publish_and_report(options, settings, interrupt=_stop_on_signals())
+    interrupt = stop_on_signals("stopping after the messages in flight (again to stop at once)")
+    return publish_and_report(options, settings, interrupt=interrupt)
 
 
 def publish_and_report(options: PublishOptions, settings: Settings, *, out: TextIO | None = None,
@@ -56,19 +56,3 @@ def publish_and_report(options: PublishOptions, settings: Settings, *, out: Text
     result = publish(options, settings, out=out, err=err, interrupt=interrupt)
     print("\n".join(result.lines(f"distributor status {options.issue}")), file=out)
     return result.exit_status
-
-
-def _stop_on_signals() -> threading.Event:
-    """Return an event set by the first Ctrl-C or SIGTERM, on which the run stops after the messages in
-    flight; a second one stops at once."""
-    interrupt = threading.Event()
-
-    def stop_gracefully(signum: int, frame: object) -> None:
-        if interrupt.is_set():
-            raise KeyboardInterrupt
-        print("\ndistributor: stopping after the messages in flight (again to stop at once)", file=sys.stderr)
-        interrupt.set()
-
-    signal.signal(signal.SIGINT, stop_gracefully)
-    signal.signal(signal.SIGTERM, stop_gracefully)
-    return interrupt

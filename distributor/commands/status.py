@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import shlex
 import sys
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
+from distributor.channel import StepState
 from distributor.commands import TITLE_HELP
 from distributor.errors import EXIT_OK, InputError
+from distributor.ledger.status import problems
+from distributor.ledger.store import Ledger
 from distributor.settings import Settings
 
 
@@ -26,7 +34,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the ledger's account of `args.issue` as a table, JSON or CSV."""
     from distributor import registry
     from distributor.delivery.step_run import recorded_steps
-    from distributor.ledger.status import write_status
     from distributor.ledger.store import open_ledger
     from distributor.render.issue import load_issue
     if not Path(settings.ledger.path).expanduser().exists():
@@ -45,3 +52,40 @@ def _publish_again(args: argparse.Namespace, channel: str) -> str:
     return shlex.join(["distributor", *(["--settings", args.settings] if args.settings else []),
                        "publish", str(args.issue), "--channel", channel,
                        *(["--title", args.title] if args.title else [])])
+
+
+def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
+                 steps: Mapping[str, StepState | None] | None = None) -> None:
+    """Write the counts per channel and status, and the problem rows, as a table, JSON or CSV; and
+    what `steps` holds of each step channel (None: nothing recorded; not in CSV, which lists recipients)."""
+    steps = steps or {}
+    counts = ledger.counts(issue_key)
+    found = problems(ledger, issue_key, sorted(counts))
+    if fmt == "json":
+        shown = {name: asdict(state) if state else None for name, state in steps.items()}
+        json.dump({"issue": issue_key, "counts": counts, "problems": [asdict(p) for p in found], **shown},
+                  out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(["channel", "recipient", "state", "attempts", "reply", "error"])
+        for problem in found:
+            writer.writerow([problem.channel, problem.recipient, problem.state, problem.attempts,
+                             problem.reply or "", problem.error or ""])
+    else:
+        print(f"issue {issue_key}", file=out)
+        if not counts and not any(steps.values()):
+            print("  nothing recorded yet", file=out)
+        for channel, by_status in sorted(counts.items()):
+            summary = ", ".join(f"{by_status.get(status, 0)} {status}"
+                                for status in ("sent", "failed", "uncertain", "pending"))
+            print(f"  {channel}: {summary}", file=out)
+        for problem in found:
+            print(f"  {problem.state:9} {problem.channel}: {problem.recipient}: "
+                  f"{problem.reply or problem.error or ''}", file=out)
+        for name, state in steps.items():
+            if state is None:
+                continue
+            print(f"  {name}:", file=out)
+            for line in state.lines():
+                print(f"    {line}", file=out)

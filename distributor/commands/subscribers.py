@@ -110,7 +110,7 @@ def run_export(args: argparse.Namespace, settings: Settings, out: TextIO = sys.s
             raise StorageError(f"cannot write the export to standard output: {exc.strerror or exc}") from exc
         return 0
     # The list is small (one short row per suppressed address): built whole, then written the way
-    # every file is (distributor/render/preview.py), so a bad or full target is the same StorageError.
+    # every file is (distributor/files.py), so a bad or full target is the same StorageError.
     text = io.StringIO()
     _write_csv(text, rows)
     target = Path(args.file)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable
 
+from distributor.commands import stop_on_signals
 from distributor.errors import EXIT_OK
 from distributor.settings import Settings
 
@@ -30,33 +28,17 @@ def add_parser(subparsers: argparse._SubParsersAction, now: Clock = time.time) -
 def run_due(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     """`run-due`: run every job that is due, then return the exit status of the runs."""
     from distributor.schedule.runner import Scheduler
-    interrupt = _stop_on_signals()
+    interrupt = stop_on_signals("stopping after the message in flight")
     return Scheduler(settings, now=now).run_due(interrupt)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     """`worker`: run jobs as they come due until SIGTERM or Ctrl-C."""
     from distributor.schedule.runner import Scheduler
-    interrupt = _stop_on_signals()
+    interrupt = stop_on_signals("stopping after the message in flight")
     schedule = settings.schedule
     print(f"worker: running due jobs (poll {schedule.poll_seconds:g} s, lease {schedule.lease_seconds:g} s)",
           flush=True)
     Scheduler(settings, now=now).work(interrupt)
     print("worker: stopped", flush=True)
     return EXIT_OK
-
-
-def _stop_on_signals() -> threading.Event:
-    """Return an event set by the first SIGTERM or Ctrl-C: the message in flight finishes, the job is
-    put back to resume, and the command ends. A second Ctrl-C stops at once."""
-    interrupt = threading.Event()
-
-    def stop_gracefully(signum: int, frame: object) -> None:
-        if interrupt.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        print("\ndistributor: stopping after the message in flight", file=sys.stderr, flush=True)
-        interrupt.set()
-
-    signal.signal(signal.SIGINT, stop_gracefully)
-    signal.signal(signal.SIGTERM, stop_gracefully)
-    return interrupt

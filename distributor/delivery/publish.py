@@ -26,7 +26,7 @@ from distributor.ledger.identity import check_identity, record_identity, take_ov
 from distributor.ledger.store import Ledger, open_ledger
 from distributor.models import Issue
 from distributor.render.renditions import Renditions, render_issue
-from distributor.settings import Settings
+from distributor.settings import Settings, missing_env
 
 _BAD_ROWS_SHOWN = 20
 
@@ -71,7 +71,9 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
     rows = registry.row_channels(channels)
     subscriber_files = {channel.name: path for channel in rows if (path := channel.recipients_file(settings))}
     with_recipients = tuple(channel for channel in rows if channel.name in subscriber_files)
-    secret = (os.environ.get(settings.unsubscribe_secret_env) or "dry-run") if options.to or with_recipients else ""
+    # A real run has the secret (its absence is a configuration problem, refused above); a dry run's links
+    # are never sent.
+    secret = os.environ.get(settings.unsubscribe_secret_env) or ("dry-run" if options.dry_run else "")
     transports = Transports(settings, sink=out if options.dry_run else None)
     if options.to:
         copies = asyncio.run(send_test_copy(options.to, renditions, rows, settings, transports, secret))
@@ -117,8 +119,13 @@ def _step_state(channel: StepChannel, ledger: Ledger, issue: Issue, settings: Se
 def configuration_problems(settings: Settings, channels: tuple[str, ...], *, test_copy: bool = False) -> list[str]:
     """Say what keeps the chosen channels from delivering (empty when nothing does): a real
     publish refuses to start with any, a dry run notes them, `schedule add` refuses them."""
-    problems = [problem for name in channels
-                for problem in registry.channel(name).configuration_problems(settings, test_copy=test_copy)]
+    rows, steps = registry.row_channels(channels), registry.step_channels(channels)
+    problems = [problem for channel in rows
+                for problem in channel.configuration_problems(settings, test_copy=test_copy)]
+    if any(channel.recipients_file(settings) for channel in rows) or (test_copy and rows):
+        # Every row channel's messages carry unsubscribe links, signed by the core with this secret.
+        problems += missing_env(settings.unsubscribe_secret_env, "the unsubscribe links' secret")
+    problems += [problem for channel in steps for problem in channel.configuration_problems(settings)]
     return list(dict.fromkeys(problems))
 
 

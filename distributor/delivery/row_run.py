@@ -1,4 +1,4 @@
-"""Deliver a mail channel's planned rows: rate limit, retry, and record each outcome in the ledger.
+"""The row run: deliver a row channel's planned rows, rate-limited and retried, each outcome in the ledger.
 
 Progress advances per recipient after the transport answered, never per batch. A row is marked
 `uncertain`, durably, before each attempt hands its message over (and its attempts counted); if the
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
 
 from distributor.channel import PreparedMessage, Recipient, RowSender
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
+from distributor.delivery.run_report import ChannelOutcome
 from distributor.errors import (
     ChannelStoppedError,
     PermanentDeliveryError,
@@ -32,16 +32,6 @@ from distributor.errors import (
     UncertainDeliveryError,
 )
 from distributor.ledger.store import DeliveryRow, Ledger
-
-
-@dataclass(frozen=True)
-class ChannelOutcome:
-    channel: str
-    sent: int
-    failed: int
-    uncertain: int
-    stopped: str | None          # why the channel stopped early, if it did
-    detail: str | None = None    # a channel's own account of what it did (WeChat: the article's fate)
 
 
 class RowRun:

@@ -11,9 +11,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from distributor.channel import StepState
-from distributor.delivery.row_run import ChannelOutcome
 from distributor.errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from distributor.ledger.store import Ledger
+
+
+@dataclass(frozen=True)
+class ChannelOutcome:
+    """What one run did on one channel: its counts, why it stopped early if it did, and a channel's own
+    account of what it did (WeChat: the article's fate; a test copy: the relay's reply)."""
+
+    channel: str
+    sent: int
+    failed: int
+    uncertain: int
+    stopped: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from distributor.channel import Recipient, RowChannel, RowTransport, SendLimits,
 from distributor.delivery.progress import Progress
 from distributor.delivery.ratelimit import RateLimiter
 from distributor.delivery.retry import RetryPolicy
-from distributor.delivery.row_run import ChannelOutcome, RowRun
+from distributor.delivery.row_run import RowRun
+from distributor.delivery.run_report import ChannelOutcome
 from distributor.delivery.step_run import run_steps
 from distributor.errors import (
     ChannelStoppedError,
@@ -53,7 +54,7 @@ class Transports:
         self.opened: set[str] = set()
 
     def of(self, channel: RowChannel) -> RowTransport:
-        group = channel.transport_group or channel.name
+        group = group_of(channel)
         if group not in self.made:
             self.made[group] = channel.open_transport(self.settings, sink=self.sink)
         return self.made[group]
@@ -61,7 +62,7 @@ class Transports:
     async def open(self, channel: RowChannel) -> RowTransport:
         """Return the channel's transport, opened (ChannelStoppedError when it cannot be)."""
         transport = self.of(channel)
-        group = channel.transport_group or channel.name
+        group = group_of(channel)
         if group not in self.opened:
             await transport.open()
             self.opened.add(group)
@@ -104,8 +105,9 @@ async def deliver_issue(steps: tuple[StepPlan, ...], rows: RowPlan, renditions: 
 async def _run_steps(plan: StepPlan, issue_key: str, settings: Settings, ledger: Ledger) -> ChannelOutcome:
     name, lease = plan.channel.name, plan.channel.lease_times(settings)
     try:
-        done = await run_steps(plan.steps, ledger, issue_key, policy=RetryPolicy.from_settings(settings.retry),
-                               lease_seconds=lease.seconds, lease_wait_seconds=lease.wait_seconds)
+        done = await run_steps(plan.steps, ledger, issue_key, channel=name, label=plan.channel.label,
+                               policy=RetryPolicy.from_settings(settings.retry), lease_seconds=lease.seconds,
+                               lease_wait_seconds=lease.wait_seconds)
     except (PermanentDeliveryError, UncertainDeliveryError) as exc:
         uncertain = isinstance(exc, UncertainDeliveryError)
         return ChannelOutcome(name, 0, int(not uncertain), int(uncertain), None, detail=str(exc))
@@ -127,22 +129,30 @@ async def _send_rows(renditions: Renditions, plan: RowPlan, settings: Settings, 
     links = unsubscribe_links(settings, plan.secret)
     display = asyncio.ensure_future(progress.show_while_running())
     outcomes: list[ChannelOutcome] = []
+    stopped: set[str] = set()       # transport groups that stopped: the rest of their channels wait for a later run
     try:
         for channel in sending:
+            group = group_of(channel)
+            if group in stopped:
+                continue
             try:
                 transport = await plan.transports.open(channel)
             except ChannelStoppedError as exc:      # the relay refused the session: no channel of it can go on
-                return outcomes + [ChannelOutcome(other.name, 0, 0, 0, str(exc)) for other in plan.channels
-                                   if other.name not in {outcome.channel for outcome in outcomes}]
+                stopped.add(group)
+                outcomes += [ChannelOutcome(other.name, 0, 0, 0, str(exc)) for other in plan.channels
+                             if group_of(other) == group]
+                continue
             limits = channel.limits(settings)
-            limiter = limiters.setdefault(channel.transport_group or channel.name, _limiter(limits, ledger))
+            if group not in limiters:
+                members = [other.name for other in plan.channels if group_of(other) == group]
+                limiters[group] = _limiter(limits, ledger, members)
             sender = channel.sender(renditions[channel.name], renditions.issue, settings, transport, links)
-            run = RowRun(sender, ledger, renditions.issue.key, policy=policy, limiter=limiter,
-                          progress=progress, concurrency=limits.concurrency, interrupt=interrupt,
-                          only_planned=True)
+            run = RowRun(sender, ledger, renditions.issue.key, policy=policy, limiter=limiters[group],
+                         progress=progress, concurrency=limits.concurrency, interrupt=interrupt,
+                         only_planned=True)
             outcomes.append(await run.run(plan.statuses))
             if outcomes[-1].stopped:
-                break
+                stopped.add(group)
     finally:
         display.cancel()
         await asyncio.gather(display, return_exceptions=True)
@@ -150,10 +160,17 @@ async def _send_rows(renditions: Renditions, plan: RowPlan, settings: Settings, 
     return outcomes
 
 
-def _limiter(limits: SendLimits, ledger: Ledger) -> RateLimiter:
+def group_of(channel: RowChannel) -> str:
+    """Return the transport group of `channel`: its channels share one transport, rate and caps."""
+    return channel.transport_group or channel.name
+
+
+def _limiter(limits: SendLimits, ledger: Ledger, channels: list[str]) -> RateLimiter:
+    """Return the rate limiter of one transport group, its caps counting what `channels` sent before."""
     now = ledger.clock()
     return RateLimiter(limits.per_second, hourly_cap=limits.hourly_cap, daily_cap=limits.daily_cap,
-                       sent_last_hour=ledger.sent_since(now - 3600), sent_last_day=ledger.sent_since(now - 86400))
+                       sent_last_hour=ledger.sent_since(now - 3600, channels),
+                       sent_last_day=ledger.sent_since(now - 86400, channels))
 
 
 async def send_test_copy(address: str, renditions: Renditions, channels: tuple[RowChannel, ...], settings: Settings,

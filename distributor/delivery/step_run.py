@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from distributor.channel import KeyValueCache, RecordedSteps, StepOutcome, Steps
+from distributor.channel import KeyValueCache, RecordedSteps, StepFailure, StepOutcome, Steps
 from distributor.delivery.retry import RetryPolicy
 from distributor.errors import (
     ChannelStoppedError,
@@ -51,31 +51,33 @@ def lease_name(channel: str, issue_key: str) -> str:
 
 
 def recorded_steps(ledger: Ledger, channel: str, issue_key: str) -> RecordedSteps:
-    """Read back the issue's steps on `channel` and who holds them now."""
+    """Read back the issue's steps on `channel`, the last run's failure, and who holds them now."""
     lease = ledger.lease(lease_name(channel, issue_key))
-    return RecordedSteps(ledger.checkpoints(issue_key, channel), lease.holder if lease else None,
+    steps = dict(ledger.checkpoints(issue_key, channel))
+    failure = json.loads(steps.pop(FAILURE_STEP)) if FAILURE_STEP in steps else None
+    return RecordedSteps(steps, StepFailure(**failure) if failure else None, lease.holder if lease else None,
                          lease.expires_at if lease else None)
 
 
 OutcomeT = TypeVar("OutcomeT", bound=StepOutcome)
 
 
-async def run_steps(steps: Steps[OutcomeT], ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
-                    lease_seconds: float, lease_wait_seconds: float) -> OutcomeT:
+async def run_steps(steps: Steps[OutcomeT], ledger: Ledger, issue_key: str, *, channel: str, label: str,
+                    policy: RetryPolicy, lease_seconds: float, lease_wait_seconds: float) -> OutcomeT:
     """Take the issue's lease on the channel, run its steps, record why they ended early (or forget an
     earlier failure once they succeed) and give the lease up; the outcome's detail says when this run
     had to wait for another one."""
-    lease = StepsLease(ledger, lease_name(steps.channel, issue_key), steps.label, lease_seconds,
+    lease = StepsLease(ledger, lease_name(channel, issue_key), label, lease_seconds,
                        lease_wait_seconds)
     async with lease:
-        context = LedgerStepContext(ledger, issue_key, steps.channel, policy, lease)
+        context = LedgerStepContext(ledger, issue_key, channel, policy, lease)
         try:
             outcome = await steps.run(context)
         except DistributorError as exc:
             if lease.held():    # else another run has taken the steps over, and owns the record
-                _record_failure(ledger, issue_key, steps.channel, context.step, exc)
+                _record_failure(ledger, issue_key, channel, context.step, exc)
             raise
-        ledger.drop_checkpoint(issue_key, steps.channel, FAILURE_STEP)
+        ledger.drop_checkpoint(issue_key, channel, FAILURE_STEP)
     return replace(outcome, detail=outcome.detail + lease.waited_note())  # type: ignore[type-var]
 
 

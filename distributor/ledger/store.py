@@ -2,7 +2,7 @@
 
 It holds the deliveries (one row per issue key, channel and recipient), the suppression list,
 the opaque subscriber ids of unsubscribe links, the WeChat steps' checkpoints, caches (the
-access token, uploaded images), the scheduled jobs (distributor/jobs.py) and the leases that keep
+access token, uploaded images), the scheduled jobs (distributor/schedule/jobs.py) and the leases that keep
 two runs from driving the same steps, and each issue key's identity (its date and title).
 
 Deliveries move pending → uncertain → sent or failed. A row is `uncertain` from just before its
@@ -224,7 +224,8 @@ class Ledger:
     def snapshot(cls, path: str | Path, *, lock_timeout_seconds: float = 10.0) -> Ledger:
         """Return an in-memory copy of the ledger at `path` (empty if there is none): a dry run
         sees what a real run would see, and whatever it writes is gone when it ends. The file is
-        only read, so a read-only ledger (file or folder) serves as well."""
+        only read, so a read-only ledger (file or folder) serves as well. The copy holds no leases,
+        so a dry run goes on from the steps recorded even while a real run holds them."""
         copy = cls(":memory:", lock_timeout_seconds=lock_timeout_seconds)
         source = Path(path).expanduser()
         if not source.exists():
@@ -239,6 +240,8 @@ class Ledger:
                 original.close()
             copy.db.executescript(_SCHEMA)     # an empty file, or one from before a table was added
             _upgrade(copy.db, str(source))
+            # A dry run holds no one's lease and waits for none: the copy would never see it released.
+            copy.db.execute("DELETE FROM leases")
         return copy
 
     @contextlib.contextmanager
@@ -424,10 +427,13 @@ class Ledger:
             f"{_IN_PLAN if only_planned else ''}",
             (issue_key, channel, *wanted, *((channel,) if only_planned else ()))).fetchone()[0]
 
-    def sent_since(self, since: float) -> int:
-        """Count messages handed to the relay (or being handed over) since `since`, for its caps."""
+    def sent_since(self, since: float, channels: Iterable[str]) -> int:
+        """Count the messages of `channels` handed over (or being handed over) since `since`, for the
+        caps of the transport they share."""
+        names = tuple(channels)
         return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE status IN ('sent', 'uncertain')"
-                               " AND updated_at >= ?", (since,)).fetchone()[0]
+                               f" AND updated_at >= ? AND channel IN ({','.join('?' * len(names))})",
+                               (since, *names)).fetchone()[0]
 
     def claim(self, issue_key: str, channel: str, recipient: str, message_id: str,
               from_statuses: Iterable[str]) -> bool:
@@ -538,7 +544,7 @@ class Ledger:
     # --- issue identity ----------------------------------------------------------------------
     # Which issue a key stands for: its date and title (and file) when a run first committed to it
     # (confirmed, about to send), so another file that comes to the same key is refused
-    # (distributor/identity.py).
+    # (distributor/ledger/identity.py).
 
     def issue_identity(self, issue_key: str) -> tuple[str, str, str, float] | None:
         """Return (date, title, source path, time recorded) of the issue known by `issue_key`."""
@@ -583,7 +589,7 @@ class Ledger:
     def adopt_issue_rows(self, old_key: str, new_key: str) -> int:
         """Move every delivery row and checkpoint (and scheduled job) of `old_key` to `new_key`, in
         one transaction; return how many rows and checkpoints moved. The identity is recorded later,
-        once a run commits to the issue (distributor/identity.py)."""
+        once a run commits to the issue (distributor/ledger/identity.py)."""
         with self.transaction():
             moved = sum(self.db.execute(f"UPDATE {table} SET issue_key = ? WHERE issue_key = ?",
                                         (new_key, old_key)).rowcount for table in ("deliveries", "checkpoints"))
