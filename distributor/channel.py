@@ -53,58 +53,7 @@ if TYPE_CHECKING:
     from distributor.settings import Settings
 
 
-class Rendition(Protocol):
-    """What every rendition has: the warnings its rendering raised (shown by preview and publish)."""
-
-    @property
-    def warnings(self) -> tuple[str, ...]: ...
-
-
-@dataclass(frozen=True)
-class RenditionSummary:
-    """A rendition's size and counts, for `preview`'s one line per channel."""
-
-    size_bytes: int
-    links: int
-    images: int
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """One row's recipient: the address, the name to greet, the opaque id of its unsubscribe token."""
-
-    address: str
-    name: str | None = None
-    subscriber_id: str | None = None
-
-
-@dataclass(frozen=True)
-class PreparedMessage:
-    """One recipient's message, ready to hand over: `message_id` is recorded with the row."""
-
-    recipient: str
-    message_id: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class ArchiveFile:
-    """A file a channel writes when an issue is published (the text channel's archive copy)."""
-
-    path: Path
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ServiceCheck:
-    """How reaching the service a channel delivers through went (`distributor check`)."""
-
-    service: str         # "smtp", "wechat", …
-    healthy: bool
-    detail: str          # e.g. the relay's greeting and TLS, the token fetched, or why it failed
-
-    def line(self) -> str:
-        return f"{self.service}: {self.detail}"
+# --- the contract -----------------------------------------------------------------------------------
 
 
 class Channel(ABC):
@@ -144,35 +93,6 @@ class Channel(ABC):
         return None
 
 
-@dataclass(frozen=True)
-class SendLimits:
-    """How fast a row channel may send: messages per second (0: no spacing), hourly and daily caps
-    (counted over every channel's sends in the ledger), and how many hand-overs run at once."""
-
-    per_second: float = 0.0
-    hourly_cap: int | None = None
-    daily_cap: int | None = None
-    concurrency: int = 1
-
-
-class RowSender(Protocol):
-    """One channel's messages for one issue: built per recipient, handed over one attempt at a time."""
-
-    name: str
-
-    def prepare(self, recipient: Recipient, *, test_copy: bool = False) -> PreparedMessage: ...
-
-    async def deliver(self, message: PreparedMessage) -> str: ...
-
-
-class RowTransport(Protocol):
-    """What carries a row channel's messages: a pool of sessions, or a sink that stands in for it."""
-
-    async def open(self) -> object: ...
-
-    async def close(self) -> None: ...
-
-
 class RowChannel(Channel):
     """A channel delivered one recipient at a time, each recipient a ledger row."""
 
@@ -200,6 +120,85 @@ class RowChannel(Channel):
     def describe(self, rendition: Any, issue: Issue, settings: Settings, recipients: int) -> str:
         """Say in one line what the channel is about to send."""
         return f"{recipients} recipients"
+
+
+class StepChannel(Channel):
+    """A channel delivered as checkpointed steps under a lease (one account, not a list of recipients)."""
+
+    label: ClassVar[str]        # the channel's name in messages ("WeChat")
+
+    @abstractmethod
+    def steps(self, rendition: Any, issue: Issue, settings: Settings, cache: KeyValueCache, *,
+              sink: TextIO | None = None, preview_to: str | None = None) -> Steps[StepOutcome]:
+        """Return the steps that deliver the rendition through the channel's client (its state kept in
+        `cache`); with `sink`, through a console client that shows each call on `sink` and calls nothing.
+        `preview_to` sends a preview to that one account instead (`publish --to-wechat`)."""
+
+    @abstractmethod
+    def lease_times(self, settings: Settings) -> LeaseTimes:
+        """Return the lease the step run holds on an issue's steps while it works."""
+
+    @abstractmethod
+    def describe(self, rendition: Any, settings: Settings) -> str:
+        """Say in one line what the channel is about to do."""
+
+    def state(self, recorded: RecordedSteps, issue: Issue, settings: Settings,
+              publish_command: str) -> StepState | None:
+        """Return what `status` shows of the recorded steps (None when nothing is recorded)."""
+        return None
+
+
+# --- what a row channel exchanges with the row run --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One row's recipient: the address, the name to greet, the opaque id of its unsubscribe token."""
+
+    address: str
+    name: str | None = None
+    subscriber_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """One recipient's message, ready to hand over: `message_id` is recorded with the row."""
+
+    recipient: str
+    message_id: str
+    payload: bytes
+
+
+class RowSender(Protocol):
+    """One channel's messages for one issue: built per recipient, handed over one attempt at a time."""
+
+    name: str
+
+    def prepare(self, recipient: Recipient, *, test_copy: bool = False) -> PreparedMessage: ...
+
+    async def deliver(self, message: PreparedMessage) -> str: ...
+
+
+class RowTransport(Protocol):
+    """What carries a row channel's messages: a pool of sessions, or a sink that stands in for it."""
+
+    async def open(self) -> object: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """How fast a row channel may send: messages per second (0: no spacing), hourly and daily caps
+    (counted over every channel's sends in the ledger), and how many hand-overs run at once."""
+
+    per_second: float = 0.0
+    hourly_cap: int | None = None
+    daily_cap: int | None = None
+    concurrency: int = 1
+
+
+# --- what a step channel exchanges with the step run ------------------------------------------------
 
 
 T = TypeVar("T")
@@ -295,27 +294,40 @@ class StepState(Protocol):
     def lines(self) -> list[str]: ...
 
 
-class StepChannel(Channel):
-    """A channel delivered as checkpointed steps under a lease (one account, not a list of recipients)."""
+# --- what every channel hands back ------------------------------------------------------------------
 
-    label: ClassVar[str]        # the channel's name in messages ("WeChat")
 
-    @abstractmethod
-    def steps(self, rendition: Any, issue: Issue, settings: Settings, cache: KeyValueCache, *,
-              sink: TextIO | None = None, preview_to: str | None = None) -> Steps[StepOutcome]:
-        """Return the steps that deliver the rendition through the channel's client (its state kept in
-        `cache`); with `sink`, through a console client that shows each call on `sink` and calls nothing.
-        `preview_to` sends a preview to that one account instead (`publish --to-wechat`)."""
+class Rendition(Protocol):
+    """What every rendition has: the warnings its rendering raised (shown by preview and publish)."""
 
-    @abstractmethod
-    def lease_times(self, settings: Settings) -> LeaseTimes:
-        """Return the lease the step run holds on an issue's steps while it works."""
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
 
-    @abstractmethod
-    def describe(self, rendition: Any, settings: Settings) -> str:
-        """Say in one line what the channel is about to do."""
 
-    def state(self, recorded: RecordedSteps, issue: Issue, settings: Settings,
-              publish_command: str) -> StepState | None:
-        """Return what `status` shows of the recorded steps (None when nothing is recorded)."""
-        return None
+@dataclass(frozen=True)
+class RenditionSummary:
+    """A rendition's size and counts, for `preview`'s one line per channel."""
+
+    size_bytes: int
+    links: int
+    images: int
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """A file a channel writes when an issue is published (the text channel's archive copy)."""
+
+    path: Path
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ServiceCheck:
+    """How reaching the service a channel delivers through went (`distributor check`)."""
+
+    service: str         # "smtp", "wechat", …
+    healthy: bool
+    detail: str          # e.g. the relay's greeting and TLS, the token fetched, or why it failed
+
+    def line(self) -> str:
+        return f"{self.service}: {self.detail}"

@@ -109,7 +109,7 @@ def test_a_run_resumed_after_a_kill_does_not_mail_an_address_removed_in_between(
         sent = [message.rcpt_tos[0] for message in server.messages]
         held = {message.rcpt_tos[0] for message in server.withheld}
         # Besides the held messages, a row claimed by another session of the pool may have been on its
-        # way to the server at the kill: uncertain too, whether or not the server saw its message.
+        # way to the server at the kill, or accepted but not yet recorded: uncertain too.
         uncertain = {address for address, status in deliveries(tmp_path).items() if status == "uncertain"}
         assert len(sent) == 10 and len(set(sent)) == 10 and not held & set(sent) and held <= uncertain
         removed = [a for a in addresses if a not in sent and a not in uncertain][-10:]
@@ -118,7 +118,10 @@ def test_a_run_resumed_after_a_kill_does_not_mail_an_address_removed_in_between(
         counts = received_by(server)
     # The messages held at the kill went out up to their final dot: uncertain, so never sent again (exit 1).
     assert result.returncode == 1 and "uncertain from earlier runs" in result.stdout, result.stdout + result.stderr
-    assert counts == {a: 1 for a in addresses if a not in removed and a not in uncertain}
+    # Uncertain rows may have been delivered (accepted just before the kill, not yet recorded): at most once.
+    assert {a: n for a, n in counts.items() if a not in uncertain} == \
+        {a: 1 for a in addresses if a not in removed and a not in uncertain}
+    assert all(counts.get(a, 0) <= 1 for a in uncertain)
     assert "email: not mailing 10 recipients no longer in" in result.stderr
     assert not set(removed) & set(deliveries(tmp_path))
 
