@@ -16,14 +16,12 @@ class ConsoleSink:
     stream: TextIO
     shown: int = 5
     count: int = 0
-    total_bytes: int = 0
 
     async def open(self) -> None:
         return None
 
     async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
         self.count += 1
-        self.total_bytes += len(wire)
         if self.count <= self.shown:
             print(f"  would send {len(wire) / 1024:.1f} KB to {recipient}", file=self.stream)
         return "250 dry run: not sent"
