@@ -26,8 +26,9 @@ Adding a channel, say a fax gateway, in a package of its own:
    field defaulted; declare per-key checks in `text_checks` / `bounds` (see `settings.py`).
 2. Subclass `RowChannel` (per-recipient sends) or `StepChannel`, set `name` and `settings_class`,
    and implement `render` (pure: no network, no ledger) and the delivery half. A row channel's
-   recipients come from the subscriber file its `recipients_file` names, read by the core (CSV or YAML
-   with an `email` column: the address identifies the recipient); the core signs each row's
+   recipients come from the lists of the ledger's subscriber store its `recipient_lists` names, or
+   from the subscriber file its `recipients_file` names (CSV or YAML with an `email` column), both
+   read by the core: the address identifies the recipient. The core signs each row's
    unsubscribe link with `$DISTRIBUTOR_UNSUBSCRIBE_SECRET` and refuses a real run without it.
    `check` lets `distributor check` and `schedule add` reach the channel's service.
 3. Register the class under the entry point group `distributor.channels` in its pyproject.toml:
@@ -102,6 +103,11 @@ class RowChannel(Channel):
     @abstractmethod
     def recipients_file(self, settings: Settings) -> str | None:
         """Return the subscriber file this channel sends to, or None when it has none."""
+
+    def recipient_lists(self, settings: Settings) -> tuple[str, ...]:
+        """Return the lists of the subscriber store this channel sends to (none by default). A reader on
+        a list that several channels send to reads it through the one their format names."""
+        return ()
 
     @abstractmethod
     def open_transport(self, settings: Settings, *, sink: TextIO | None = None) -> RowTransport:

@@ -12,6 +12,7 @@ environment variable that holds the secret, read only when a channel needs it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -149,6 +150,34 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class SignupSettings:
+    """`signup`: readers joining a list from the form `distributor serve` answers, with double opt-in."""
+
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        "public_url": lambda value: public_url_problem(value), "lists": lambda value: list_name_problem(value),
+        "trusted_proxies": lambda value: ip_address_problem(value)}
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "confirm_hours": (0.1, 24 * 90), "mails_per_address_per_day": (1, 100),
+        "mails_per_client_per_day": (1, 1_000_000), "min_fill_seconds": (0, 3600)}
+    # Where readers reach `distributor serve` (the form posts to <public_url>subscribe, confirmation
+    # links are <public_url>confirm/<token>); None: the origin and folder of channels.email.unsubscribe_url.
+    public_url: str | None = None
+    # The lists the form offers; empty: every list a channel sends to.
+    lists: tuple[str, ...] = ()
+    # How long a confirmation link works.
+    confirm_hours: float = 48.0
+    # Confirmation mails to one address, and from one client address, in any 24 hours.
+    mails_per_address_per_day: int = 3
+    mails_per_client_per_day: int = 20
+    # A form sent back sooner than this after it was served is taken for a bot's.
+    min_fill_seconds: float = 3.0
+    # What the consent record keeps of the client's IP address: a keyed hash of it, all of it, or nothing.
+    client_address: Literal["hash", "full", "none"] = "hash"
+    # Reverse proxies whose X-Forwarded-For names the client (their own address would otherwise be it).
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     site: SiteSettings = field(default_factory=SiteSettings)
     channels: ChannelsSettings = field(default_factory=ChannelsSettings)
@@ -156,6 +185,7 @@ class Settings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    signup: SignupSettings = field(default_factory=SignupSettings)
     unsubscribe_secret_env: str = "DISTRIBUTOR_UNSUBSCRIBE_SECRET"
 
 
@@ -239,6 +269,8 @@ def _convert(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: st
             return None
         (inner,) = [option for option in options if option is not type(None)]
         return _convert(owner, key, inner, raw, key_path, path)
+    if origin is tuple:
+        return _text_tuple(owner, key, hint, raw, key_path, path)
     if origin is Literal:
         choices = typing.get_args(hint)
         if raw not in choices:
@@ -252,6 +284,24 @@ def _convert(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: st
         _check_value(owner, key, key_path, raw, path)
         return raw
     raise SettingsError(f"{key_path} must be {hint.__name__}, not {type(raw).__name__}", path=path)
+
+
+MAX_LIST_ITEMS = 100
+
+
+def _text_tuple(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: str) -> tuple[str, ...]:
+    """Read a list of text (the only kind of list a settings key holds), each item checked as text."""
+    if typing.get_args(hint) != (str, ...):
+        raise TypeError(f"{owner.__name__}.{key}: only tuple[str, ...] is read from settings")
+    if not isinstance(raw, list) or len(raw) > MAX_LIST_ITEMS:
+        raise SettingsError(f"{key_path} must be a list of at most {MAX_LIST_ITEMS} items", path=path)
+    for number, item in enumerate(raw):
+        if type(item) is not str:
+            raise SettingsError(f"{key_path}[{number}] must be str, not {type(item).__name__}", path=path)
+        _check_text(owner, key, f"{key_path}[{number}]", item, path)
+    if len(set(raw)) != len(raw):
+        raise SettingsError(f"{key_path} names an item twice", path=path)
+    return tuple(raw)
 
 
 def _check_value(owner: type, key: str, key_path: str, value: Any, path: str) -> None:
@@ -273,6 +323,26 @@ def _check_value(owner: type, key: str, key_path: str, value: Any, path: str) ->
 def unsubscribe_url_problem(value: str) -> str | None:
     """Say what is wrong with an unsubscribe URL pattern: absolute http(s), holding {token}."""
     return http_url_problem(value) or (None if "{token}" in value else "must hold {token}")
+
+
+def list_name_problem(value: str) -> str | None:
+    """Say what is wrong with a list's name: lower-case letters, digits, - and _, at most 64."""
+    return None if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value) else \
+        f"{value!r} is not a list name (lower-case letters, digits, - and _, such as weekly)"
+
+
+def public_url_problem(value: str) -> str | None:
+    """Say what is wrong with the public URL of `distributor serve`: absolute http(s), ending in /."""
+    return http_url_problem(value) or (None if value.endswith("/") and "?" not in value and "#" not in value
+                                       else "must end with / and hold no ? or #, e.g. https://example.org/")
+
+
+def ip_address_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        return f"{value!r} is not an IP address"
 
 
 def folder_problem(value: str) -> str | None:

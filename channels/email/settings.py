@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from distributor.settings import folder_problem, unsubscribe_url_problem
+from distributor.settings import folder_problem, list_name_problem, unsubscribe_url_problem
 from distributor.validate.addresses import (
     explained_address_problem,
     list_id_problem,
@@ -22,7 +22,7 @@ class EmailSettings:
         "from_address": explained_address_problem, "from_name": text_problem, "reply_to": named_address_problem,
         "return_path": explained_address_problem, "list_id": list_id_problem,
         "unsubscribe_url": unsubscribe_url_problem, "unsubscribe_mailto": explained_address_problem,
-        "template_dir": folder_problem}
+        "template_dir": folder_problem, "lists": list_name_problem}
 
     enabled: bool = True
     from_address: str = "newsletter@example.org"
@@ -34,6 +34,8 @@ class EmailSettings:
     # {token} is replaced by the subscriber's signed unsubscribe token.
     unsubscribe_url: str = "https://example.org/unsubscribe/{token}"
     unsubscribe_mailto: str | None = "unsubscribe@example.org"
+    # Who receives it: a subscriber file (CSV or YAML), or the subscribers of lists in the ledger; not both.
     subscribers: str | None = None
+    lists: tuple[str, ...] = ()
     # A folder whose templates override the packaged ones (email/issue.html ...).
     template_dir: str | None = None

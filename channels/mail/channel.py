@@ -34,6 +34,9 @@ class MailChannel(RowChannel):
     def recipients_file(self, settings: Settings) -> str | None:
         return settings.channels[self.name].subscribers
 
+    def recipient_lists(self, settings: Settings) -> tuple[str, ...]:
+        return tuple(settings.channels[self.name].lists)
+
     def open_transport(self, settings: Settings, *, sink: TextIO | None = None) -> RowTransport:
         return ConsoleSink(sink) if sink is not None else SmtpPool(smtp_config(settings))
 
@@ -67,8 +70,11 @@ class MailChannel(RowChannel):
             return ServiceCheck("smtp", False, f"{exc}" + (f": {exc.reply}" if exc.reply else ""))
 
     def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
-        if not (test_copy or self.recipients_file(settings)):
-            return [f"channels.{self.name}.subscribers is not set: no one to send the {self.name} channel to"]
+        block = f"channels.{self.name}"
+        if self.recipients_file(settings) and self.recipient_lists(settings):
+            return [f"{block}.subscribers and {block}.lists are both set: send to a file or to lists, not both"]
+        if not (test_copy or self.recipients_file(settings) or self.recipient_lists(settings)):
+            return [f"neither {block}.subscribers nor {block}.lists is set: no one to send the {self.name} channel to"]
         if settings.smtp.username:
             return missing_env(settings.smtp.password_env, "the SMTP password (smtp.username is set)")
         return []

@@ -31,7 +31,8 @@ class TextChannel(MailChannel):
 
     def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
         # A text channel that only writes the archive file needs no subscribers.
-        if settings.channels.text.output_dir and not (test_copy or self.recipients_file(settings)):
+        if settings.channels.text.output_dir and not (test_copy or self.recipients_file(settings)
+                                                      or self.recipient_lists(settings)):
             return []
         return super().configuration_problems(settings, test_copy=test_copy)
 

@@ -10,11 +10,13 @@ import asyncio
 import os
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from distributor import registry
+from distributor.audience.lists import lists_by_channel, routes
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.channel import RowChannel, StepChannel, StepState
 from distributor.delivery.run_report import PublishResult, standing
@@ -24,6 +26,7 @@ from distributor.errors import InputError
 from distributor.files import write_files
 from distributor.ledger.identity import check_identity, record_identity, take_over_legacy_rows
 from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.subscribers import SubscriberStore
 from distributor.models import Issue
 from distributor.render.renditions import Renditions, render_issue
 from distributor.settings import Settings, missing_env
@@ -70,7 +73,10 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
             print(f"  note: a real publish stops here: {problem}", file=out)
     rows = registry.row_channels(channels)
     subscriber_files = {channel.name: path for channel in rows if (path := channel.recipients_file(settings))}
-    with_recipients = tuple(channel for channel in rows if channel.name in subscriber_files)
+    # A reader's format is read against every row channel's lists, not only this run's channels.
+    served = lists_by_channel(registry.row_channels(registry.names()), settings)
+    list_channels = [channel.name for channel in rows if channel.name in served]
+    with_recipients = tuple(channel for channel in rows if channel.name in subscriber_files or channel.name in served)
     # A real run has the secret (its absence is a configuration problem, refused above); a dry run's links
     # are never sent.
     secret = os.environ.get(settings.unsubscribe_secret_env) or ("dry-run" if options.dry_run else "")
@@ -78,7 +84,7 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
     if options.to:
         copies = asyncio.run(send_test_copy(options.to, renditions, rows, settings, transports, secret))
         return PublishResult(renditions.issue.key, tuple(copies), test_copy=True)
-    mail = list(subscriber_files)
+    mail = [channel.name for channel in with_recipients]
     for path in subscriber_files.values():     # every file read to its end before the ledger is touched
         _warn_bad_rows(check_subscribers(path), err)
     ledger = Ledger.snapshot(settings.ledger.path, lock_timeout_seconds=settings.ledger.lock_timeout_seconds) \
@@ -92,7 +98,11 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
         take_over_legacy_rows(ledger, claim, err, dry_run=options.dry_run)
         _write_archives(renditions, settings, options.dry_run, out)
         for name, path in subscriber_files.items():
-            _plan(ledger, renditions, name, path, err)
+            _plan(ledger, renditions, name, _file_recipients(path), f"in {path}", err)
+        store = SubscriberStore(ledger)
+        for name in list_channels:
+            _plan(ledger, renditions, name, store.recipients(routes(name, served)),
+                  f"active on {', '.join(served[name])}", err)
         key = renditions.issue.key
         totals = {name: ledger.count(key, name, options.statuses(), only_planned=True) for name in mail}
         _describe(renditions, settings, channels, totals, out)
@@ -122,7 +132,8 @@ def configuration_problems(settings: Settings, channels: tuple[str, ...], *, tes
     rows, steps = registry.row_channels(channels), registry.step_channels(channels)
     problems = [problem for channel in rows
                 for problem in channel.configuration_problems(settings, test_copy=test_copy)]
-    if any(channel.recipients_file(settings) for channel in rows) or (test_copy and rows):
+    if any(channel.recipients_file(settings) or channel.recipient_lists(settings) for channel in rows) \
+            or (test_copy and rows):
         # Every row channel's messages carry unsubscribe links, signed by the core with this secret.
         problems += missing_env(settings.unsubscribe_secret_env, "the unsubscribe links' secret")
     problems += [problem for channel in steps for problem in channel.configuration_problems(settings)]
@@ -168,17 +179,22 @@ def _warn_bad_rows(check: SubscriberCheck, err: TextIO) -> None:
         print(f"distributor: warning: skipped {check.bad_total - len(check.bad_rows)} more bad rows", file=err)
 
 
-def _plan(ledger: Ledger, renditions: Renditions, channel: str, path: str, err: TextIO) -> None:
-    """Make the channel's plan match the subscriber file as it is now (read a second time, streamed,
-    in one transaction): new addresses are added, the pending rows of removed ones dropped."""
+def _file_recipients(path: str) -> Iterator[tuple[str, str | None]]:
+    """Yield (address, name) of each good row of the subscriber file (read a second time, streamed)."""
+    return ((row.address, row.name) for row in read_subscribers(path) if not isinstance(row, BadRow))
+
+
+def _plan(ledger: Ledger, renditions: Renditions, channel: str, recipients: Iterable[tuple[str, str | None]],
+          where: str, err: TextIO) -> None:
+    """Make the channel's plan match its recipients as they are now (streamed, in one transaction): new
+    addresses are added, the pending rows of those no longer `where` they were (e.g. "in FILE") dropped."""
     issue = renditions.issue
-    result = ledger.plan(issue.key, channel, issue.content_hash,
-                         ((row.address, row.name) for row in read_subscribers(path) if not isinstance(row, BadRow)))
+    result = ledger.plan(issue.key, channel, issue.content_hash, recipients)
     if result.removed:
-        print(f"distributor: {channel}: not mailing {_recipients(result.removed)} no longer in {path} "
+        print(f"distributor: {channel}: not mailing {_recipients(result.removed)} no longer {where} "
               "(planned by an earlier run)", file=err)
     if result.resumed and result.added:
-        print(f"distributor: {channel}: {_recipients(result.added)} new in {path} added to the plan", file=err)
+        print(f"distributor: {channel}: {_recipients(result.added)} new {where} added to the plan", file=err)
     earlier = ledger.content_hashes(issue.key, channel) - {issue.content_hash}
     if earlier:
         print(f"distributor: warning: {channel}: the issue file changed since earlier recipients got it",

@@ -1,6 +1,7 @@
 """The ledger: one SQLite file that remembers what was sent, to whom, and what must not be sent.
 
 It holds the deliveries (one row per issue key, channel and recipient), the suppression list,
+the subscriber store (readers, their lists and history: distributor/ledger/subscribers.py),
 the opaque subscriber ids of unsubscribe links, the WeChat steps' checkpoints, caches (the
 access token, uploaded images), the scheduled jobs (distributor/schedule/jobs.py) and the leases that keep
 two runs from driving the same steps, and each issue key's identity (its date and title).
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from distributor.errors import StorageError
+from distributor.ledger import subscribers
 
 if TYPE_CHECKING:
     from distributor.settings import LedgerSettings
@@ -56,11 +58,11 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE TABLE IF NOT EXISTS issue_identities (
     issue_key TEXT PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, source_path TEXT NOT NULL,
     recorded_at REAL NOT NULL) WITHOUT ROWID;
-"""
+""" + subscribers.SCHEMA
 STATUSES = ("pending", "uncertain", "sent", "failed")
 # The ledger's layout as this code writes it (PRAGMA user_version). 0: before versions, when the
-# uncertain state was called `sending`.
-SCHEMA_VERSION = 1
+# uncertain state was called `sending`. 2: the subscriber store (distributor/ledger/subscribers.py).
+SCHEMA_VERSION = 2
 _PLAN_BATCH = 2000      # addresses inserted per statement while a plan streams the subscriber file
 _IN_PLAN = " AND EXISTS (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
 
@@ -336,9 +338,11 @@ class Ledger:
         return row[0] if row else None
 
     def suppress(self, address: str, *, reason: str, source: str) -> None:
-        """Never send to `address` again (until `unsuppress`); repeating it changes nothing."""
-        self.db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)",
-                        (address.lower(), reason, source, self.clock()))
+        """Never send to `address` again (until `unsuppress`); repeating it changes nothing. The
+        address's lists in the subscriber store say so too, in their history."""
+        folded, now = address.lower(), self.clock()
+        self.db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)", (folded, reason, source, now))
+        subscribers.mark_suppressed(self.db, folded, source, now)
 
     def unsuppress(self, address: str) -> bool:
         return self.db.execute("DELETE FROM suppressions WHERE address = ?", (address.lower(),)).rowcount > 0

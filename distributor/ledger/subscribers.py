@@ -1,0 +1,323 @@
+"""The subscriber store: readers, the lists they are on, and every change of their status.
+
+A reader is one address (compared case-insensitively: the key is the lower-cased address, the
+address as written is kept to mail it) with a name, a language (zh or en) and free attributes. Per
+list the reader has a status and a format (the row channel they read it through, `email` or
+`text`). Every change of a status is kept in `subscription_history` with its time and source (an
+import, the signup form, a confirmation, the preferences page, a bounce, a command): the record a
+publisher can show a regulator. The consent of a signup (when, from which client, on which form,
+when confirmed) is kept in `consents`.
+
+The suppression list (`Ledger.suppress`) stays the one answer to "may this address be mailed at
+all": an address on it is mailed by no list and no subscriber file. Suppressing an address marks
+its lists here too (`mark_suppressed`), so the store says why a reader gets nothing.
+
+Everything here runs on the ledger's connection; a write that must be atomic runs inside the
+caller's `Ledger.transaction()`.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from distributor.audience.lists import Route
+
+if TYPE_CHECKING:
+    from distributor.ledger.store import Ledger
+
+STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
+# Statuses no import or signup may turn into `active` on its own: the reader or their mailbox said no.
+REFUSING = ("unsubscribed", "bounced", "complained")
+LANGUAGES = ("zh", "en")
+# The list status that a suppression's source stands for.
+_SUPPRESSED_STATUS = {"bounce": "bounced", "complaint": "complained"}
+_PAGE = 500
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscribers (
+    address TEXT PRIMARY KEY, email TEXT NOT NULL, name TEXT, language TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions (
+    address TEXT NOT NULL, list TEXT NOT NULL, status TEXT NOT NULL, format TEXT NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY (address, list)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subscriptions_by_list ON subscriptions (list, status, address);
+CREATE TABLE IF NOT EXISTS subscription_history (
+    address TEXT NOT NULL, list TEXT NOT NULL, status TEXT NOT NULL, source TEXT NOT NULL,
+    at REAL NOT NULL, detail TEXT);
+CREATE INDEX IF NOT EXISTS subscription_history_by_address ON subscription_history (address, at);
+CREATE TABLE IF NOT EXISTS consents (
+    address TEXT NOT NULL, list TEXT NOT NULL, requested_at REAL NOT NULL, client TEXT, form_url TEXT,
+    confirmed_at REAL, confirmed_client TEXT);
+CREATE INDEX IF NOT EXISTS consents_by_address ON consents (address, list, requested_at);
+CREATE TABLE IF NOT EXISTS signup_mails (
+    id INTEGER PRIMARY KEY, address TEXT NOT NULL, client_key TEXT NOT NULL, queued_at REAL NOT NULL,
+    envelope_from TEXT NOT NULL, message BLOB NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_at REAL);
+CREATE INDEX IF NOT EXISTS signup_mails_by_address ON signup_mails (address, queued_at);
+CREATE INDEX IF NOT EXISTS signup_mails_by_client ON signup_mails (client_key, queued_at);
+CREATE INDEX IF NOT EXISTS signup_mails_pending ON signup_mails (status, id);
+"""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A reader's standing on one list."""
+
+    list: str
+    status: str
+    format: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoredSubscriber:
+    """A reader as the store holds them, with their opaque id (the one in their unsubscribe links)."""
+
+    id: str
+    address: str                    # as the reader wrote it
+    name: str | None
+    language: str | None
+    attributes: Mapping[str, str]
+    created_at: float
+    subscriptions: tuple[Subscription, ...] = ()
+
+    def on(self, list_name: str) -> Subscription | None:
+        return next((s for s in self.subscriptions if s.list == list_name), None)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One line of a reader's history: on `list`, `status` since `at`, because of `source`."""
+
+    list: str
+    status: str
+    source: str
+    at: float
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class MailToSend:
+    """A confirmation mail waiting in the outbox."""
+
+    id: int
+    address: str
+    envelope_from: str
+    message: bytes
+    attempts: int
+
+
+class SubscriberStore:
+    """The subscriber tables of `ledger` (its connection, clock and transactions)."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.db: sqlite3.Connection = ledger.db
+
+    # --- readers ---------------------------------------------------------------------------------
+
+    def save(self, address: str, *, name: str | None = None, language: str | None = None,
+             attributes: Mapping[str, str] | None = None) -> bool:
+        """Add the reader, or update what is given of their name, language and attributes (merged);
+        return whether anything changed."""
+        folded, now = address.lower(), self.ledger.clock()
+        row = self.db.execute("SELECT name, language, attributes FROM subscribers WHERE address = ?",
+                              (folded,)).fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO subscribers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (folded, address, name, language, _json(attributes or {}), now, now))
+            self.ledger.subscriber_id(folded)
+            return True
+        merged = {**json.loads(row[2]), **(attributes or {})}
+        new = (name if name is not None else row[0], language if language is not None else row[1], _json(merged))
+        if new == tuple(row):
+            return False
+        self.db.execute("UPDATE subscribers SET name = ?, language = ?, attributes = ?, updated_at = ?"
+                        " WHERE address = ?", (*new, now, folded))
+        return True
+
+    def subscriber(self, address: str) -> StoredSubscriber | None:
+        """Return the reader with `address` (any case) and their lists, or None."""
+        row = self.db.execute(
+            "SELECT i.id, s.email, s.name, s.language, s.attributes, s.created_at FROM subscribers s"
+            " JOIN subscriber_ids i ON i.address = s.address WHERE s.address = ?", (address.lower(),)).fetchone()
+        return self._with_subscriptions(row) if row else None
+
+    def subscriber_by_id(self, subscriber_id: str) -> StoredSubscriber | None:
+        """Return the reader whose unsubscribe links carry `subscriber_id`, or None."""
+        address = self.ledger.address_for(subscriber_id)
+        return self.subscriber(address) if address else None
+
+    def subscribers(self, *, list_name: str | None = None, status: str | None = None) -> Iterator[StoredSubscriber]:
+        """Yield every reader in address order (those on `list_name`, with `status` there, when given),
+        a page at a time."""
+        last = ""
+        while True:
+            page = self.db.execute(
+                "SELECT i.id, s.email, s.name, s.language, s.attributes, s.created_at FROM subscribers s"
+                " JOIN subscriber_ids i ON i.address = s.address WHERE s.address > ?"
+                " AND (? IS NULL AND ? IS NULL OR EXISTS (SELECT 1 FROM subscriptions p WHERE p.address = s.address"
+                " AND (? IS NULL OR p.list = ?) AND (? IS NULL OR p.status = ?)))"
+                " ORDER BY s.address LIMIT ?",
+                (last, list_name, status, list_name, list_name, status, status, _PAGE)).fetchall()
+            if not page:
+                return
+            for row in page:
+                yield self._with_subscriptions(row)
+            last = page[-1][1].lower()
+
+    def remove(self, address: str) -> bool:
+        """Erase the reader: their row, lists, history and consents (a suppression stays: it is what
+        keeps them from being mailed). Return whether there was such a reader."""
+        folded = address.lower()
+        removed = self.db.execute("DELETE FROM subscribers WHERE address = ?", (folded,)).rowcount > 0
+        for table in ("subscriptions", "subscription_history", "consents"):
+            self.db.execute(f"DELETE FROM {table} WHERE address = ?", (folded,))
+        return removed
+
+    def _with_subscriptions(self, row: tuple) -> StoredSubscriber:
+        subscriber_id, address, name, language, attributes, created_at = row
+        lists = tuple(Subscription(*found) for found in self.db.execute(
+            "SELECT list, status, format, updated_at FROM subscriptions WHERE address = ? ORDER BY list",
+            (address.lower(),)))
+        return StoredSubscriber(subscriber_id, address, name, language, json.loads(attributes), created_at, lists)
+
+    # --- statuses --------------------------------------------------------------------------------
+
+    def set_status(self, address: str, list_name: str, status: str, *, source: str, detail: str | None = None,
+                   format: str | None = None) -> bool:
+        """Put the reader (who must have been `save`d) on `list_name` with `status` (and `format`, or
+        the one they had, `email` for a new list); record the change in the history. Return whether
+        the status changed (a format change alone is no history line)."""
+        if status not in STATUSES:
+            raise ValueError(status)
+        folded, now = address.lower(), self.ledger.clock()
+        row = self.db.execute("SELECT status, format FROM subscriptions WHERE address = ? AND list = ?",
+                              (folded, list_name)).fetchone()
+        new_format = format or (row[1] if row else "email")
+        if row is not None and (row[0], row[1]) == (status, new_format):
+            return False
+        self.db.execute("INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?) ON CONFLICT (address, list) DO UPDATE"
+                        " SET status = excluded.status, format = excluded.format, updated_at = excluded.updated_at",
+                        (folded, list_name, status, new_format, now))
+        if row is not None and row[0] == status:
+            return False
+        self.db.execute("INSERT INTO subscription_history VALUES (?, ?, ?, ?, ?, ?)",
+                        (folded, list_name, status, source, now, detail))
+        return True
+
+    def history(self, address: str) -> list[StatusChange]:
+        """Return every status change of the reader, oldest first."""
+        return [StatusChange(*row) for row in self.db.execute(
+            "SELECT list, status, source, at, detail FROM subscription_history WHERE address = ?"
+            " ORDER BY at, rowid", (address.lower(),))]
+
+    def recipients(self, routes: Iterable[Route]) -> Iterator[tuple[str, str | None]]:
+        """Yield (address as written, name) of every reader who is active on one of the routes' lists in a
+        format the route takes, and not suppressed: each reader once, in address order, a page at a time
+        (a list of 100,000 is never held whole)."""
+        clauses, parameters = [], []
+        for route in routes:
+            if route.other_formats:
+                clauses.append(f"(p.list = ? AND (p.format IN ({_marks(route.formats)}) OR p.format NOT IN"
+                               f" ({_marks(route.excluded)})))")
+                parameters += [route.list, *route.formats, *route.excluded]
+            else:
+                clauses.append(f"(p.list = ? AND p.format IN ({_marks(route.formats)}))")
+                parameters += [route.list, *route.formats]
+        if not clauses:
+            return
+        last = ""
+        while True:
+            page = self.db.execute(
+                "SELECT s.address, s.email, s.name FROM subscribers s WHERE s.address > ? AND EXISTS"
+                f" (SELECT 1 FROM subscriptions p WHERE p.address = s.address AND p.status = 'active' AND"
+                f" ({' OR '.join(clauses)})) AND s.address NOT IN (SELECT address FROM suppressions)"
+                " ORDER BY s.address LIMIT ?", (last, *parameters, _PAGE)).fetchall()
+            if not page:
+                return
+            for _, address, name in page:
+                yield address, name
+            last = page[-1][0]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Return {list: {status: readers}}."""
+        result: dict[str, dict[str, int]] = {}
+        for list_name, status, count in self.db.execute(
+                "SELECT list, status, COUNT(*) FROM subscriptions GROUP BY list, status ORDER BY list"):
+            result.setdefault(list_name, {})[status] = count
+        return result
+
+    # --- signup ----------------------------------------------------------------------------------
+
+    def record_request(self, address: str, list_name: str, *, client: str | None, form_url: str | None) -> None:
+        """Keep the consent request of a signup form (confirmed later, or never)."""
+        self.db.execute("INSERT INTO consents (address, list, requested_at, client, form_url) VALUES (?, ?, ?, ?, ?)",
+                        (address.lower(), list_name, self.ledger.clock(), client, form_url))
+
+    def confirm_request(self, address: str, list_name: str, *, requested_after: float, client: str | None) -> bool:
+        """Mark the latest unconfirmed request for the list made after `requested_after` confirmed; return
+        False when there is none (already confirmed, expired, or never made)."""
+        row = self.db.execute(
+            "SELECT rowid FROM consents WHERE address = ? AND list = ? AND confirmed_at IS NULL AND requested_at >= ?"
+            " ORDER BY requested_at DESC LIMIT 1", (address.lower(), list_name, requested_after)).fetchone()
+        if row is None:
+            return False
+        self.db.execute("UPDATE consents SET confirmed_at = ?, confirmed_client = ? WHERE rowid = ?",
+                        (self.ledger.clock(), client, row[0]))
+        return True
+
+    def consents(self, address: str) -> list[tuple[str, float, str | None, str | None, float | None]]:
+        """Return the reader's signup requests, oldest first: (list, requested at, client, form URL,
+        confirmed at)."""
+        return list(self.db.execute("SELECT list, requested_at, client, form_url, confirmed_at FROM consents"
+                                    " WHERE address = ? ORDER BY requested_at, rowid", (address.lower(),)))
+
+    def mails_since(self, since: float, *, address: str | None = None, client_key: str | None = None) -> int:
+        """Count the confirmation mails queued since `since` to `address`, or for `client_key`."""
+        column, value = ("address", address.lower()) if address is not None else ("client_key", client_key)
+        return self.db.execute(f"SELECT COUNT(*) FROM signup_mails WHERE {column} = ? AND queued_at >= ?",
+                               (value, since)).fetchone()[0]
+
+    def queue_mail(self, address: str, client_key: str, envelope_from: str, message: bytes) -> None:
+        self.db.execute("INSERT INTO signup_mails (address, client_key, queued_at, envelope_from, message)"
+                        " VALUES (?, ?, ?, ?, ?)", (address.lower(), client_key, self.ledger.clock(), envelope_from,
+                                                    message))
+
+    def mails_to_send(self, limit: int) -> list[MailToSend]:
+        """Return the oldest confirmation mails not yet handed to the relay."""
+        return [MailToSend(row[0], row[1], row[2], bytes(row[3]), row[4]) for row in self.db.execute(
+            "SELECT id, address, envelope_from, message, attempts FROM signup_mails WHERE status = 'pending'"
+            " ORDER BY id LIMIT ?", (limit,))]
+
+    def mail_done(self, mail_id: int, status: str, *, error: str | None = None) -> None:
+        """Record a confirmation mail's attempt: `sent`, `failed` (never again), or `pending` (try later)."""
+        if status not in ("sent", "failed", "pending"):
+            raise ValueError(status)
+        self.db.execute("UPDATE signup_mails SET status = ?, attempts = attempts + 1, last_error = ?,"
+                        " sent_at = CASE ? WHEN 'sent' THEN ? END WHERE id = ?",
+                        (status, error, status, self.ledger.clock(), mail_id))
+
+
+def mark_suppressed(db: sqlite3.Connection, address: str, source: str, now: float) -> None:
+    """Mark the lists of a suppressed address (lower-cased) that still mail it: `bounced` for a bounce,
+    `complained` for a complaint, else `unsubscribed`; each change goes into the history."""
+    status = _SUPPRESSED_STATUS.get(source, "unsubscribed")
+    lists = [row[0] for row in db.execute(
+        "SELECT list FROM subscriptions WHERE address = ? AND status IN ('active', 'unconfirmed')", (address,))]
+    for list_name in lists:
+        db.execute("UPDATE subscriptions SET status = ?, updated_at = ? WHERE address = ? AND list = ?",
+                   (status, now, address, list_name))
+        db.execute("INSERT INTO subscription_history VALUES (?, ?, ?, ?, ?, NULL)",
+                   (address, list_name, status, source, now))
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ",".join("?" * len(values)) or "NULL"
+
+
+def _json(attributes: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(attributes.items())), ensure_ascii=False, separators=(",", ":"))
