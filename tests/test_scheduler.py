@@ -495,7 +495,8 @@ def test_add_refuses_a_date_that_does_not_exist(tmp_path):
 
 
 @pytest.mark.parametrize("channels, environment, expected", [
-    ("email: {enabled: true}\n  wechat: {enabled: false}", {}, "neither channels.email.subscribers nor channels.email.lists is set"),
+    ("email: {enabled: true}\n  wechat: {enabled: false}", {},
+     "neither channels.email.subscribers nor channels.email.lists is set"),
     ("email: {enabled: false}\n  wechat: {enabled: true}", {"WECHAT_APP_SECRET": "s"},
      "channels.wechat.app_id is not set"),
     ("email: {enabled: false}\n  wechat: {enabled: true, app_id: wx0123456789abcdef}", {},

@@ -1,8 +1,8 @@
 """The `channels.text` settings block."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from distributor.settings import list_name_problem
