@@ -82,6 +82,20 @@ VALUE_CASES = {
                                            "site.language: 'zh\"><script>' is not a language tag"),
     "a section that is not a mapping": ("site: [a, b]\n", "site: expected a mapping"),
     "a NUL byte in the ledger path": ('ledger:\n  path: "/tmp/a\\0b"\n', "ledger.path: holds a control character"),
+    "lists that are not a list": ("channels:\n  email:\n    lists: weekly\n",
+                                  "channels.email.lists must be a list of at most 100 items"),
+    "a list name with a capital": ("channels:\n  email:\n    lists: [weekly, Weekly]\n",
+                                   "channels.email.lists[1]: 'Weekly' is not a list name"),
+    "a list named twice": ("channels:\n  text:\n    lists: [weekly, weekly]\n",
+                           "channels.text.lists names an item twice"),
+    "a list name that is a number": ("channels:\n  email:\n    lists: [2024]\n",
+                                     "channels.email.lists[0] must be str, not int"),
+    "signup.public_url without a final slash": ("signup:\n  public_url: https://example.org/news\n",
+                                                "signup.public_url: must end with /"),
+    "a trusted proxy that is no address": ("signup:\n  trusted_proxies: [proxy.example.org]\n",
+                                           "signup.trusted_proxies[0]: 'proxy.example.org' is not an IP address"),
+    "an unknown client_address choice": ("signup:\n  client_address: partial\n",
+                                         "signup.client_address must be one of hash, full, none"),
 }
 
 

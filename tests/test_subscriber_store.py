@@ -1,0 +1,179 @@
+"""The subscriber store on a real SQLite ledger file: one reader per address whatever its case, every
+status change in the history, suppressions marking the lists, and the readers each channel's routes
+select, streamed in pages."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from distributor.audience.lists import Route, formats_offered, known_lists, routes
+from distributor.ledger.store import SCHEMA_VERSION, Ledger
+from distributor.ledger.subscribers import SubscriberStore
+
+
+class Clock:
+    """A clock the test moves, so each change has a time of its own."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    with Ledger(tmp_path / "ledger.sqlite3", clock=Clock()) as opened:
+        yield opened
+
+
+def join(store: SubscriberStore, address: str, list_name: str = "weekly", *, status: str = "active",
+         format: str = "email", name: str | None = None) -> None:
+    store.save(address, name=name)
+    store.set_status(address, list_name, status, source="test", format=format)
+
+
+def test_an_address_is_one_reader_whatever_its_case(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    assert store.save("Ann.Lee@Example.org", name="Ann", attributes={"tags": "linux"})
+    assert not store.save("ann.lee@example.ORG", name="Ann", attributes={"tags": "linux"})
+    assert store.save("ANN.LEE@example.org", language="zh", attributes={"city": "Wuhan"})
+    reader = store.subscriber("ann.lee@example.org")
+    assert reader is not None
+    assert (reader.address, reader.name, reader.language) == ("Ann.Lee@Example.org", "Ann", "zh")
+    assert reader.attributes == {"city": "Wuhan", "tags": "linux"}
+    # The id is the one the unsubscribe links of this address carry.
+    assert reader.id == ledger.subscriber_id("ANN.LEE@EXAMPLE.ORG")
+    assert store.subscriber_by_id(reader.id) == reader
+    assert store.subscriber_by_id("no-such-id") is None
+    assert ledger.db.execute("SELECT COUNT(*) FROM subscribers").fetchone()[0] == 1
+
+
+def test_every_status_change_is_in_the_history_with_its_source(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    store.save("ann@example.org")
+    assert store.set_status("ann@example.org", "weekly", "unconfirmed", source="signup", detail="form")
+    assert store.set_status("ann@example.org", "weekly", "active", source="confirm")
+    assert not store.set_status("ann@example.org", "weekly", "active", source="import")
+    assert not store.set_status("ann@example.org", "weekly", "active", source="preferences", format="text")
+    assert store.set_status("ann@example.org", "weekly", "unsubscribed", source="preferences")
+    history = [(c.list, c.status, c.source, c.detail) for c in store.history("ANN@example.org")]
+    assert history == [("weekly", "unconfirmed", "signup", "form"), ("weekly", "active", "confirm", None),
+                       ("weekly", "unsubscribed", "preferences", None)]
+    times = [change.at for change in store.history("ann@example.org")]
+    assert times == sorted(times) and len(set(times)) == 3
+    (subscription,) = store.subscriber("ann@example.org").subscriptions
+    assert (subscription.status, subscription.format) == ("unsubscribed", "text")   # the format change stayed
+    with pytest.raises(ValueError):
+        store.set_status("ann@example.org", "weekly", "paused", source="test")
+
+
+@pytest.mark.parametrize("source, status", [("bounce", "bounced"), ("complaint", "complained"),
+                                            ("one-click", "unsubscribed"), ("command", "unsubscribed")])
+def test_a_suppression_marks_the_lists_that_still_mail_the_address(ledger: Ledger, source: str, status: str) -> None:
+    store = SubscriberStore(ledger)
+    join(store, "ann@example.org", "weekly")
+    join(store, "ann@example.org", "monthly", status="unconfirmed")
+    join(store, "ann@example.org", "news", status="unsubscribed")
+    ledger.suppress("Ann@Example.org", reason="550 5.1.1 no such user", source=source)
+    statuses = {s.list: s.status for s in store.subscriber("ann@example.org").subscriptions}
+    assert statuses == {"weekly": status, "monthly": status, "news": "unsubscribed"}
+    marked = [(c.list, c.status, c.source) for c in store.history("ann@example.org") if c.source == source]
+    assert sorted(marked) == [("monthly", status, source), ("weekly", status, source)]
+    ledger.suppress("ann@example.org", reason="again", source=source)       # repeated: no new lines
+    assert len(store.history("ann@example.org")) == 5
+
+
+def test_the_routes_split_a_shared_list_by_format_and_give_a_single_channel_list_whole(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    join(store, "html@example.org", "weekly", format="email", name="Html")
+    join(store, "plain@example.org", "weekly", format="text")
+    join(store, "pager@example.org", "weekly", format="pager")     # a format no channel of this list is
+    join(store, "both@example.org", "weekly", format="email")
+    join(store, "both@example.org", "digest", format="text")       # digest: only email sends it
+    join(store, "waiting@example.org", "weekly", status="unconfirmed")
+    join(store, "left@example.org", "weekly", status="unsubscribed")
+    join(store, "bounced@example.org", "digest")
+    ledger.suppress("bounced@example.org", reason="550", source="bounce")
+    join(store, "suppressed@example.org", "weekly")
+    ledger.db.execute("INSERT INTO suppressions VALUES ('suppressed@example.org', 'r', 'command', 0)")
+    served = {"email": ("weekly", "digest"), "text": ("weekly",)}
+    assert known_lists(served) == ("weekly", "digest")
+    assert formats_offered("weekly", served) == ("email", "text") and formats_offered("digest", served) == ("email",)
+    email = list(store.recipients(routes("email", served)))
+    text = list(store.recipients(routes("text", served)))
+    assert email == [("both@example.org", None), ("html@example.org", "Html"), ("pager@example.org", None)]
+    assert text == [("plain@example.org", None)]
+    assert list(store.recipients(())) == []
+
+
+def test_routes_of_a_list_that_three_channels_send(ledger: Ledger) -> None:
+    served = {"email": ("weekly",), "text": ("weekly",), "pager": ("weekly", "alerts")}
+    assert routes("email", served) == (Route("weekly", ("email",), other_formats=True,
+                                             excluded=("email", "text", "pager")),)
+    assert routes("pager", served) == (Route("weekly", ("pager",)),
+                                       Route("alerts", ("pager",), other_formats=True, excluded=("pager",)))
+    assert routes("fax", served) == ()
+
+
+def test_recipients_and_readers_stream_in_pages_each_once_in_address_order(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    with ledger.transaction():
+        for number in range(1203):          # more than two pages of 500
+            join(store, f"reader{number:05d}@example.org", "weekly" if number % 3 else "monthly")
+    weekly = list(store.recipients(routes("email", {"email": ("weekly",)})))
+    assert len(weekly) == len({address for address, _ in weekly}) == 802
+    assert weekly == sorted(weekly)
+    both = list(store.recipients(routes("email", {"email": ("weekly", "monthly")})))
+    assert len(both) == 1203
+    listed = list(store.subscribers(list_name="monthly", status="active"))
+    assert len(listed) == 401 and all(reader.on("monthly").status == "active" for reader in listed)
+    assert len(list(store.subscribers())) == 1203
+    assert store.counts() == {"monthly": {"active": 401}, "weekly": {"active": 802}}
+
+
+def test_removing_a_reader_erases_them_but_keeps_the_suppression(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    join(store, "ann@example.org")
+    store.record_request("ann@example.org", "weekly", client="hash", form_url="https://example.org/subscribe")
+    ledger.suppress("ann@example.org", reason="asked", source="command")
+    assert store.remove("ANN@example.org")
+    assert store.subscriber("ann@example.org") is None
+    assert store.history("ann@example.org") == [] and store.consents("ann@example.org") == []
+    assert ledger.is_suppressed("ann@example.org")
+    assert not store.remove("ann@example.org")
+
+
+def test_a_consent_request_is_confirmed_once_and_only_within_its_time(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    join(store, "ann@example.org", status="unconfirmed")
+    store.record_request("ann@example.org", "weekly", client="192.0.2.7", form_url="https://example.org/subscribe")
+    requested = store.consents("ann@example.org")[0][1]
+    assert not store.confirm_request("ann@example.org", "weekly", requested_after=requested + 1, client="x")
+    assert store.confirm_request("ann@example.org", "weekly", requested_after=requested, client="192.0.2.8")
+    assert not store.confirm_request("ann@example.org", "weekly", requested_after=requested, client="192.0.2.8")
+    ((list_name, at, client, form_url, confirmed_at),) = store.consents("ann@example.org")
+    assert (list_name, client, form_url) == ("weekly", "192.0.2.7", "https://example.org/subscribe")
+    assert confirmed_at is not None and confirmed_at > at
+
+
+def test_a_ledger_of_the_previous_layout_gains_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.plan("weekly", "email", "hash", [("a@example.org", None)])
+    old = sqlite3.connect(path)                 # layout 1 had no subscriber store
+    for table in ("subscribers", "subscriptions", "subscription_history", "consents", "signup_mails"):
+        old.execute(f"DROP TABLE {table}")
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    with Ledger.snapshot(path) as copy:
+        assert list(SubscriberStore(copy).subscribers()) == []
+    with Ledger(path) as ledger:
+        assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert ledger.counts("weekly") == {"email": {"pending": 1}}
+        join(SubscriberStore(ledger), "b@example.org")
+        assert SubscriberStore(ledger).subscriber("b@example.org") is not None
