@@ -24,8 +24,10 @@ from urllib.parse import parse_qs
 
 from distributor.audience import unsubscribe
 from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.subscribers import SubscriberStore
 from distributor.render.templating import environment
 from distributor.settings import Settings, load_settings, secret_from_env
+from distributor.web import preferences_page
 
 MAX_BODY_BYTES = 16 * 1024     # a one-click POST or the page's button is a few dozen bytes
 PAGE_FIELD, PAGE_VALUE = "confirm", "unsubscribe"   # the name and value of the page's button
@@ -114,10 +116,10 @@ class UnsubscribeApp:
                 return self._page("400 Bad Request", "invalid")
             if method == "POST":
                 return self._unsubscribe(environ, *subscriber)
+            return self._confirm(*subscriber)
         except sqlite3.Error:
             _log.exception("the ledger cannot answer")
             return self._page("503 Service Unavailable", "unavailable", headers=(("Retry-After", "30"),))
-        return self._page("200 OK", "confirm", template="web/confirm.html")
 
     def _subscriber(self, token: str) -> tuple[str, str] | None:
         """Return (subscriber id, address) for a genuine token of a known subscriber, else None."""
@@ -135,14 +137,47 @@ class UnsubscribeApp:
         # More digits than the limit has is too large, and is never turned into a (huge) number.
         if len(announced.lstrip("0")) > len(str(MAX_BODY_BYTES)) or int(announced) > MAX_BODY_BYTES:
             return self._page("413 Content Too Large", "too_large")
-        fields = form_fields(environ.get("CONTENT_TYPE", ""), environ["wsgi.input"].read(int(announced)))
-        source = unsubscribe_source(fields)
+        values = form_values(environ.get("CONTENT_TYPE", ""), environ["wsgi.input"].read(int(announced)))
+        source = unsubscribe_source(first_values(values))
+        if source is None and preferences_page.is_preferences_post(values):
+            return self._save_preferences(values, subscriber_id, address)
         if source is None:
             return self._page("400 Bad Request", "incomplete")
         with self._lock:
             self.ledger.suppress(address, reason=_REASONS[source], source=source)
         _log.info("unsubscribed subscriber %s (%s)", subscriber_id, source)
         return self._page("200 OK", "done")
+
+    def _confirm(self, subscriber_id: str, address: str) -> Response:
+        """The page of a GET: the preferences of a reader in the subscriber store, else the button alone."""
+        with self._lock:
+            subscriber = SubscriberStore(self.ledger).subscriber_by_id(subscriber_id)
+            offered = preferences_page.offered_lists(self.settings)
+            shown = preferences_page.preferences(self.ledger, subscriber, offered) if subscriber else None
+        if shown is None:
+            return self._page("200 OK", "confirm", template="web/confirm.html")
+        return self._preferences_page("preferences", shown)
+
+    def _save_preferences(self, values: dict[str, list[str]], subscriber_id: str, address: str) -> Response:
+        """Save the preferences form in one transaction; refuse (400, nothing changed) a list or format
+        the page does not offer, or a reader outside the store."""
+        offered = preferences_page.offered_lists(self.settings)
+        choice = preferences_page.parse_choice(values, offered)
+        if choice is None:
+            return Response("400 Bad Request", preferences_page.refusal(self.settings, self.language).encode("utf-8"))
+        with self._lock:
+            subscriber = preferences_page.save(self.ledger, address, choice, offered)
+            shown = preferences_page.preferences(self.ledger, subscriber, offered) if subscriber else None
+        if shown is None:
+            return self._page("400 Bad Request", "incomplete")
+        _log.info("saved the preferences of subscriber %s", subscriber_id)
+        return self._preferences_page("saved", shown)
+
+    def _preferences_page(self, what: str, shown: preferences_page.Preferences) -> Response:
+        words = _WORDS[self.language]
+        page = preferences_page.render(self.settings, self.language, shown, what, button=str(words["button"]),
+                                       field=PAGE_FIELD, value=PAGE_VALUE)
+        return Response("200 OK", page.encode("utf-8"))
 
     def _page(self, status: str, what: str, *, template: str = "web/message.html",
               headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -157,20 +192,30 @@ class UnsubscribeApp:
 
 def form_fields(content_type: str, body: bytes) -> dict[str, str]:
     """Return the fields of a form body, multipart/form-data or urlencoded (the first value of each)."""
+    return first_values(form_values(content_type, body))
+
+
+def form_values(content_type: str, body: bytes) -> dict[str, list[str]]:
+    """Return every value of each field of a form body, multipart/form-data or urlencoded, in order (the
+    preferences form sends one `list` per ticked list)."""
     if content_type.split(";")[0].strip().lower() == "multipart/form-data":
         head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
         if not message.is_multipart():
             return {}
-        fields: dict[str, str] = {}
+        fields: dict[str, list[str]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             payload = part.get_payload(decode=True)
             if isinstance(name, str) and isinstance(payload, bytes):
-                fields.setdefault(name, payload.decode("utf-8", "replace"))
+                fields.setdefault(name, []).append(payload.decode("utf-8", "replace"))
         return fields
-    pairs = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in pairs.items()}
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def first_values(fields: dict[str, list[str]]) -> dict[str, str]:
+    """Keep the first value of each field: what the one-click and button POSTs are read by."""
+    return {name: values[0] for name, values in fields.items()}
 
 
 def unsubscribe_source(fields: dict[str, str]) -> str | None:
