@@ -1,62 +1,156 @@
-"""`distributor subscribers`: list the subscriber file with each row's state, unsubscribe or
-resubscribe an address by hand (mailto requests), and export the suppression list as CSV."""
+"""`distributor subscribers`: the readers of the subscriber store (import a file into a list, list,
+add, remove, unsubscribe, resubscribe, show one reader's record, export), the old view of the
+subscriber file (`list --file`), and the suppression list (`export --suppressions`).
+
+`list`, `show` and `export` only read: they make no ledger file where there is none."""
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime as dt
 import io
+import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from distributor import registry
+from distributor.audience.importing import check_file, import_subscribers
+from distributor.audience.lists import known_lists, lists_by_channel
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
 from distributor.files import write_files
-from distributor.ledger.store import open_ledger
-from distributor.settings import Settings
-from distributor.validate.addresses import named_address_problem
+from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.subscribers import LANGUAGES, REFUSING, STATUSES, SubscriberStore, Subscription
+from distributor.settings import Settings, list_name_problem
+from distributor.validate.addresses import named_address_problem, text_problem
 
-STATES = ("active", "unsubscribed", "bounced")
+FILE_STATES = ("active", "unsubscribed", "bounced")
 EXPORT_COLUMNS = ("address", "reason", "source", "time")
+STORE_COLUMNS = ("email", "name", "tags", "language", "list", "status", "format", "since")
+_SHOWN = 20
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `subscribers` and its actions to the `distributor` command line."""
-    subscribers = subparsers.add_parser("subscribers", help="the email subscribers and who must not be mailed")
+    subscribers = subparsers.add_parser("subscribers", help="the readers, their lists, and who must not be mailed")
     actions = subscribers.add_subparsers(dest="subscribers_action", required=True)
+    formats = tuple(channel.name for channel in registry.row_channels(registry.names()))
 
-    listing = actions.add_parser("list", help="the subscriber file's rows: active, unsubscribed or bounced")
-    listing.add_argument("--state", choices=STATES, help="only the rows in this state")
+    importing = actions.add_parser("import", help="put the readers of a CSV or YAML file on a list")
+    importing.add_argument("file", metavar="FILE")
+    importing.add_argument("--list", required=True, metavar="NAME", help="the list they go on")
+    importing.add_argument("--format", choices=formats,
+                           help="the channel they read the list through (default: the one they had, else email)")
+    importing.add_argument("--resubscribe", action="store_true",
+                           help="make active again those who unsubscribed, bounced or complained")
+    importing.set_defaults(run=run_import)
+
+    listing = actions.add_parser("list", help="the readers and their status on each list")
+    listing.add_argument("--list", metavar="NAME", help="only the readers of this list")
+    listing.add_argument("--status", "--state", choices=STATUSES, help="only the readers with this status")
+    listing.add_argument("--file", action="store_true",
+                         help="the subscriber file's rows instead (channels.email.subscribers), each with its state")
     listing.set_defaults(run=run_list)
 
-    remove = actions.add_parser("unsubscribe", help="never mail ADDRESS again (e.g. on a mailto request)")
+    add = actions.add_parser("add", help="put ADDRESS on a list, active")
+    add.add_argument("address", metavar="ADDRESS")
+    add.add_argument("--list", required=True, metavar="NAME")
+    add.add_argument("--name", help="the reader's name")
+    add.add_argument("--language", choices=LANGUAGES)
+    add.add_argument("--format", choices=formats, help="the channel they read the list through (default email)")
+    add.set_defaults(run=run_add)
+
+    remove = actions.add_parser("remove", help="erase the reader: lists, history and consents (a suppression stays)")
     remove.add_argument("address", metavar="ADDRESS")
-    remove.add_argument("--reason", default="unsubscribed on request", help="why, kept in the suppression list")
-    remove.set_defaults(run=run_unsubscribe)
+    remove.set_defaults(run=run_remove)
 
-    restore = actions.add_parser("resubscribe", help="mail ADDRESS again")
-    restore.add_argument("address", metavar="ADDRESS")
-    restore.set_defaults(run=run_resubscribe)
+    unsubscribe = actions.add_parser("unsubscribe", help="never mail ADDRESS again, or not on one list")
+    unsubscribe.add_argument("address", metavar="ADDRESS")
+    unsubscribe.add_argument("--list", metavar="NAME", help="that list only (else: the suppression list)")
+    unsubscribe.add_argument("--reason", default="unsubscribed on request", help="why, kept with the change")
+    unsubscribe.set_defaults(run=run_unsubscribe)
 
-    export = actions.add_parser("export", help="write the suppression list as CSV (- for stdout)")
+    resubscribe = actions.add_parser("resubscribe", help="mail ADDRESS again")
+    resubscribe.add_argument("address", metavar="ADDRESS")
+    resubscribe.add_argument("--list", metavar="NAME", help="that list only (else: every list they left)")
+    resubscribe.set_defaults(run=run_resubscribe)
+
+    show = actions.add_parser("show", help="one reader's record: lists, history with time and source, consents")
+    show.add_argument("address", metavar="ADDRESS")
+    show.set_defaults(run=run_show)
+
+    export = actions.add_parser("export", help="write the readers as CSV that import reads back (- for stdout)")
     export.add_argument("file", metavar="FILE")
+    export.add_argument("--list", metavar="NAME", help="only this list's readers")
+    export.add_argument("--suppressions", action="store_true", help="the suppression list instead")
     export.set_defaults(run=run_export)
 
 
-def state_of(suppression: tuple | None) -> str:
-    """Return the state a suppression row (or its absence) gives an address."""
-    if suppression is None:
-        return "active"
-    return "bounced" if suppression[2] == "bounce" else "unsubscribed"
+# --- import ----------------------------------------------------------------------------------------
+
+def run_import(args: argparse.Namespace, settings: Settings, out: TextIO | None = None,
+               err: TextIO | None = None) -> int:
+    """Import FILE into the list; bad rows and refusing addresses are reported on stderr."""
+    out, err = out or sys.stdout, err or sys.stderr
+    list_name = _list_name(args.list)
+    _note_unknown_list(list_name, settings, err)
+    checked = check_file(args.file)          # to its end before the ledger is opened: a faulty file touches nothing
+    for row in checked.bad_rows:
+        print(f"warning: {row}", file=err)
+    if checked.bad_total > len(checked.bad_rows):
+        print(f"warning: {checked.bad_total - len(checked.bad_rows)} more bad rows", file=err)
+    with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors():
+        result = import_subscribers(ledger, args.file, list_name, format=args.format, resubscribe=args.resubscribe)
+    if result.skipped:
+        more = result.skipped - len(result.skipped_addresses)
+        print(f"warning: not re-activated on {list_name}: {result.skipped} who unsubscribed, bounced, complained or "
+              f"are suppressed ({', '.join(result.skipped_addresses)}{f' and {more} more' if more else ''}); "
+              "--resubscribe makes them active", file=err)
+    resubscribed = f", {result.resubscribed} resubscribed" if args.resubscribe else ""
+    print(f"imported {args.file} into {list_name}: {result.added} added, {result.updated} updated, "
+          f"{result.unchanged} unchanged, {result.skipped} skipped{resubscribed}, {checked.bad_total} bad rows",
+          file=out)
+    return 0
 
 
-def run_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    """Print each row of the subscriber file with its state, then the totals; bad rows go to stderr."""
+# --- list ------------------------------------------------------------------------------------------
+
+def run_list(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """Print each reader of the store (of `--list`, with `--status`) with their status per list, then
+    the totals per list and status; with `--file`, the subscriber file's rows instead."""
+    out = out or sys.stdout
+    if args.file:
+        return _list_file(args, settings, out)
+    list_name = _list_name(args.list) if args.list else None
+    shown = 0
+    with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
+        store = SubscriberStore(ledger)
+        for reader in store.subscribers(list_name=list_name, status=args.status):
+            lists = " ".join(f"{s.list}:{s.status}" for s in reader.subscriptions if list_name in (None, s.list))
+            print(f"{lists}  {reader.address}{'  ' + reader.name if reader.name else ''}", file=out)
+            shown += 1
+        counts = store.counts()
+    print(f"{shown} readers", file=out)
+    for name, statuses in counts.items():
+        if list_name in (None, name):
+            print(f"{name}: {sum(statuses.values())} readers: "
+                  + ", ".join(f"{statuses[s]} {s}" for s in STATUSES if s in statuses), file=out)
+    return 0
+
+
+def _list_file(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Print each row of the subscriber file with its state by the suppression list, then the totals."""
     path = settings.channels.email.subscribers
     if not path:
         raise InputError("channels.email.subscribers is not set: there is no subscriber file to list")
-    totals = dict.fromkeys(STATES, 0)
+    if args.list:
+        raise InputError("--list: the subscriber file has no lists; leave out --file to list the store")
+    if args.status not in (None, *FILE_STATES):
+        raise InputError(f"--status: a subscriber file's rows are {', '.join(FILE_STATES)}")
+    totals = dict.fromkeys(FILE_STATES, 0)
     with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
         for row in read_subscribers(path):
             if isinstance(row, BadRow):
@@ -64,66 +158,264 @@ def run_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.std
                 continue
             state = state_of(ledger.suppression(row.address))
             totals[state] += 1
-            if args.state in (None, state):
+            if args.status in (None, state):
                 print(f"{state:<13}{row.address}{'  ' + row.name if row.name else ''}", file=out)
     print(f"{sum(totals.values())} subscribers: " + ", ".join(f"{n} {state}" for state, n in totals.items()),
           file=out)
     return 0
 
 
-def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    """Suppress the address with source "command"; an address already suppressed stays as it was."""
+def state_of(suppression: tuple | None) -> str:
+    """Return the state a suppression row (or its absence) gives an address of the subscriber file."""
+    if suppression is None:
+        return "active"
+    return "bounced" if suppression[2] == "bounce" else "unsubscribed"
+
+
+# --- one reader --------------------------------------------------------------------------------------
+
+def run_add(args: argparse.Namespace, settings: Settings, out: TextIO | None = None,
+            err: TextIO | None = None) -> int:
+    """Put the reader on the list, active, source "command"; one who refused it is left to `resubscribe`."""
+    out, err = out or sys.stdout, err or sys.stderr
+    address, list_name = _address(args.address), _list_name(args.list)
+    name = " ".join(args.name.split()) if args.name else None
+    if name and (problem := text_problem(name)):
+        raise InputError(f"--name: {problem}")
+    _note_unknown_list(list_name, settings, err)
+    with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors(), ledger.transaction():
+        store = SubscriberStore(ledger)
+        earlier = store.subscriber(address)
+        standing = earlier.on(list_name) if earlier else None
+        if standing is not None and standing.status in REFUSING or ledger.is_suppressed(address):
+            why = standing.status if standing is not None and standing.status in REFUSING else "suppressed"
+            raise InputError(f"{address} is {why} on {list_name}: `distributor subscribers resubscribe {address} "
+                             f"--list {list_name}` mails them again")
+        changed = store.save(address, name=name, language=args.language)
+        changed = store.set_status(address, list_name, "active", source="command", format=args.format) or changed
+    if earlier is None:
+        print(f"added {address} to {list_name}", file=out)
+    else:
+        print(f"{address} is active on {list_name}{'' if changed else '; nothing changed'}", file=out)
+    return 0
+
+
+def run_remove(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """Erase the reader from the store; a suppression of the address stays."""
+    out = out or sys.stdout
     address = _address(args.address)
+    with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors(), ledger.transaction():
+        removed = SubscriberStore(ledger).remove(address)
+        suppressed = ledger.is_suppressed(address)
+    if not removed:
+        print(f"{address} is not in the subscriber store; nothing to do", file=out)
+    else:
+        print(f"removed {address}: lists, history and consents"
+              + ("; the address stays on the suppression list" if suppressed else ""), file=out)
+    return 0
+
+
+def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """With --list: that list only (status unsubscribed, source "command"). Without: suppress the address
+    with source "command", which marks every list; an address already suppressed stays as it was."""
+    out = out or sys.stdout
+    address = _address(args.address)
+    if args.list:
+        list_name = _list_name(args.list)
+        with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors(), ledger.transaction():
+            store = SubscriberStore(ledger)
+            reader = store.subscriber(address)
+            standing = reader.on(list_name) if reader else None
+            if standing is None:
+                print(f"{address} is not on {list_name}; nothing to do", file=out)
+                return 0
+            if standing.status in REFUSING:
+                print(f"{address} is already {standing.status} on {list_name} (since {_iso(standing.updated_at)})",
+                      file=out)
+                return 0
+            store.set_status(address, list_name, "unsubscribed", source="command", detail=args.reason)
+        print(f"unsubscribed {address} from {list_name}", file=out)
+        return 0
     with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors():
         earlier = ledger.suppression(address)
         if earlier is not None:
             print(f"{address} is already {state_of(earlier)} (source {earlier[2]}, since {_iso(earlier[3])})",
                   file=out)
             return 0
-        ledger.suppress(address, reason=args.reason, source="command")
+        with ledger.transaction():
+            ledger.suppress(address, reason=args.reason, source="command")
     print(f"unsubscribed {address}", file=out)
     return 0
 
 
-def run_resubscribe(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    """Remove the address from the suppression list, whatever put it there."""
+def run_resubscribe(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """Lift the suppression of the address, whatever put it there, and make the lists it had left
+    (or only --list) active again, source "command"."""
+    out = out or sys.stdout
     address = _address(args.address)
-    with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors():
+    list_name = _list_name(args.list) if args.list else None
+    with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors(), ledger.transaction():
+        store = SubscriberStore(ledger)
         earlier = ledger.suppression(address)
-        if earlier is None or not ledger.unsuppress(address):
-            print(f"{address} is not unsubscribed; nothing to do", file=out)
-            return 0
-    print(f"resubscribed {address} (was {state_of(earlier)}, source {earlier[2]})", file=out)
+        if earlier is not None:
+            ledger.unsuppress(address)
+        reader = store.subscriber(address)
+        lists = [s.list for s in (reader.subscriptions if reader else ())
+                 if s.status in REFUSING and list_name in (None, s.list)]
+        for name in lists:
+            store.set_status(address, name, "active", source="command")
+    if earlier is None and not lists:
+        print(f"{address} is not unsubscribed{f' from {list_name}' if list_name else ''}; nothing to do", file=out)
+        return 0
+    said = [f"resubscribed {address}" + (f" (was {state_of(earlier)}, source {earlier[2]})" if earlier else "")]
+    if lists:
+        said.append(f"active again on {', '.join(lists)}")
+    print("; ".join(said), file=out)
     return 0
 
 
-def run_export(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+def run_show(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """Print everything the store holds of one reader: what a publisher shows a regulator."""
+    out = out or sys.stdout
+    address = _address(args.address)
+    with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
+        store = SubscriberStore(ledger)
+        reader = store.subscriber(address)
+        suppression = ledger.suppression(address)
+        history = store.history(address)
+        consents = store.consents(address)
+    if reader is None and suppression is None:
+        raise InputError(f"ADDRESS: {address} is not in the subscriber store")
+    if reader is not None:
+        print(f"reader     {reader.address}", file=out)
+        for label, value in (("name", reader.name), ("language", reader.language),
+                             *((f"{key}", value) for key, value in reader.attributes.items())):
+            if value:
+                print(f"{label:<11}{value}", file=out)
+        print(f"since      {_iso(reader.created_at)}", file=out)
+        for s in reader.subscriptions:
+            print(f"list       {s.list}: {s.status} ({s.format}) since {_iso(s.updated_at)}", file=out)
+    if suppression is not None:
+        print(f"suppressed since {_iso(suppression[3])}, source {suppression[2]}: {suppression[1] or ''}", file=out)
+    print("history:", file=out)
+    for change in history:
+        detail = f"  ({change.detail})" if change.detail else ""
+        print(f"  {_iso(change.at)}  {change.list}: {change.status}  by {change.source}{detail}", file=out)
+    print("consents:", file=out)
+    for list_name, requested, client, form_url, confirmed in consents:
+        print(f"  {list_name}: requested {_iso(requested)} from {client or 'unknown client'} on "
+              f"{form_url or 'unknown form'}; " + (f"confirmed {_iso(confirmed)}" if confirmed else "not confirmed"),
+              file=out)
+    return 0
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+def run_export(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """Write the store as CSV (one row per reader and list, columns STORE_COLUMNS) to FILE or stdout,
+    streamed; with --suppressions, the suppression list."""
+    out = out or sys.stdout
+    if args.suppressions:
+        if args.list:
+            raise InputError("--list: the suppression list has no lists")
+        return _export_suppressions(args, settings, out)
+    list_name = _list_name(args.list) if args.list else None
+    with open_ledger(settings.ledger, create=False) as ledger:
+        def write(stream: TextIO) -> int:
+            return _write_store(stream, ledger, list_name)
+        if args.file == "-":
+            _to_stdout(out, write)
+            return 0
+        written = _to_file(Path(args.file), write)
+    print(f"wrote {written} rows to {args.file}", file=out)
+    return 0
+
+
+def _write_store(stream: TextIO, ledger: Ledger, list_name: str | None) -> int:
+    """Write the CSV; a fault of the ledger is its `StorageError`, one of the stream an `OSError`."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(STORE_COLUMNS)
+    written = 0
+    with ledger.storage_errors():
+        for row in _store_rows(SubscriberStore(ledger), list_name):
+            writer.writerow(row)
+            written += 1
+    return written
+
+
+def _store_rows(store: SubscriberStore, list_name: str | None) -> Iterator[tuple[str, ...]]:
+    """One row per reader and list (a reader on no list: one row with no list), a page at a time."""
+    for reader in store.subscribers(list_name=list_name):
+        subscriptions: list[Subscription | None] = [s for s in reader.subscriptions if list_name in (None, s.list)]
+        for s in subscriptions or [None]:
+            yield (reader.address, reader.name or "", reader.attributes.get("tags", ""), reader.language or "",
+                   *((s.list, s.status, s.format, _iso(s.updated_at)) if s else ("", "", "", "")))
+
+
+def _export_suppressions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Write the suppression list as CSV (address, reason, source, ISO-8601 time) to FILE or stdout."""
     with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
         rows = [(address, reason or "", source, _iso(created)) for address, reason, source, created
                 in ledger.suppressions()]
     if args.file == "-":
-        try:
-            _write_csv(out, rows)
-            out.flush()
-        except OSError as exc:
-            raise StorageError(f"cannot write the export to standard output: {exc.strerror or exc}") from exc
+        _to_stdout(out, lambda stream: _write_suppressions(stream, rows))
         return 0
     # The list is small (one short row per suppressed address): built whole, then written the way
     # every file is (distributor/files.py), so a bad or full target is the same StorageError.
     text = io.StringIO()
-    _write_csv(text, rows)
+    _write_suppressions(text, rows)
     target = Path(args.file)
     write_files({target.name: text.getvalue().encode("utf-8")}, target.parent)
     print(f"wrote {len(rows)} suppressed addresses to {target}", file=out)
     return 0
 
 
-def _write_csv(stream: TextIO, rows: list[tuple[str, str, str, str]]) -> None:
+def _write_suppressions(stream: TextIO, rows: list[tuple[str, str, str, str]]) -> int:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     writer.writerows(rows)
+    return len(rows)
 
+
+def _to_stdout(out: TextIO, write: Callable[[TextIO], int]) -> None:
+    try:
+        write(out)
+        out.flush()
+    except OSError as exc:
+        raise StorageError(f"cannot write the export to standard output: {exc.strerror or exc}") from exc
+
+
+def _to_file(target: Path, write: Callable[[TextIO], int]) -> int:
+    """Stream `write` into a temporary file next to `target` (readable by its owner only: it holds
+    addresses), flushed to disk, then renamed into place: the file is whole or not there. A folder that
+    cannot be written, or a full disk, is a `StorageError` and leaves nothing."""
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
+    except OSError as exc:
+        raise _unwritten(target, exc) from exc
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            written = write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+        return written
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise _unwritten(target, exc) from exc
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _unwritten(target: Path, exc: OSError) -> StorageError:
+    return StorageError(f"cannot write {target.name}: {exc.strerror or exc}; nothing was written",
+                        path=str(target.parent))
+
+
+# --- arguments --------------------------------------------------------------------------------------
 
 def _address(given: str) -> str:
     """Return the bare address in `given` ("Name <a@b>" too, as a mailto request's From has it),
@@ -132,6 +424,20 @@ def _address(given: str) -> str:
     if problem := named_address_problem(given):
         raise InputError(f"ADDRESS: {problem}")
     return given[:-1].rpartition("<")[2] if given.endswith(">") else given
+
+
+def _list_name(given: str) -> str:
+    if problem := list_name_problem(given):
+        raise InputError(f"--list: {problem}")
+    return given
+
+
+def _note_unknown_list(list_name: str, settings: Settings, err: TextIO) -> None:
+    """Warn when no channel sends to the list: its readers are kept, and mailed by none yet."""
+    served = known_lists(lists_by_channel(registry.row_channels(registry.names()), settings))
+    if list_name not in served:
+        print(f"warning: no channel sends to {list_name}: its readers are kept and mailed by none (the lists of "
+              f"channels.<channel>.lists: {', '.join(served) or 'none'})", file=err)
 
 
 def _iso(timestamp: float) -> str:
