@@ -355,11 +355,12 @@ class SubscriberStore:
                         " VALUES (?, ?, ?, ?, ?)", (address.lower(), client_key, self.ledger.clock(), envelope_from,
                                                     message))
 
-    def mails_to_send(self, limit: int) -> list[MailToSend]:
-        """Return the oldest confirmation mails not yet handed to the relay."""
+    def mails_to_send(self, limit: int, *, after: int = 0) -> list[MailToSend]:
+        """Return the oldest confirmation mails not yet handed to the relay (those queued after mail
+        `after`: the outbox pages through them)."""
         return [MailToSend(row[0], row[1], row[2], bytes(row[3]), row[4]) for row in self.db.execute(
             "SELECT id, address, envelope_from, message, attempts FROM signup_mails WHERE status = 'pending'"
-            " ORDER BY id LIMIT ?", (limit,))]
+            " AND id > ? ORDER BY id LIMIT ?", (after, limit))]
 
     def mail_done(self, mail_id: int, status: str, *, error: str | None = None) -> None:
         """Record a confirmation mail's attempt: `sent`, `failed` (never again), or `pending` (try later)."""
