@@ -1,11 +1,11 @@
 """The unsubscribe endpoint over real HTTP on 127.0.0.1, fed by tokens from real published mail,
-and the `subscribers` commands over real files."""
+and the command line's wiring (the `subscribers`
+commands themselves: tests/test_subscriber_commands.py)."""
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
 import contextlib
-import csv
 import email
 import email.policy
 import http.client
@@ -27,7 +27,6 @@ from distributor.commands import serve as serve_command
 from distributor.commands import subscribers as subscriber_commands
 from distributor.commands.publish import publish_and_report as publish
 from distributor.delivery.publish import PublishOptions
-from distributor.errors import InputError
 from distributor.ledger.store import Ledger
 from distributor.settings import LedgerSettings, Settings, SiteSettings, load_settings
 from distributor.web import server as serve
@@ -224,12 +223,6 @@ def parser() -> argparse.ArgumentParser:
     return cli._parser()
 
 
-def run_command(settings: Settings, *argv: str) -> tuple[int, str]:
-    args = parser().parse_args(argv)
-    out = io.StringIO()
-    return args.run(args, settings, out=out), out.getvalue()
-
-
 def test_parser_wires_every_command(tmp_path):
     args = parser().parse_args(["serve", "--port", "0"])
     assert (args.run, args.host, args.port) == (serve_command.run, "127.0.0.1", 0)
@@ -250,63 +243,6 @@ def test_serve_refuses_a_port_out_of_range(port, capsys):
     assert caught.value.code == 2
     assert "--port" in capsys.readouterr().err
     assert parser().parse_args(["serve", "--port", "65535"]).port == 65535
-
-
-def test_subscribers_commands(tmp_path):
-    subscribers = tmp_path / "subscribers.csv"
-    subscribers.write_text("email,name\nactive@example.org,Active\nGone@example.org,\nnot-an-address,X\n"
-                           "asked@example.org,Asked\n", encoding="utf-8")
-    settings_file = tmp_path / "settings.yaml"
-    settings_file.write_text(f"channels:\n  email:\n    subscribers: {subscribers}\n"
-                             f"ledger:\n  path: {tmp_path / 'ledger.sqlite3'}\n", encoding="utf-8")
-    settings = load_settings(settings_file)
-    status, listing = run_command(settings, "subscribers", "list")
-    assert status == 0 and "3 subscribers: 3 active, 0 unsubscribed, 0 bounced" in listing
-
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    ledger.suppress("gone@example.org", reason="550 5.1.1 no such user", source="bounce")
-    ledger.close()
-    assert run_command(settings, "subscribers", "unsubscribe", "Asked <asked@example.org>",
-                       "--reason", "mailto request") == (0, "unsubscribed asked@example.org\n")
-    assert "already unsubscribed" in run_command(settings, "subscribers", "unsubscribe", "ASKED@example.org")[1]
-    status, listing = run_command(settings, "subscribers", "list")
-    assert listing.splitlines() == ["active       active@example.org  Active", "bounced      Gone@example.org",
-                                    "unsubscribed asked@example.org  Asked",
-                                    "3 subscribers: 1 active, 1 unsubscribed, 1 bounced"]
-    assert run_command(settings, "subscribers", "list", "--state", "bounced")[1].splitlines()[0] == \
-        "bounced      Gone@example.org"
-
-    export = tmp_path / "out" / "suppressed.csv"
-    export.parent.mkdir()
-    assert run_command(settings, "subscribers", "export", str(export))[0] == 0
-    rows = list(csv.DictReader(export.open(encoding="utf-8")))
-    assert [(r["address"], r["reason"], r["source"]) for r in rows] == [
-        ("asked@example.org", "mailto request", "command"), ("gone@example.org", "550 5.1.1 no such user", "bounce")]
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", r["time"]) for r in rows)
-    assert [p.name for p in export.parent.iterdir()] == ["suppressed.csv"]
-
-    assert "resubscribed gone@example.org (was bounced" in run_command(
-        settings, "subscribers", "resubscribe", "gone@example.org")[1]
-    assert "nothing to do" in run_command(settings, "subscribers", "resubscribe", "gone@example.org")[1]
-    status, exported = run_command(settings, "subscribers", "export", "-")
-    assert exported.splitlines() == ["address,reason,source,time", exported.splitlines()[1]]
-    assert exported.splitlines()[1].startswith("asked@example.org,mailto request,command,")
-    with pytest.raises(InputError, match="invalid address 'nobody'"):
-        run_command(settings, "subscribers", "unsubscribe", "nobody")
-    # The same allow list as everywhere: parseaddr would have taken the second address of a list.
-    for hostile in ("a@example.org, b@example.org", "Name <a@example.org>\r\nBcc: x@example.org", "zoë@example.org"):
-        with pytest.raises(InputError, match="ADDRESS: "):
-            run_command(settings, "subscribers", "unsubscribe", hostile)
-    assert "unsubscribed named@example.org" in run_command(
-        settings, "subscribers", "unsubscribe", "Reader <named@example.org>")[1]
-
-
-def test_read_only_commands_create_no_ledger(tmp_path):
-    settings = Settings(ledger=LedgerSettings(path=str(tmp_path / "ledger.sqlite3")))
-    assert run_command(settings, "subscribers", "export", "-") == (0, "address,reason,source,time\n")
-    with pytest.raises(InputError, match="channels.email.subscribers is not set"):
-        run_command(settings, "subscribers", "list")
-    assert not (tmp_path / "ledger.sqlite3").exists()
 
 
 def test_serve_command_answers_and_stops_on_sigterm(tmp_path):
