@@ -23,11 +23,9 @@ from distributor.errors import InputError
 from distributor.settings import ChannelsSettings, Settings, SiteSettings
 from distributor.web.preview_server import serve_preview
 
+from .browser import chromium
 from .conftest import EXAMPLE, ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TITLE = "示例周报·11 月 / 第四期 / 2026"
 BODY_TEXT = "Linux 6.18 正式发布"
 SITE_IMAGE = "images/example/riscv-board.jpg"     # the example issue's one image, under the site's base URL
@@ -236,21 +234,6 @@ def test_a_port_out_of_range_is_an_input_error(port: int) -> None:
     with pytest.raises(InputError, match=f"port {port} is out of range"):
         serve_preview(EXAMPLE, Settings(), port=port, out=out)
     assert out.getvalue() == ""
-
-
-@contextmanager
-def chromium() -> Iterator[object]:
-    """Yield a headless Chromium (Debian's) driven by playwright; skip where it is not installed."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian package chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_page_in_headless_chromium(running: RunningPreview, tmp_path: Path) -> None:
