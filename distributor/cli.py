@@ -6,12 +6,22 @@ import argparse
 import os
 import sys
 
-from distributor.commands import check, preview, publish, schedule, serve, status, subscribers, worker
+from distributor.commands import (
+    check,
+    preview,
+    publish,
+    schedule,
+    serve,
+    status,
+    subscribe_form,
+    subscribers,
+    worker,
+)
 from distributor.errors import EXIT_BAD_INPUT, EXIT_STOPPED, InputError, StorageError
 from distributor.settings import load_settings
 
 # In the order `distributor --help` lists them; each module's convention is in distributor/commands/__init__.py.
-COMMANDS = (preview, publish, status, check, serve, subscribers, schedule, worker)
+COMMANDS = (preview, publish, status, check, serve, subscribe_form, subscribers, schedule, worker)
 
 
 def main(argv: list[str] | None = None) -> int:

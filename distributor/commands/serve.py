@@ -1,5 +1,6 @@
-"""`distributor serve`: the one-click unsubscribe endpoint on waitress (distributor.web.server), logging
-one line per request with its token redacted, until Ctrl-C or SIGTERM."""
+"""`distributor serve`: the one-click unsubscribe endpoint and the signup pages on waitress
+(distributor.web.server), logging one line per request with its token redacted, and the outbox of
+confirmation mails (distributor.web.signup_mailer), until Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import argparse
@@ -8,17 +9,19 @@ import signal
 import threading
 from collections.abc import Callable
 
-from distributor.errors import EXIT_OK, InputError
+from distributor.errors import EXIT_OK, InputError, SettingsError
 from distributor.settings import Settings
 from distributor.web.server import RedactTokens, UnsubscribeServer, open_server
+from distributor.web.signup_mailer import SignupMailer
 from distributor.web.unsubscribe_app import create_app
 
 DEFAULT_PORT = 8080
+MAILER_STOP_SECONDS = 30.0     # the attempt in flight is bounded by smtp.timeout_seconds
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `serve` to the `distributor` command line."""
-    serve = subparsers.add_parser("serve", help="run the one-click unsubscribe web endpoint")
+    serve = subparsers.add_parser("serve", help="run the unsubscribe and signup web endpoint")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                        help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
@@ -43,6 +46,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         handler.addFilter(RedactTokens())
     app = create_app(settings)
     try:
+        if app.signup.lists and app.signup.public_url is None:
+            raise SettingsError("signup.public_url: set it to where readers reach this server (the signup form "
+                                "posts there); it cannot be derived from channels.email.unsubscribe_url")
+        mailer = SignupMailer(settings, app.signup.wake) if app.signup.enabled else None
         server = open_server(app, args.host, args.port)
     except InputError:
         app.close()
@@ -51,10 +58,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     host = f"[{host}]" if ":" in host else host
     print(f"serving unsubscribe pages on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     restore_signals = _stop_on_signals(server)
+    if mailer is not None:
+        mailer.start()
     try:
         server.serve()
     finally:
         restore_signals()
+        if mailer is not None:
+            mailer.stop(MAILER_STOP_SECONDS)
         app.close()
     return EXIT_OK
 

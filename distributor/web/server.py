@@ -5,8 +5,8 @@ a connection, never a thread. It refuses a body over the application's limit (41
 Content-Length (400) without reading the body. SIGTERM or Ctrl-C stops accepting, gives the
 requests in flight STOP_GRACE_SECONDS to be answered and then closes every connection, so slow
 clients cannot hold the stop either. Put it behind a TLS reverse proxy; the log shows one line per
-request, and every line (waitress's own too) has each unsubscribe token redacted, since a token
-alone unsubscribes.
+request, and every line (waitress's own too) has each unsubscribe and confirmation token redacted,
+since a token alone unsubscribes or confirms.
 """
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ STOP_GRACE_SECONDS = 2.0          # how long a stop waits for the requests alrea
 LOOP_SECONDS = 0.2                # how soon the server notices a stop
 LOGGED_TARGET_CHARS = 200         # a longer request target is cut in the log, which it could flood
 # Decoded first: the server unquotes the path, so "/%75nsubscribe%2F..." reaches the same page.
-_TOKEN_IN_PATH = re.compile(r"(/unsubscribe/)[^\s\"']*", re.IGNORECASE)
+_TOKEN_IN_PATH = re.compile(r"(/(?:unsubscribe|confirm)/)[^\s\"']*", re.IGNORECASE)
 _log = logging.getLogger(__name__)
 
 
 def redact_tokens(line: str) -> str:
-    """Return `line` percent-decoded, with whatever follows `/unsubscribe/` replaced by `<redacted>`."""
+    """Return `line` percent-decoded, with whatever follows `/unsubscribe/` or `/confirm/` (a signup's
+    confirmation link) replaced by `<redacted>`."""
     return _TOKEN_IN_PATH.sub(r"\1<redacted>", unquote(line, errors="replace"))
 
 
@@ -79,6 +80,8 @@ class UnsubscribeServer:
         self._server = waitress.create_server(
             AccessLog(app), map=self._map, sockets=[listener], channel_timeout=CHANNEL_TIMEOUT_SECONDS,
             max_request_body_size=MAX_BODY_BYTES + 1,     # waitress refuses a body of this size or more
+            # The signup pages read X-Forwarded-For themselves, from `signup.trusted_proxies` only.
+            clear_untrusted_proxy_headers=False,
             ident="distributor")
         self.address: tuple[str, int] = listener.getsockname()[:2]
 

@@ -27,7 +27,7 @@ from distributor.ledger.store import Ledger, open_ledger
 from distributor.ledger.subscribers import SubscriberStore
 from distributor.render.templating import environment
 from distributor.settings import Settings, load_settings, secret_from_env
-from distributor.web import preferences_page
+from distributor.web import preferences_page, signup_pages
 
 MAX_BODY_BYTES = 16 * 1024     # a one-click POST or the page's button is a few dozen bytes
 PAGE_FIELD, PAGE_VALUE = "confirm", "unsubscribe"   # the name and value of the page's button
@@ -87,6 +87,7 @@ class UnsubscribeApp:
         self._lock = threading.Lock()
         language = settings.site.language.split("-")[0]
         self.language = language if language in _WORDS else "en"
+        self.signup = signup_pages.SignupPages(ledger, self._lock, settings, secret)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         response = self.respond(environ)
@@ -105,6 +106,9 @@ class UnsubscribeApp:
             if method not in ("GET", "HEAD"):
                 return self._page("405 Method Not Allowed", "method", headers=(("Allow", "GET, HEAD"),))
             return Response("200 OK", b"ok\n", "text/plain; charset=utf-8")
+        if signup_pages.is_signup_path(path):
+            page = self.signup.respond(environ)
+            return Response(page.status, page.body, headers=page.headers)
         match = _UNSUBSCRIBE_PATH.fullmatch(path)
         if match is None:
             return self._page("404 Not Found", "not_found")

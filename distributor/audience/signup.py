@@ -1,0 +1,149 @@
+"""The decisions of a double opt-in signup, and the confirmation mail.
+
+`decide` says what a signup POST does to a reader, from what the store holds of them: whether their
+status on the list becomes `unconfirmed` and whether a confirmation mail is queued. It never says
+anything the form's answer could show: the page is the same whatever it decides, so that the form
+does not tell strangers who is subscribed.
+
+The confirmation mail is rendered from `signup/confirm.txt` and `signup/confirm.html` (the publisher's
+template folder first) and carries the link `<public_url>confirm/<token>`.
+"""
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import ipaddress
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Literal
+
+from distributor.audience import tokens
+from distributor.render.templating import render_template
+from distributor.settings import Settings
+
+Outcome = Literal["mail", "active", "refused", "address_limit", "client_limit"]
+# Suppressions the reader asked for (the one-click link, the unsubscribe page) or the publisher made
+# (a command): confirming a signup is a newer word from the reader, and lifts them.
+LIFTED_SOURCES = ("one-click", "page", "command")
+# Suppressions from the mailbox's side, which nothing the reader clicks lifts.
+BLOCKING_SOURCES = ("bounce", "complaint")
+_UNSUBSCRIBE_PLACEHOLDER = re.compile(r"(https?://[^/?#]+/(?:[^?#]*/)?)unsubscribe/\{token\}")
+_IPV6_CLIENT_PREFIX = 64        # one IPv6 client usually holds a whole /64
+_WORDS = {
+    "zh": {"subject": "请确认订阅 {site}（{list}）", "greeting": "你好{name}，",
+           "body": "有人（希望是你）用这个地址订阅了 {site} 的列表「{list}」。请打开下面的链接确认订阅：",
+           "expires": "链接在 {hours} 小时内有效。如果不是你订阅的，请忽略这封邮件，你不会收到任何邮件。",
+           "button": "确认订阅"},
+    "en": {"subject": "Confirm your subscription to {site} ({list})", "greeting": "Hello{name},",
+           "body": "Someone, hopefully you, subscribed this address to the list “{list}” of {site}. Open the "
+                   "link below to confirm:",
+           "expires": "The link works for {hours} hours. If it was not you, ignore this mail: you will receive "
+                      "nothing.",
+           "button": "Confirm subscription"},
+}
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the store holds of an address when it signs up to a list."""
+
+    status: str | None                  # on the list; None when not on it (or a new reader)
+    suppression: str | None             # the source of the address's suppression, if suppressed
+    mails_to_address: int               # confirmation mails queued to it in the last 24 hours
+    mails_for_client: int               # ... and for the client that posted the form
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    mark_unconfirmed: bool              # put the address on the list as `unconfirmed` (source `signup`)
+
+    @property
+    def mail(self) -> bool:
+        return self.outcome == "mail"
+
+
+def decide(standing: Standing, settings: Settings) -> Decision:
+    """Say what a signup does: a new or unconfirmed address becomes (stays) `unconfirmed`; a
+    confirmation mail goes out unless the reader is active already, the mailbox refused mail (a
+    bounce or a complaint), or one of the rate limits (`signup.mails_per_address_per_day`,
+    `signup.mails_per_client_per_day`) is reached. An unsubscribed reader is mailed (they may be
+    asking back) and stays unsubscribed until they confirm."""
+    blocked = standing.suppression in BLOCKING_SOURCES or standing.status in ("bounced", "complained")
+    mark = not blocked and standing.status in (None, "unconfirmed")
+    limits = settings.signup
+    if blocked:
+        return Decision("refused", mark)
+    if standing.status == "active" and standing.suppression is None:
+        return Decision("active", mark)
+    if standing.mails_to_address >= limits.mails_per_address_per_day:
+        return Decision("address_limit", mark)
+    if standing.mails_for_client >= limits.mails_per_client_per_day:
+        return Decision("client_limit", mark)
+    return Decision("mail", mark)
+
+
+def public_url(settings: Settings) -> str | None:
+    """Return where readers reach `distributor serve`: `signup.public_url`, else the origin and folder
+    of `channels.email.unsubscribe_url` before its `unsubscribe/{token}`; None when neither says."""
+    if settings.signup.public_url:
+        return settings.signup.public_url
+    match = _UNSUBSCRIBE_PLACEHOLDER.fullmatch(settings.channels.email.unsubscribe_url)
+    return match[1] if match else None
+
+
+def client_key(secret: str, client: str) -> str:
+    """Return the key a client's mails are counted under: a keyed hash of its IP address (of its /64
+    for IPv6, where one client holds many addresses), never the address itself."""
+    address = ipaddress.ip_address(client)
+    if address.version == 6:
+        client = str(ipaddress.ip_network(f"{address}/{_IPV6_CLIENT_PREFIX}", strict=False))
+    return tokens.keyed_hash(secret, "client", client)
+
+
+def consent_client(secret: str, client: str, settings: Settings) -> str | None:
+    """Return what the consent record keeps of the client (`signup.client_address`): a keyed hash
+    of its IP address, the address, or nothing."""
+    mode = settings.signup.client_address
+    if mode == "full":
+        return client
+    return tokens.keyed_hash(secret, "client", client) if mode == "hash" else None
+
+
+def confirm_token(secret: str, subscriber_id: str, list_name: str, *, issued_at: float, settings: Settings) -> str:
+    """Return the confirmation link's token: the reader's id and the list, for `signup.confirm_hours`."""
+    return tokens.sign("confirm", (subscriber_id, list_name), secret, issued_at=issued_at,
+                       lifetime_seconds=settings.signup.confirm_hours * 3600)
+
+
+def confirmation_message(settings: Settings, *, to_address: str, to_name: str | None, list_name: str,
+                         language: str, link: str) -> EmailMessage:
+    """Build the confirmation mail (text and HTML) from the newsletter's sender to the reader."""
+    words = _WORDS[language if language in _WORDS else "en"]
+    sender = settings.channels.email
+    site = settings.site.name
+    hours = f"{settings.signup.confirm_hours:g}"
+    context = {
+        "language": language, "site_name": site, "list_name": list_name, "link": link, "hours": hours,
+        "greeting": words["greeting"].format(name=f" {to_name}" if to_name and language == "en" else to_name or ""),
+        "body": words["body"].format(site=site, list=list_name), "button": words["button"],
+        "expires": words["expires"].format(hours=hours),
+    }
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = email.utils.formataddr((sender.from_name, sender.from_address))
+    message["To"] = email.utils.formataddr((to_name or "", to_address))
+    message["Subject"] = words["subject"].format(site=site, list=list_name)
+    message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = email.utils.make_msgid(domain=sender.from_address.rpartition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"
+    if sender.reply_to:
+        message["Reply-To"] = sender.reply_to
+    message.set_content(render_template(settings, "signup/confirm.txt", **context), charset="utf-8")
+    message.add_alternative(render_template(settings, "signup/confirm.html", **context), subtype="html",
+                            charset="utf-8")
+    return message
+
+
+def envelope_sender(settings: Settings) -> str:
+    return settings.channels.email.return_path or settings.channels.email.from_address

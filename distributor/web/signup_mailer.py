@@ -1,0 +1,149 @@
+"""The outbox of the signup form: a thread that sends the queued confirmation mails through the relay.
+
+`distributor serve` starts it next to the web server. It wakes when a POST queued a mail (`wake`,
+set by web.signup_pages) and every WAKE_SECONDS, so mails queued while serve was down, or left
+pending by a relay that was away, go out too. Each wake it opens one relay session (the SMTP pool
+with one connection, as the operator's report does), makes one attempt per pending mail and
+records it: a permanent refusal or an uncertain hand-over is `failed` (a confirmation mail is never
+sent twice on purpose; the reader can ask again), a transient one stays `pending` and is tried no
+sooner than RETRY_SECONDS later, at most MAX_ATTEMPTS times. It has a ledger connection of its own,
+so sending never holds the web pages' lock. `stop()` ends it after the attempt in flight.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from distributor.channels.mail.relay import smtp_config
+from distributor.channels.mail.smtp import SmtpConfig, SmtpPool, to_wire
+from distributor.errors import (
+    ChannelStoppedError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.subscribers import MailToSend, SubscriberStore
+from distributor.settings import Settings
+
+WAKE_SECONDS = 5.0          # how often the outbox looks for mails without being woken
+RETRY_SECONDS = 30.0        # how soon a mail the relay deferred is tried again
+MAX_ATTEMPTS = 5
+PAGE = 200                  # mails read and recorded per ledger transaction
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """How one mail's attempt went: the status to record and the relay's reply or the error."""
+
+    mail_id: int
+    status: str             # sent, failed or pending
+    detail: str | None
+
+
+class SignupMailer:
+    """Send the outbox of the ledger of `settings` from a thread of its own, until `stop()`."""
+
+    def __init__(self, settings: Settings, wake: threading.Event, *, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.wake = wake
+        self._config: SmtpConfig = dataclasses.replace(smtp_config(settings), pool_size=1)
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._not_before: dict[int, float] = {}   # mail id -> when a deferred mail may be tried again
+        self._thread = threading.Thread(target=self._run, name="signup-mailer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the thread to end after the attempt in flight, and wait for it (`timeout` seconds at most)."""
+        self._stopping.set()
+        self.wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            ledger = open_ledger(self.settings.ledger)
+        except Exception:
+            _log.exception("the outbox cannot open the ledger; confirmation mails are not sent")
+            return
+        try:
+            while not self._stopping.is_set():
+                self.wake.clear()
+                try:
+                    asyncio.run(self._drain(ledger))
+                except Exception:          # a ledger or relay failure must not end the outbox for good
+                    _log.exception("the outbox failed; it tries again in %s seconds", WAKE_SECONDS)
+                self.wake.wait(WAKE_SECONDS)
+        finally:
+            ledger.close()
+
+    async def _drain(self, ledger: Ledger) -> None:
+        """Attempt every pending mail once, a page at a time, over one relay session opened when the
+        first is due."""
+        store, pool = SubscriberStore(ledger), None
+        tried: set[int] = set()        # attempted in this wake, or deferred to a later one
+        try:
+            while not self._stopping.is_set():
+                now = self._clock()
+                skipped = tried | {mail_id for mail_id, due in self._not_before.items() if due > now}
+                # The oldest pending mails, enough of them that PAGE are not skipped when there are as many.
+                due = [mail for mail in store.mails_to_send(PAGE + len(skipped)) if mail.id not in skipped]
+                if not due:
+                    return
+                tried.update(mail.id for mail in due)
+                if pool is None:
+                    pool = SmtpPool(self._config)
+                    try:
+                        await pool.open()
+                    except DeliveryError as exc:
+                        _log.warning("the relay takes no confirmation mail now (%s); the outbox tries again", exc)
+                        return
+                attempts, stopped = await self._attempt(pool, store, due)
+                with ledger.transaction():
+                    for attempt in attempts:
+                        store.mail_done(attempt.mail_id, attempt.status, error=attempt.detail
+                                        if attempt.status != "sent" else None)
+                if stopped:
+                    return
+        finally:
+            if pool is not None:
+                await pool.close()
+
+    async def _attempt(self, pool: SmtpPool, store: SubscriberStore,
+                       mails: list[MailToSend]) -> tuple[list[Attempt], bool]:
+        """Make one attempt per mail; return the attempts made and whether the relay stopped the session
+        (the mails after it are left for the next wake, with no attempt counted)."""
+        attempts: list[Attempt] = []
+        for mail in mails:
+            if self._stopping.is_set():
+                return attempts, True
+            reader = store.subscriber(mail.address)
+            recipient = reader.address if reader else mail.address
+            try:
+                reply = await pool.send(mail.envelope_from, recipient, to_wire(mail.message))
+            except ChannelStoppedError as exc:
+                _log.warning("the relay stopped the outbox: %s", exc)
+                return attempts, True
+            except TransientDeliveryError as exc:
+                attempts.append(self._deferred(mail, str(exc)))
+            except (PermanentDeliveryError, DeliveryError) as exc:     # permanent, or uncertain
+                attempts.append(Attempt(mail.id, "failed", str(exc)))
+            else:
+                self._not_before.pop(mail.id, None)
+                attempts.append(Attempt(mail.id, "sent", reply))
+        return attempts, False
+
+    def _deferred(self, mail: MailToSend, error: str) -> Attempt:
+        if mail.attempts + 1 >= MAX_ATTEMPTS:
+            self._not_before.pop(mail.id, None)
+            return Attempt(mail.id, "failed", f"{error} (after {MAX_ATTEMPTS} attempts)")
+        self._not_before[mail.id] = self._clock() + RETRY_SECONDS
+        return Attempt(mail.id, "pending", error)

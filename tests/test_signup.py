@@ -1,0 +1,518 @@
+"""The double opt-in signup of `distributor serve` over real HTTP on 127.0.0.1: the form, its POST, the
+confirmation mail through the outbox to the aiosmtpd test server, the confirmation link, and the
+`subscribe-form` snippet, over a real SQLite ledger."""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import email
+import email.policy
+import html.parser
+import http.client
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import lxml.html
+import pytest
+
+from distributor import cli
+from distributor.audience import signup, tokens, unsubscribe
+from distributor.ledger.store import Ledger
+from distributor.ledger.subscribers import SubscriberStore
+from distributor.settings import Settings, load_settings
+from distributor.web import server as serve
+from distributor.web.signup_mailer import SignupMailer
+from distributor.web.unsubscribe_app import create_app
+
+from .conftest import ROOT
+from .conftest import UNSUBSCRIBE_SECRET as SECRET
+from .smtp_server import FaultySmtpServer
+
+pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
+TIMEOUT = 10.0
+PUBLIC = "https://news.example.org/letters/"
+FORM = "application/x-www-form-urlencoded"
+
+
+def write_settings(tmp_path: Path, smtp_port: int, *, signup_extra: str = "", lists: str = "[weekly, digest]",
+                   language: str = "zh", unsubscribe_url: str = f"{PUBLIC}unsubscribe/{{token}}") -> Path:
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"""
+site: {{name: 示例周报, language: {language}}}
+channels:
+  email:
+    from_name: 示例周报
+    from_address: news@example.org
+    return_path: bounces@example.org
+    unsubscribe_url: {unsubscribe_url}
+    lists: {lists}
+  wechat: {{enabled: false}}
+  text: {{enabled: false}}
+smtp: {{host: 127.0.0.1, port: {smtp_port}, security: plain, timeout_seconds: 2.0}}
+ledger: {{path: {tmp_path / 'ledger.sqlite3'}}}
+signup:
+  min_fill_seconds: 0
+{signup_extra}
+""", encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, *, mailer: bool = True) -> Iterator[int]:
+    """Serve the app for `settings` on a free port of 127.0.0.1 with its outbox, as `distributor serve`
+    does; yield the port."""
+    app = create_app(settings)
+    server = serve.open_server(app, "127.0.0.1", 0)
+    outbox = SignupMailer(settings, app.signup.wake) if mailer else None
+    thread = serve_thread(server)
+    if outbox:
+        outbox.start()
+    try:
+        yield server.address[1]
+    finally:
+        server.stop()
+        thread.join(TIMEOUT)
+        if outbox:
+            outbox.stop(TIMEOUT)
+        app.close()
+    assert not thread.is_alive(), "the server did not stop"
+
+
+def serve_thread(server: serve.UnsubscribeServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+            ) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def form_token(port: int, query: str = "") -> str:
+    status, _, page = request(port, "GET", f"/subscribe{query}")
+    assert status == 200
+    return re.search(rb'name="form_token" value="([^"]+)"', page)[1].decode()
+
+
+def post_signup(port: int, address: str, *, token: str | None = None, list_name: str = "weekly",
+                name: str = "", extra: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    fields = {"email": address, "name": name, "list": list_name, "lang": "en", "website": "",
+              "form_token": form_token(port) if token is None else token, **(extra or {})}
+    status, _, page = request(port, "POST", "/subscribe", urlencode(fields).encode(),
+                              {"Content-Type": FORM, **(headers or {})})
+    return status, page
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def store_of(tmp_path: Path) -> Iterator[SubscriberStore]:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        yield SubscriberStore(ledger)
+
+
+def outbox(tmp_path: Path) -> dict[str, int]:
+    """The outbox's mails by status."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
+        return dict(db.execute("SELECT status, COUNT(*) FROM signup_mails GROUP BY status").fetchall())
+
+
+def drained(tmp_path: Path) -> bool:
+    return "pending" not in outbox(tmp_path)
+
+
+def confirmation_link(message: email.message.EmailMessage) -> str:
+    text = message.get_body(("plain",)).get_content()
+    return re.search(rf"{re.escape(PUBLIC)}confirm/\S+", text)[0]
+
+
+def parsed(data: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+def path_of(link: str) -> str:
+    return "/" + urlsplit(link).path.removeprefix(urlsplit(PUBLIC).path)
+
+
+def test_the_form_page_in_chinese_and_english_has_the_fields(tmp_path):
+    settings = load_settings(write_settings(tmp_path, 1))
+    with serving(settings, mailer=False) as port:
+        for query, language, label in (("", "zh", "邮箱地址"), ("?lang=en", "en", "Email address")):
+            status, headers, body = request(port, "GET", f"/subscribe{query}")
+            page = body.decode()
+            assert status == 200 and f'<html lang="{language}">' in page and label in page
+            assert "form-action 'self'" in headers["Content-Security-Policy"]
+            assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
+            form = lxml.html.fromstring(body).forms[0]
+            assert form.method == "POST" and "action" not in form.attrib      # posts to its own URL
+            assert set(form.fields) == {"email", "name", "list", "lang", "form_token", "website"}
+            assert [option.get("value") for option in form.inputs["list"]] == ["weekly", "digest"]
+            honeypot = form.inputs["website"]
+            assert honeypot.value == "" and honeypot.get("tabindex") == "-1"
+            assert "left: -10000px" in honeypot.getparent().get("style")
+            assert "<script" not in page
+        _, _, body = request(port, "GET", "/subscribe?list=digest")
+        form = lxml.html.fromstring(body).forms[0]
+        assert form.inputs["list"].value == "digest"
+        assert request(port, "GET", "/subscribe?list=nosuch")[0] == 404
+        assert request(port, "GET", "/subscribe?lang=fr")[0] == 400
+        assert request(port, "PUT", "/subscribe")[0] == 405
+    with store_of(tmp_path) as store:
+        assert list(store.subscribers()) == []
+
+
+def test_a_signup_is_mailed_and_confirmed_by_the_button_only(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            status, page = post_signup(port, "New.Reader@Example.org", name="Ada",
+                                       headers={"Referer": "https://blog.example.org/join/"})
+            assert status == 200 and b"Check your mail" in page and b"example.org" not in page.lower()
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            received = smtp.messages[0]
+            assert received.mail_from == "bounces@example.org" and received.rcpt_tos == ("New.Reader@Example.org",)
+            message = parsed(received.data)
+            assert message["To"].addresses[0].addr_spec == "New.Reader@Example.org"
+            assert message["From"].addresses[0].display_name == "示例周报"
+            assert message["Message-ID"] and "weekly" in message["Subject"] and "示例周报" in message["Subject"]
+            link = confirmation_link(message)
+            assert link in message.get_body(("html",)).get_content()
+            with store_of(tmp_path) as store:
+                reader = store.subscriber("new.reader@example.org")
+                assert reader.on("weekly").status == "unconfirmed" and reader.name == "Ada"
+                (list_name, requested, client, form_url, confirmed), = store.consents(reader.address)
+                assert (list_name, form_url, confirmed) == ("weekly", "https://blog.example.org/join/", None)
+                assert client == tokens.keyed_hash(SECRET, "client", "127.0.0.1") and "127" not in client
+
+            status, _, body = request(port, "GET", path_of(link))
+            assert status == 200 and b"<form method=\"post\">" in body and b"@" not in body
+            with store_of(tmp_path) as store:
+                assert store.subscriber("new.reader@example.org").on("weekly").status == "unconfirmed"
+
+            status, _, body = request(port, "POST", path_of(link), b"confirm=subscribe", {"Content-Type": FORM})
+            assert status == 200 and b"You are subscribed to the list" in body and b"@" not in body
+            with store_of(tmp_path) as store:
+                assert store.subscriber("new.reader@example.org").on("weekly").status == "active"
+                (_, requested, client, _, confirmed), = store.consents("new.reader@example.org")
+                assert requested <= confirmed
+                history = [(c.status, c.source) for c in store.history("new.reader@example.org")]
+                assert history == [("unconfirmed", "signup"), ("active", "confirm")]
+                assert store.history("new.reader@example.org")[-1].detail == f"client {client}"
+
+            # A replayed confirmation changes nothing and says so.
+            status, _, body = request(port, "POST", path_of(link), b"confirm=subscribe", {"Content-Type": FORM})
+            assert status == 200 and b"Already confirmed" in body
+            with store_of(tmp_path) as store:
+                assert len(store.history("new.reader@example.org")) == 2
+            # A POST without the button's field confirms nothing.
+            assert request(port, "POST", path_of(link), b"", {"Content-Type": FORM})[0] == 400
+
+
+def test_an_expired_link_says_so_and_changes_nothing(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            assert post_signup(port, "late@example.org")[0] == 200
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            with store_of(tmp_path) as store:
+                reader = store.subscriber("late@example.org")
+            old = signup.confirm_token(SECRET, reader.id, "weekly", issued_at=time.time() - 49 * 3600,
+                                       settings=settings)
+            for method, body in (("GET", None), ("POST", b"confirm=subscribe")):
+                status, _, page = request(port, method, f"/confirm/{old}", body, {"Content-Type": FORM})
+                assert status == 410 and b"Link expired" in page
+                assert f'href="{PUBLIC}subscribe?list=weekly&amp;lang=en"'.encode() in page
+            with store_of(tmp_path) as store:
+                assert store.subscriber("late@example.org").on("weekly").status == "unconfirmed"
+
+
+def test_a_token_of_one_purpose_never_serves_another(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            assert post_signup(port, "reader@example.org")[0] == 200
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            confirm = confirmation_link(parsed(smtp.messages[0].data)).rsplit("/", 1)[1]
+            with store_of(tmp_path) as store:
+                reader = store.subscriber("reader@example.org")
+            unsubscribe_token = unsubscribe.sign(reader.id, SECRET)
+            forged = confirm[:-2] + ("AA" if not confirm.endswith("AA") else "BB")
+            for token in (unsubscribe_token, form_token(port), forged, confirm.split(".")[0]):
+                for method in ("GET", "POST"):
+                    status, _, _ = request(port, method, f"/confirm/{token}", b"confirm=subscribe",
+                                           {"Content-Type": FORM})
+                    assert status == 400, (token, method)
+            for body in (b"List-Unsubscribe=One-Click", b"confirm=unsubscribe"):
+                assert request(port, "POST", f"/unsubscribe/{confirm}", body, {"Content-Type": FORM})[0] == 400
+            with store_of(tmp_path) as store:
+                assert store.subscriber("reader@example.org").on("weekly").status == "unconfirmed"
+                assert not store.ledger.is_suppressed("reader@example.org")
+            # The genuine token still confirms, and the unsubscribe token still unsubscribes.
+            assert request(port, "POST", f"/confirm/{confirm}", b"confirm=subscribe", {"Content-Type": FORM})[0] == 200
+            assert request(port, "POST", f"/unsubscribe/{unsubscribe_token}", b"List-Unsubscribe=One-Click",
+                           {"Content-Type": FORM})[0] == 200
+    assert tokens.read(confirm, "form", SECRET) is None and tokens.read(confirm, "confirm", "other") is None
+    assert unsubscribe.verify(confirm, SECRET) is None
+
+
+def test_every_accepted_post_gets_the_same_bytes(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            # An active reader (confirmed), an unconfirmed one, an unsubscribed one.
+            post_signup(port, "active@example.org")
+            post_signup(port, "pending@example.org")
+            post_signup(port, "gone@example.org")
+            wait_for(lambda: len(smtp.messages) == 3, "three confirmation mails")
+            links = {m.rcpt_tos[0]: confirmation_link(parsed(m.data)) for m in smtp.messages}
+            for address in ("active@example.org", "gone@example.org"):
+                assert request(port, "POST", path_of(links[address]), b"confirm=subscribe",
+                               {"Content-Type": FORM})[0] == 200
+            token = unsubscribe.sign(store_id(tmp_path, "gone@example.org"), SECRET)
+            assert request(port, "POST", f"/unsubscribe/{token}", b"List-Unsubscribe=One-Click",
+                           {"Content-Type": FORM})[0] == 200
+            for _ in range(2):
+                post_signup(port, "limited@example.org")
+            wait_for(lambda: drained(tmp_path), "the outbox")
+            before = len(smtp.messages)
+
+            answers = {address: post_signup(port, address) for address in (
+                "new@example.org", "pending@example.org", "active@example.org", "gone@example.org",
+                "limited@example.org")}
+            answers["honeypot"] = post_signup(port, "bot@example.org", extra={"website": "http://spam.example"})
+            assert len(set(answers.values())) == 1, answers.keys()
+            assert next(iter(answers.values()))[0] == 200
+
+            wait_for(lambda: drained(tmp_path), "the outbox")
+            # The active reader gets no second mail; the unsubscribed one is asked and stays unsubscribed.
+            assert sorted(m.rcpt_tos[0] for m in smtp.messages[before:]) == [
+                "gone@example.org", "limited@example.org", "new@example.org", "pending@example.org"]
+            with store_of(tmp_path) as store:
+                assert store.subscriber("gone@example.org").on("weekly").status == "unsubscribed"
+                assert store.subscriber("active@example.org").on("weekly").status == "active"
+                assert store.subscriber("bot@example.org") is None
+
+
+def store_id(tmp_path: Path, address: str) -> str:
+    with store_of(tmp_path) as store:
+        return store.subscriber(address).id
+
+
+def test_an_unsubscribed_reader_who_confirms_is_active_again(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            token = unsubscribe.sign(store_id_after_signup(port, tmp_path, smtp, "back@example.org"), SECRET)
+            assert request(port, "POST", f"/unsubscribe/{token}", b"List-Unsubscribe=One-Click",
+                           {"Content-Type": FORM})[0] == 200
+            post_signup(port, "back@example.org")
+            wait_for(lambda: len(smtp.messages) == 2, "the second confirmation mail")
+            link = confirmation_link(parsed(smtp.messages[1].data))
+            assert request(port, "POST", path_of(link), b"confirm=subscribe", {"Content-Type": FORM})[0] == 200
+            with store_of(tmp_path) as store:
+                assert store.subscriber("back@example.org").on("weekly").status == "active"
+                assert not store.ledger.is_suppressed("back@example.org")
+                # A bounce is never lifted by a confirmation.
+                store.ledger.suppress("back@example.org", reason="550 no such user", source="bounce")
+            post_signup(port, "back@example.org")
+            wait_for(lambda: drained(tmp_path), "the outbox")
+            assert len(smtp.messages) == 2
+            with store_of(tmp_path) as store:
+                assert store.subscriber("back@example.org").on("weekly").status == "bounced"
+
+
+def store_id_after_signup(port: int, tmp_path: Path, smtp: FaultySmtpServer, address: str) -> str:
+    post_signup(port, address)
+    wait_for(lambda: len(smtp.messages) >= 1, "the confirmation mail")
+    link = confirmation_link(parsed(smtp.messages[-1].data))
+    assert request(port, "POST", path_of(link), b"confirm=subscribe", {"Content-Type": FORM})[0] == 200
+    return store_id(tmp_path, address)
+
+
+def test_confirmation_mails_are_limited_per_address_and_per_client(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(
+            tmp_path, smtp.port, signup_extra="  mails_per_client_per_day: 5\n  trusted_proxies: [127.0.0.1]"))
+        with serving(settings) as port:
+            for _ in range(5):
+                assert post_signup(port, "eager@example.org")[0] == 200
+            wait_for(lambda: drained(tmp_path), "the outbox")
+            assert [m.rcpt_tos[0] for m in smtp.messages] == ["eager@example.org"] * 3
+            # Two more from the same client reach its limit of five; another client is not held back.
+            for index in range(4):
+                post_signup(port, f"other{index}@example.org")
+            post_signup(port, "elsewhere@example.org", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
+            wait_for(lambda: drained(tmp_path), "the outbox")
+            assert sorted(m.rcpt_tos[0] for m in smtp.messages[3:]) == [
+                "elsewhere@example.org", "other0@example.org", "other1@example.org"]
+            with store_of(tmp_path) as store:
+                assert store.subscriber("other3@example.org").on("weekly").status == "unconfirmed"
+
+
+def test_a_hundred_concurrent_signups(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port,
+                                                signup_extra="  mails_per_client_per_day: 1000"))
+        with serving(settings) as port:
+            token = form_token(port)
+            distinct = [f"reader{index:03d}@example.org" for index in range(100)]
+            with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+                answers = list(pool.map(lambda address: post_signup(port, address, token=token), distinct,
+                                        timeout=60))
+                assert {status for status, _ in answers} == {200}
+                same = list(pool.map(lambda _: post_signup(port, "Same@example.org", token=token), range(100),
+                                     timeout=60))
+                assert {status for status, _ in same} == {200}
+            wait_for(lambda: drained(tmp_path), "the outbox", timeout=30)
+            with store_of(tmp_path) as store:
+                assert {s.address for s in store.subscribers(list_name="weekly", status="unconfirmed")} == \
+                    {*distinct, "Same@example.org"}
+                assert len(store.consents("same@example.org")) == 100
+            assert outbox(tmp_path) == {"sent": 103}
+            received = [m.rcpt_tos[0] for m in smtp.messages]
+            assert sorted(received) == sorted([*distinct, *["Same@example.org"] * 3])
+
+
+def test_bots_and_hasty_forms_record_nothing(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra="  min_fill_seconds: 30"))
+        with serving(settings) as port:
+            token = form_token(port)
+            status, page = post_signup(port, "bot@example.org", token=token, extra={"website": "x"})
+            assert status == 200 and "请查收邮件".encode() not in page and b"Check your mail" in page
+            for sent in (token, "", "forged.token"):      # too fast, the snippet's first POST, forged
+                status, page = post_signup(port, "hasty@example.org", token=sent, name="Hasty")
+                form = lxml.html.fromstring(page).forms[0]
+                assert status == 200 and b"Please check the form" in page
+                assert form.fields["email"] == "hasty@example.org" and form.fields["name"] == "Hasty"
+                assert form.fields["form_token"] not in (sent, "")
+            for address, name in (("not an address", ""), ("ok@example.org", "x" * 101),
+                                  ("ok@example.org", "line\nbreak")):
+                assert post_signup(port, address, token=token, name=name)[0] == 400
+            assert post_signup(port, "ok@example.org", token=token, list_name="nosuch")[0] == 400
+            # Over the form's bound: 413 from the app, and from waitress beyond the unsubscribe bound.
+            for size in (5 * 1024, 20 * 1024):
+                body = urlencode({"email": "big@example.org", "name": "x" * size}).encode()
+                assert request(port, "POST", "/subscribe", body, {"Content-Type": FORM})[0] == 413
+        with store_of(tmp_path) as store:
+            assert list(store.subscribers()) == [] and store.consents("hasty@example.org") == []
+        assert outbox(tmp_path) == {} and smtp.messages == []
+
+
+class TagBalance(html.parser.HTMLParser):
+    """Fails on an end tag that closes nothing open, and says what is left open."""
+
+    VOID = {"input", "br", "meta", "link", "img", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open and self.open[-1] == tag, (tag, self.open)
+        self.open.pop()
+
+
+def test_the_snippet_posts_the_form_fields_to_the_public_url(tmp_path, capsys):
+    with FaultySmtpServer() as smtp:
+        path = write_settings(tmp_path, smtp.port, lists="[weekly]", signup_extra="  public_url: https://s.example.org/")
+        assert cli.main(["--settings", str(path), "subscribe-form", "--list", "weekly", "--lang", "en"]) == 0
+        snippet = capsys.readouterr().out
+        checker = TagBalance()
+        checker.feed(snippet)
+        checker.close()
+        assert checker.open == []
+        form = lxml.html.fromstring(snippet)
+        assert form.tag == "form" and form.get("action") == "https://s.example.org/subscribe"
+        assert form.get("method") == "post"
+        assert dict(form.fields) == {"email": "", "name": "", "list": "weekly", "lang": "en", "website": ""}
+        assert cli.main(["--settings", str(path), "subscribe-form", "--list", "nosuch"]) == 2
+        assert "--list" in capsys.readouterr().err
+        with serving(load_settings(path)) as port:
+            fields = {**dict(form.fields), "email": "static@example.org"}
+            status, _, page = request(port, "POST", "/subscribe", urlencode(fields).encode(), {"Content-Type": FORM})
+            served = lxml.html.fromstring(page).forms[0]
+            assert status == 200 and served.fields["email"] == "static@example.org" and served.fields["form_token"]
+            status, _, page = request(port, "POST", "/subscribe", urlencode(dict(served.fields)).encode(),
+                                      {"Content-Type": FORM})
+            assert status == 200 and b"Check your mail" in page
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            assert "https://s.example.org/confirm/" in parsed(smtp.messages[0].data).get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("full", "127.0.0.1"), ("none", None)])
+def test_the_consent_keeps_the_client_as_configured(tmp_path, mode, expected):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra=f"  client_address: {mode}"))
+        with serving(settings) as port:
+            post_signup(port, "reader@example.org")
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            path = path_of(confirmation_link(parsed(smtp.messages[0].data)))
+            assert request(port, "POST", path, b"confirm=subscribe", {"Content-Type": FORM})[0] == 200
+        with store_of(tmp_path) as store:
+            (_, _, client, form_url, confirmed), = store.consents("reader@example.org")
+            assert client == expected and form_url == f"{PUBLIC}subscribe" and confirmed is not None
+            confirmed_client = store.db.execute("SELECT confirmed_client FROM consents").fetchone()[0]
+            assert confirmed_client == expected
+
+
+def test_mails_queued_while_the_outbox_was_down_go_out_when_it_starts(tmp_path):
+    with FaultySmtpServer(rejected_recipients={"nobody@example.org": "550 5.1.1 no such user"}) as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings, mailer=False) as port:
+            post_signup(port, "waiting@example.org")
+            post_signup(port, "nobody@example.org")
+        assert outbox(tmp_path) == {"pending": 2} and smtp.messages == []
+        with serving(settings) as port:
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        assert [m.rcpt_tos for m in smtp.messages] == [("waiting@example.org",)]
+        assert outbox(tmp_path) == {"sent": 1, "failed": 1}
+
+
+def test_serve_refuses_lists_without_a_public_url(tmp_path):
+    path = write_settings(tmp_path, 1, unsubscribe_url="https://example.org/u?t={token}")
+    result = subprocess.run([sys.executable, "-m", "distributor", "--settings", str(path), "serve", "--port", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "signup.public_url" in result.stderr
+
+
+def test_log_lines_hold_no_confirmation_token():
+    line = '127.0.0.1 "GET /confirm/eyJhYmMi.SECRETMAC HTTP/1.1" 200 and /%63onfirm/abc'
+    assert "SECRETMAC" not in serve.redact_tokens(line) and "abc" not in serve.redact_tokens(line)
+    assert serve.redact_tokens("/subscribe?list=weekly") == "/subscribe?list=weekly"
+
+
+@pytest.mark.parametrize(("unsubscribe_url", "public_url"), [
+    ("https://example.org/unsubscribe/{token}", "https://example.org/"),
+    ("https://example.org/news/letters/unsubscribe/{token}", "https://example.org/news/letters/"),
+    ("https://example.org/unsubscribe?t={token}", None),
+    ("https://example.org/unsubscribe/x/{token}", None)])
+def test_the_public_url_is_derived_from_the_unsubscribe_url(tmp_path, unsubscribe_url, public_url):
+    settings = load_settings(write_settings(tmp_path, 1, unsubscribe_url=unsubscribe_url))
+    assert signup.public_url(settings) == public_url
