@@ -64,14 +64,17 @@ def summary(out: str) -> str:
 def test_import_csv_reports_bad_rows_by_line_and_imports_the_rest(tmp_path):
     people = tmp_path / "people.csv"
     people.write_text("email,name,tags\nann@example.org,Ann Lee,rust;linux\nnot-an-address,X,\n"
-                      "Bob@Example.org,,\nANN@example.org,Again,\nzoë@example.org,Z,\n", encoding="utf-8")
+                      "Bob@Example.org,,\nANN@example.org,Again,\nzoë@example.org,Z,\nesc@example.org,E,ok \x1b[2J\n",
+                      encoding="utf-8")
     settings = settings_for(tmp_path)
     status, out, err = run(settings, "subscribers", "import", str(people), "--list", "weekly")
     assert status == 0, err
     assert err.splitlines() == [f"warning: {people}:3: invalid address 'not-an-address'",
                                 f"warning: {people}:5: duplicate address ANN@example.org",
-                                f"warning: {people}:6: non-ASCII address 'zoë@example.org': SMTPUTF8 is not supported"]
-    assert summary(out) == "2 added, 0 updated, 0 unchanged, 0 skipped, 3 bad rows"
+                                f"warning: {people}:6: non-ASCII address 'zoë@example.org': SMTPUTF8 is not supported",
+                                f"warning: {people}:7: tags holds a control character (U+001B): it must be one line"
+                                " of printable characters"]
+    assert summary(out) == "2 added, 0 updated, 0 unchanged, 0 skipped, 4 bad rows"
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         store = SubscriberStore(ledger)
         ann, bob = store.subscriber("ann@example.org"), store.subscriber("bob@example.org")
@@ -282,6 +285,9 @@ def test_add_unsubscribe_resubscribe_show_and_remove_one_reader(tmp_path):
     assert statuses(ledger_path, "weekly") == {"ann@example.org": "active"}
     status, _, err = run(settings, "subscribers", "add", "ann@example.org", "--list", "digest")
     assert status == 2 and "ann@example.org is unsubscribed on digest: `distributor subscribers resubscribe" in err
+    run(settings, "subscribers", "unsubscribe", "cy@example.org")
+    status, _, err = run(settings, "subscribers", "add", "cy@example.org", "--list", "weekly")
+    assert status == 2 and "cy@example.org is on the suppression list (source command): `distributor" in err
 
     # Without --list: the suppression list, which marks every list.
     assert run(settings, "subscribers", "unsubscribe", "ann@example.org", "--reason", "mailto request")[1] == \
@@ -315,7 +321,7 @@ def test_add_unsubscribe_resubscribe_show_and_remove_one_reader(tmp_path):
         "ann@example.org is not in the subscriber store; nothing to do\n"
     left = tables(ledger_path)
     assert (left["subscribers"], left["subscriptions"], left["subscription_history"]) == ([], [], [])
-    assert [row[0] for row in left["suppressions"]] == ["ann@example.org"]
+    assert [row[0] for row in left["suppressions"]] == ["ann@example.org", "cy@example.org"]
     status, shown, _ = run(settings, "subscribers", "show", "ann@example.org")
     assert status == 0 and shown.splitlines()[0].startswith("suppressed since ")
     status, _, err = run(settings, "subscribers", "show", "nobody@example.org")

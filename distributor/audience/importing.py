@@ -21,6 +21,7 @@ from pathlib import Path
 from distributor.audience.subscriber_files import BadRow, Subscriber, read_subscribers
 from distributor.ledger.store import Ledger
 from distributor.ledger.subscribers import REFUSING, ListChange, Standing, SubscriberStore
+from distributor.validate.addresses import text_problem
 
 SHOWN = 20          # bad rows and skipped addresses kept to be shown; the rest are counted
 _PAGE = 500         # readers looked up and written per batch of statements
@@ -63,7 +64,7 @@ def check_file(path: str | Path) -> FileCheck:
     file raises `InputError` naming its line."""
     bad_rows: list[BadRow] = []
     bad_total = 0
-    for row in read_subscribers(path):
+    for row in _rows(path):
         if isinstance(row, BadRow):
             bad_total += 1
             if len(bad_rows) < SHOWN:
@@ -80,7 +81,7 @@ def import_subscribers(ledger: Ledger, path: str | Path, list_name: str, *, form
     store, tally, skipped = SubscriberStore(ledger), _Tally(), list[str]()
     source = "import --resubscribe" if resubscribe else "import"
     with ledger.transaction():
-        for page in _pages(read_subscribers(path)):
+        for page in _pages(_rows(path)):
             standings = store.standings([row.address for row in page], list_name)
             new, changed, statuses = [], [], []
             for row in page:
@@ -113,6 +114,16 @@ def import_subscribers(ledger: Ledger, path: str | Path, list_name: str, *, form
             store.set_statuses(list_name, statuses, detail=str(path))
     return ImportResult(tally.added, tally.updated, tally.unchanged, tally.skipped, tally.resubscribed,
                         tuple(skipped))
+
+
+def _rows(path: str | Path) -> Iterator[Subscriber | BadRow]:
+    """The rows of the file as `read_subscribers` reads them, a row whose tags are not one line of
+    printable text made a `BadRow` too: the store keeps them, and `subscribers show` prints them."""
+    for row in read_subscribers(path):
+        problem = None
+        if isinstance(row, Subscriber):
+            problem = next((found for tag in row.tags if (found := text_problem(tag))), None)
+        yield BadRow(str(path), row.line, f"tags {problem}") if problem else row
 
 
 def _refused(standing: Standing) -> bool:

@@ -187,10 +187,12 @@ def run_add(args: argparse.Namespace, settings: Settings, out: TextIO | None = N
         store = SubscriberStore(ledger)
         earlier = store.subscriber(address)
         standing = earlier.on(list_name) if earlier else None
-        if standing is not None and standing.status in REFUSING or ledger.is_suppressed(address):
-            why = standing.status if standing is not None and standing.status in REFUSING else "suppressed"
-            raise InputError(f"{address} is {why} on {list_name}: `distributor subscribers resubscribe {address} "
-                             f"--list {list_name}` mails them again")
+        suppression = ledger.suppression(address)
+        if standing is not None and standing.status in REFUSING or suppression is not None:
+            why = f"on the suppression list (source {suppression[2]})" if suppression is not None else \
+                f"{standing.status if standing else ''} on {list_name}"
+            raise InputError(f"{address} is {why}: `distributor subscribers resubscribe {address} --list {list_name}`"
+                             " mails them again")
         changed = store.save(address, name=name, language=args.language)
         changed = store.set_status(address, list_name, "active", source="command", format=args.format) or changed
     if earlier is None:
