@@ -5,6 +5,7 @@ pre-built message, and Postfix's C client `smtp-source -d` (the anchor, ratio 1.
     .venv/bin/python bench/send.py                  # 20,000 subscribers, 20 connections
     .venv/bin/python bench/send.py --count 5000 --sessions 10
     .venv/bin/python bench/send.py --memory         # peak RSS of publish for 1,000 and 100,000
+    .venv/bin/python bench/send.py --memory --audience both   # the same, from a file and from the store
 
 See bench/README.md for the columns. Installs Postfix (unconfigured, disabled) when smtp-sink
 or smtp-source is missing. Every process started here is stopped on exit, Ctrl-C included.
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 MEMORY_COUNTS = (1_000, 100_000)
 MEMORY_LIMIT_MB = 50
+AUDIENCES = ("file", "store")   # a subscriber CSV, or the readers of the list `weekly` in the ledger
+STORE_LIST = "weekly"
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,27 @@ def write_subscribers(path: Path, count: int) -> None:
         out.writelines(f"user{i:05d}@example.org,User {i}\n" for i in range(1, count + 1))
 
 
-def write_settings(path: Path, subscribers: Path, port: int, pool_size: int, ledger: Path) -> None:
-    """Write a settings file sending only email, plainly, to the sink on `port`."""
+def fill_store(ledger_path: Path, count: int) -> float:
+    """Put the same `count` readers in the ledger's subscriber store, active on STORE_LIST, in one
+    transaction; return the seconds it took (not part of any figure of publish)."""
+    from distributor.ledger.store import Ledger
+    from distributor.ledger.subscribers import SubscriberStore
+    started = time.monotonic()
+    with Ledger(ledger_path) as ledger, ledger.transaction():
+        store = SubscriberStore(ledger)
+        for i in range(1, count + 1):
+            address = f"user{i:05d}@example.org"
+            store.save(address, name=f"User {i}")
+            store.set_status(address, STORE_LIST, "active", source="import")
+    return time.monotonic() - started
+
+
+def write_settings(path: Path, subscribers: Path | None, port: int, pool_size: int, ledger: Path) -> None:
+    """Write a settings file sending only email, plainly, to the sink on `port`: to the subscriber file,
+    or (None) to the store's STORE_LIST."""
+    audience = {"subscribers": str(subscribers)} if subscribers else {"lists": [STORE_LIST]}
     path.write_text(json.dumps({   # JSON is YAML
-        "channels": {"email": {"subscribers": str(subscribers), "from_address": "newsletter@example.org"},
+        "channels": {"email": {**audience, "from_address": "newsletter@example.org"},
                      "text": {"enabled": False}, "wechat": {"enabled": False}},
         "smtp": {"host": HOST, "port": port, "security": "plain", "pool_size": pool_size},
         "ledger": {"path": str(ledger)},
@@ -112,18 +133,23 @@ def run_bare_aiosmtplib(sink: SmtpSink, message: Message, count: int, sessions: 
 
 
 def run_publish(sink: SmtpSink, message: Message, count: int, sessions: int, deadline: float,
-                workdir: Path) -> Row:
-    """Run `distributor publish` for `count` subscribers with a fresh ledger."""
-    run_dir = Path(tempfile.mkdtemp(prefix=f"publish-{count}-", dir=workdir))
-    subscribers, settings = run_dir / "subscribers.csv", run_dir / "settings.yaml"
-    write_subscribers(subscribers, count)
-    write_settings(settings, subscribers, sink.port, sessions, run_dir / "ledger.sqlite3")
+                workdir: Path, audience: str = "file") -> Row:
+    """Run `distributor publish` for `count` subscribers (in a file, or in the store of the fresh ledger)."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"publish-{audience}-{count}-", dir=workdir))
+    subscribers, settings, ledger = run_dir / "subscribers.csv", run_dir / "settings.yaml", run_dir / "ledger.sqlite3"
+    if audience == "store":
+        seconds = fill_store(ledger, count)
+        print(f"# store: {count:,} readers put in the ledger in {seconds:.1f} s", flush=True)
+        write_settings(settings, None, sink.port, sessions, ledger)
+    else:
+        write_subscribers(subscribers, count)
+        write_settings(settings, subscribers, sink.port, sessions, ledger)
     command = [python_executable(), "-m", "distributor", "--settings", str(settings), "publish",
                str(message.issue), "--channel", "email", "--yes"]
     env = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": "bench-only-secret"}
     env.pop("DISTRIBUTOR_SETTINGS", None)
     run = run_client(command, sink, deadline, run_dir / "publish.log", env=env)
-    return Row(f"publish pool={sessions} n={count}", count, None, run)
+    return Row(f"publish {audience} pool={sessions} n={count}", count, None, run)
 
 
 def throughput(args: argparse.Namespace, sink: SmtpSink, message: Message, workdir: Path) -> None:
@@ -131,19 +157,27 @@ def throughput(args: argparse.Namespace, sink: SmtpSink, message: Message, workd
     run_smtp_source(sink, message, 200, args.sessions, args.deadline, workdir)   # warm-up, not shown
     anchor = run_smtp_source(sink, message, args.count, args.sessions, args.deadline, workdir)
     bare = run_bare_aiosmtplib(sink, message, args.count, args.sessions, args.deadline, workdir)
-    publish = run_publish(sink, message, args.count, args.sessions, args.deadline, workdir)
-    print(table([anchor, bare, publish], anchor, message.wire_bytes))
-    print(targets(publish, anchor, bare))
+    publishes = [run_publish(sink, message, args.count, args.sessions, args.deadline, workdir, audience)
+                 for audience in audiences(args)]
+    print(table([anchor, bare, *publishes], anchor, message.wire_bytes))
+    for audience, publish in zip(audiences(args), publishes, strict=True):
+        print(f"{targets(publish, anchor, bare)}  ({audience})")
 
 
 def memory(args: argparse.Namespace, sink: SmtpSink, message: Message, workdir: Path) -> None:
-    """Run publish for 1,000 and 100,000 subscribers and compare their peak RSS."""
-    rows = [run_publish(sink, message, count, args.sessions, args.deadline, workdir) for count in MEMORY_COUNTS]
-    print(table(rows, None, message.wire_bytes))
-    small, large = (row.run.peak_rss_kb / 1024 for row in rows)
-    verdict = "met" if large - small < MEMORY_LIMIT_MB and not any(row.problems() for row in rows) else "NOT MET"
-    print(f"memory: peak RSS {small:.1f} MB at {MEMORY_COUNTS[0]:,}, {large:.1f} MB at {MEMORY_COUNTS[1]:,}; "
-          f"difference {large - small:.1f} MB (< {MEMORY_LIMIT_MB} MB: {verdict})")
+    """Run publish for 1,000 and 100,000 subscribers of each audience and compare their peak RSS."""
+    rows = {audience: [run_publish(sink, message, count, args.sessions, args.deadline, workdir, audience)
+                       for count in MEMORY_COUNTS] for audience in audiences(args)}
+    print(table([row for pair in rows.values() for row in pair], None, message.wire_bytes))
+    for audience, pair in rows.items():
+        small, large = (row.run.peak_rss_kb / 1024 for row in pair)
+        verdict = "met" if large - small < MEMORY_LIMIT_MB and not any(row.problems() for row in pair) else "NOT MET"
+        print(f"memory ({audience}): peak RSS {small:.1f} MB at {MEMORY_COUNTS[0]:,}, {large:.1f} MB at "
+              f"{MEMORY_COUNTS[1]:,}; difference {large - small:.1f} MB (< {MEMORY_LIMIT_MB} MB: {verdict})")
+
+
+def audiences(args: argparse.Namespace) -> tuple[str, ...]:
+    return AUDIENCES if args.audience == "both" else (args.audience,)
 
 
 def main() -> None:
@@ -152,6 +186,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="subscribers / messages (default 20000)")
     parser.add_argument("--sessions", type=int, default=20, help="SMTP connections for every client")
     parser.add_argument("--memory", action="store_true", help="peak RSS of publish for 1,000 and 100,000")
+    parser.add_argument("--audience", choices=(*AUDIENCES, "both"), default="file",
+                        help="publish to a subscriber file (default), to the store's list weekly, or both")
     parser.add_argument("--issue", type=Path, help="issue to send (default: largest TinyLab post)")
     parser.add_argument("--port", type=int, default=2525, help="first port to try for the sink")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds per client before TERM")
