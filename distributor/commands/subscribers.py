@@ -188,9 +188,9 @@ def run_add(args: argparse.Namespace, settings: Settings, out: TextIO | None = N
         earlier = store.subscriber(address)
         standing = earlier.on(list_name) if earlier else None
         suppression = ledger.suppression(address)
-        if standing is not None and standing.status in REFUSING or suppression is not None:
-            why = f"on the suppression list (source {suppression[2]})" if suppression is not None else \
-                f"{standing.status if standing else ''} on {list_name}"
+        why = f"on the suppression list (source {suppression[2]})" if suppression is not None else \
+            f"{standing.status} on {list_name}" if standing is not None and standing.status in REFUSING else None
+        if why:
             raise InputError(f"{address} is {why}: `distributor subscribers resubscribe {address} --list {list_name}`"
                              " mails them again")
         changed = store.save(address, name=name, language=args.language)
