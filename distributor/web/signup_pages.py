@@ -238,24 +238,33 @@ class SignupPages:
             return self._form("200 OK", language, _noted(state, words["again"]))
         form = SignupForm(address, name or None, chosen, language)
         client = client_address(environ, self.settings.signup.trusted_proxies)
+        with self._lock:
+            known = SubscriberStore(self.ledger).subscriber(address)
+            subscriber_id = known.id if known else self.ledger.subscriber_id(address)
+        # The mail is made outside the lock (it is most of a POST's work) and for every POST, queued or
+        # not, so that neither the page nor its timing says whether a mail went out.
+        link = f"{self.public_url}confirm/" + signup.confirm_token(self.secret, subscriber_id, form.list, issued_at=now,
+                                                                   settings=self.settings)
+        message = signup.confirmation_message(
+            self.settings, to_address=known.address if known else address, to_name=known.name if known else form.name,
+            list_name=form.list, language=language, link=link)
         with self._lock, self.ledger.transaction():
-            outcome = self._record(form, client, form_url(environ, self.public_url or ""))
+            outcome = self._record(form, client, form_url(environ, self.public_url or ""), message)
         _log.info("signup to list %s: %s", form.list, outcome)
         if outcome == "mail":
             self.wake.set()
         return self._sent(language)
 
-    def _record(self, form: SignupForm, client: str | None, url: str) -> signup.Outcome:
+    def _record(self, form: SignupForm, client: str | None, url: str, message: bytes) -> signup.Outcome:
         """Record one signup (inside the caller's transaction): the reader, the consent request, the
-        status and the confirmation mail, as `signup.decide` says."""
+        status and the confirmation `message` in the outbox, as `signup.decide` says."""
         store, now = SubscriberStore(self.ledger), self.ledger.clock()
         key = signup.client_key(self.secret, client) if client else "unknown"
-        if store.subscriber(form.address) is None:
+        reader = store.subscriber(form.address)
+        if reader is None:
             # A stranger may post anyone's address: an existing reader's name and language stay theirs.
             store.save(form.address, name=form.name, language=form.language)
-        reader = store.subscriber(form.address)
-        assert reader is not None
-        on = reader.on(form.list)
+        on = reader.on(form.list) if reader else None
         suppression = self.ledger.suppression(form.address)
         decision = signup.decide(signup.Standing(
             on.status if on else None, suppression[2] if suppression else None,
@@ -267,11 +276,7 @@ class SignupPages:
             store.set_status(form.address, form.list, "unconfirmed", source="signup",
                              format=None if on else self._formats[form.list])
         if decision.mail:
-            token = signup.confirm_token(self.secret, reader.id, form.list, issued_at=now, settings=self.settings)
-            message = signup.confirmation_message(
-                self.settings, to_address=reader.address, to_name=reader.name, list_name=form.list,
-                language=form.language, link=f"{self.public_url}confirm/{token}")
-            store.queue_mail(form.address, key, signup.envelope_sender(self.settings), message.as_bytes())
+            store.queue_mail(form.address, key, signup.envelope_sender(self.settings), message)
         return decision.outcome
 
     # --- the confirmation link -------------------------------------------------------------------
