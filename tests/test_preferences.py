@@ -22,12 +22,12 @@ READER = "Reader@Example.org"
 
 
 def settings_for(tmp_path: Path, language: str = "en") -> Settings:
-    """Email sends weekly and news, text sends weekly; the signup form also offers digest."""
+    """Email sends weekly and news, text sends weekly and plain; the signup form also offers digest."""
     path = tmp_path / "settings.yaml"
     path.write_text(f"""site: {{language: {language}}}
 channels:
   email: {{lists: [weekly, news]}}
-  text: {{lists: [weekly]}}
+  text: {{lists: [weekly, plain]}}
 signup: {{lists: [digest]}}
 ledger: {{path: {tmp_path / 'ledger.sqlite3'}}}
 """, encoding="utf-8")
@@ -96,7 +96,7 @@ def test_the_page_shows_every_list_ticked_where_active_and_a_get_changes_nothing
             status, headers, page = request(port, "GET", f"/unsubscribe/{token}")
             assert status == 200 and headers["Cache-Control"] == "no-store"
             # Every list a channel sends, then the signup form's; unconfirmed is not ticked.
-            assert checkboxes(page) == {"weekly": True, "news": False, "digest": False}
+            assert checkboxes(page) == {"weekly": True, "news": False, "plain": False, "digest": False}
             # Only weekly is sent by two channels: the reader reads it as text.
             assert radios(page) == {"weekly": (["email", "text"], "text")}
             assert "@" not in page and "<script" not in page and not re.search(r"<form[^>]*action=", page)
@@ -113,12 +113,12 @@ def test_saving_ticks_unticks_and_changes_formats_in_the_history(tmp_path):
     with running(settings_for(tmp_path)) as port:
         status, page = save(port, token, form("weekly", weekly="text"))
         assert status == 200 and "Saved" in page
-        assert checkboxes(page) == {"weekly": True, "news": False, "digest": False}
+        assert checkboxes(page) == {"weekly": True, "news": False, "plain": False, "digest": False}
         assert radios(page)["weekly"] == (["email", "text"], "text")
         assert standing(tmp_path) == {"weekly": ("active", "text"), "news": ("unsubscribed", "email"),
                                       "digest": ("unsubscribed", "email")}
         status, page = save(port, token, form("weekly", "news", weekly="text"))
-        assert status == 200 and checkboxes(page) == {"weekly": True, "news": True, "digest": False}
+        assert status == 200 and checkboxes(page) == {"weekly": True, "news": True, "plain": False, "digest": False}
     assert standing(tmp_path) == {"weekly": ("active", "text"), "news": ("active", "email"),
                                   "digest": ("unsubscribed", "email")}
     # A format change alone is no history line; each status change is, from the page.
@@ -129,12 +129,15 @@ def test_saving_ticks_unticks_and_changes_formats_in_the_history(tmp_path):
 
 def test_the_form_posted_as_multipart_carries_every_ticked_list(tmp_path):
     token = store_reader(tmp_path, {})
-    parts = [("list", "weekly"), ("list", "news"), ("format.weekly", "text"), ("save", "preferences")]
+    parts = [("list", "weekly"), ("list", "news"), ("list", "plain"), ("list", "digest"), ("format.weekly", "text"),
+             ("save", "preferences")]
     body = b"".join(f'--b0undary\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
                     for name, value in parts) + b"--b0undary--\r\n"
     with running(settings_for(tmp_path)) as port:
         assert save(port, token, body, "multipart/form-data; boundary=b0undary")[0] == 200
-    assert standing(tmp_path) == {"news": ("active", "email"), "weekly": ("active", "text")}
+    # A list one channel sends is read through it; one no channel sends yet keeps the default.
+    assert standing(tmp_path) == {"news": ("active", "email"), "weekly": ("active", "text"),
+                                  "plain": ("active", "text"), "digest": ("active", "email")}
 
 
 @pytest.mark.parametrize("body", [
@@ -159,7 +162,7 @@ def test_ticking_a_list_lifts_the_readers_own_unsubscribe(tmp_path):
         assert suppression(tmp_path)[2] == "one-click"
         assert standing(tmp_path) == {"weekly": ("unsubscribed", "email"), "news": ("unsubscribed", "email")}
         status, _, page = request(port, "GET", f"/unsubscribe/{token}")
-        assert checkboxes(page) == {"weekly": False, "news": False, "digest": False}
+        assert checkboxes(page) == {"weekly": False, "news": False, "plain": False, "digest": False}
         assert "cannot be mailed" not in page
         assert save(port, token, form("news"))[0] == 200
     assert suppression(tmp_path) is None

@@ -142,7 +142,9 @@ def save(ledger: Ledger, address: str, choice: Choice, offered: tuple[ListOffer,
         for offer in offered:
             on, wanted = subscriber.on(offer.name), choice.formats.get(offer.name)
             if offer.name in choice.ticked and not blocked:
-                store.set_status(address, offer.name, "active", source=SOURCE, format=wanted)
+                # A new list that one channel sends is read through that channel.
+                joined = offer.formats[0] if on is None and len(offer.formats) == 1 else None
+                store.set_status(address, offer.name, "active", source=SOURCE, format=wanted or joined)
             elif on is None:
                 continue
             elif offer.name not in choice.ticked and on.status in ("active", "unconfirmed"):
