@@ -516,3 +516,11 @@ def test_log_lines_hold_no_confirmation_token():
 def test_the_public_url_is_derived_from_the_unsubscribe_url(tmp_path, unsubscribe_url, public_url):
     settings = load_settings(write_settings(tmp_path, 1, unsubscribe_url=unsubscribe_url))
     assert signup.public_url(settings) == public_url
+
+
+@pytest.mark.parametrize("subject", ["请确认订阅 示例周报（weekly）" * 3, "Confirm your subscription to Ünïcode Weekly",
+                                     "plain ASCII", "😀" * 30])
+def test_subjects_are_encoded_words_within_the_line_length(subject):
+    header = f"Subject: {signup.encoded_words(subject)}"
+    assert all(len(line) <= 76 for line in header.split("\r\n"))
+    assert str(parsed(f"{header}\r\n\r\nbody\r\n".encode())["Subject"]) == subject

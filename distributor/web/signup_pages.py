@@ -166,6 +166,7 @@ class SignupPages:
         self.public_url = signup.public_url(settings)
         language = settings.site.language.split("-")[0]
         self.language = language if language in LANGUAGES else "en"
+        self._sent_pages: dict[str, Page] = {}
 
     @property
     def enabled(self) -> bool:
@@ -347,8 +348,10 @@ class SignupPages:
     # --- pages -----------------------------------------------------------------------------------
 
     def _sent(self, language: str) -> Page:
-        """The one answer to every accepted POST, the same bytes whatever was decided."""
-        return self._message("200 OK", "sent", language, template="web/subscribe_sent.html")
+        """The one answer to every accepted POST, the same bytes whatever was decided (made once)."""
+        if language not in self._sent_pages:
+            self._sent_pages[language] = self._message("200 OK", "sent", language, template="web/subscribe_sent.html")
+        return self._sent_pages[language]
 
     def _form(self, status: str, language: str, state: FormState) -> Page:
         heading, message = _pair(language, "form")
