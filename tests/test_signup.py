@@ -28,7 +28,7 @@ from distributor.ledger.store import Ledger
 from distributor.ledger.subscribers import SubscriberStore
 from distributor.settings import Settings, load_settings
 from distributor.web import server as serve
-from distributor.web.signup_mailer import SignupMailer
+from distributor.web.signup_mailer import MAX_ATTEMPTS, SignupMailer
 from distributor.web.unsubscribe_app import create_app
 
 from .conftest import ROOT
@@ -493,6 +493,26 @@ def test_mails_queued_while_the_outbox_was_down_go_out_when_it_starts(tmp_path):
         assert outbox(tmp_path) == {"sent": 1, "failed": 1}
 
 
+def test_a_deferred_mail_is_tried_again_a_bounded_number_of_times(tmp_path):
+    later = "451 4.3.0 try again later"
+    with FaultySmtpServer(rcpt_replies={"slow@example.org": [later, later, None],
+                                        "never@example.org": [later] * 10}) as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings, mailer=False) as port:
+            post_signup(port, "slow@example.org")
+            post_signup(port, "never@example.org")
+        app_wake = threading.Event()
+        outbox_thread = SignupMailer(settings, app_wake, wake_seconds=0.05, retry_seconds=0.1)
+        outbox_thread.start()
+        try:
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        finally:
+            outbox_thread.stop(TIMEOUT)
+        assert [m.rcpt_tos for m in smtp.messages] == [("slow@example.org",)]
+        assert smtp.rcpt_attempts == {"slow@example.org": 3, "never@example.org": MAX_ATTEMPTS}
+        assert outbox(tmp_path) == {"sent": 1, "failed": 1}
+
+
 def test_serve_refuses_lists_without_a_public_url(tmp_path):
     path = write_settings(tmp_path, 1, unsubscribe_url="https://example.org/u?t={token}")
     result = subprocess.run([sys.executable, "-m", "distributor", "--settings", str(path), "serve", "--port", "0"],
@@ -522,5 +542,5 @@ def test_the_public_url_is_derived_from_the_unsubscribe_url(tmp_path, unsubscrib
                                      "plain ASCII", "😀" * 30])
 def test_subjects_are_encoded_words_within_the_line_length(subject):
     header = f"Subject: {signup.encoded_words(subject)}"
-    assert all(len(line) <= 76 for line in header.split("\r\n"))
+    assert header.isascii() and all(len(line) <= 76 for line in header.split("\r\n"))
     assert str(parsed(f"{header}\r\n\r\nbody\r\n".encode())["Subject"]) == subject

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.smtp import SmtpConfig, SmtpPool, to_wire
@@ -49,11 +48,13 @@ class Attempt:
 class SignupMailer:
     """Send the outbox of the ledger of `settings` from a thread of its own, until `stop()`."""
 
-    def __init__(self, settings: Settings, wake: threading.Event, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: Settings, wake: threading.Event, *, wake_seconds: float = WAKE_SECONDS,
+                 retry_seconds: float = RETRY_SECONDS):
         self.settings = settings
         self.wake = wake
+        self.wake_seconds = wake_seconds
+        self.retry_seconds = retry_seconds
         self._config: SmtpConfig = dataclasses.replace(smtp_config(settings), pool_size=1)
-        self._clock = clock
         self._stopping = threading.Event()
         self._not_before: dict[int, float] = {}   # mail id -> when a deferred mail may be tried again
         self._thread = threading.Thread(target=self._run, name="signup-mailer", daemon=True)
@@ -80,8 +81,8 @@ class SignupMailer:
                 try:
                     asyncio.run(self._drain(ledger))
                 except Exception:          # a ledger or relay failure must not end the outbox for good
-                    _log.exception("the outbox failed; it tries again in %s seconds", WAKE_SECONDS)
-                self.wake.wait(WAKE_SECONDS)
+                    _log.exception("the outbox failed; it tries again in %s seconds", self.wake_seconds)
+                self.wake.wait(self.wake_seconds)
         finally:
             ledger.close()
 
@@ -92,7 +93,7 @@ class SignupMailer:
         tried: set[int] = set()        # attempted in this wake, or deferred to a later one
         try:
             while not self._stopping.is_set():
-                now = self._clock()
+                now = time.monotonic()
                 skipped = tried | {mail_id for mail_id, due in self._not_before.items() if due > now}
                 # The oldest pending mails, enough of them that PAGE are not skipped when there are as many.
                 due = [mail for mail in store.mails_to_send(PAGE + len(skipped)) if mail.id not in skipped]
@@ -145,5 +146,5 @@ class SignupMailer:
         if mail.attempts + 1 >= MAX_ATTEMPTS:
             self._not_before.pop(mail.id, None)
             return Attempt(mail.id, "failed", f"{error} (after {MAX_ATTEMPTS} attempts)")
-        self._not_before[mail.id] = self._clock() + RETRY_SECONDS
+        self._not_before[mail.id] = time.monotonic() + self.retry_seconds
         return Attempt(mail.id, "pending", error)
