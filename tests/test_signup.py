@@ -393,6 +393,26 @@ def test_a_hundred_concurrent_signups(tmp_path):
             assert sorted(received) == sorted([*distinct, *["Same@example.org"] * 3])
 
 
+def test_two_servers_on_one_ledger_keep_the_limit_of_each_address(tmp_path):
+    """Two `serve` processes (or WSGI workers) share the ledger: only its transaction orders their
+    signups, and only the outbox's lease keeps them from both sending a mail."""
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra="  mails_per_address_per_day: 1\n"
+                                                                                  "  mails_per_client_per_day: 1000"))
+        addresses = [f"reader{index:02d}@example.org" for index in range(50)]
+        with serving(settings) as first, serving(settings) as second:
+            token = form_token(first)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+                # Each address four times in a row, two to each server: its POSTs race one another.
+                answers = list(pool.map(lambda index: post_signup((first, second)[index % 2], addresses[index // 4],
+                                                                  token=token), range(4 * len(addresses)), timeout=60))
+            assert {status for status, _ in answers} == {200}
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        with store_of(tmp_path) as store:
+            assert {len(store.consents(address)) for address in addresses} == {4}
+        assert sorted(m.rcpt_tos[0] for m in smtp.messages) == addresses
+
+
 def test_bots_and_hasty_forms_record_nothing(tmp_path):
     with FaultySmtpServer() as smtp:
         settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra="  min_fill_seconds: 30"))

@@ -7,13 +7,16 @@ with one connection, as the operator's report does), makes one attempt per pendi
 records it: a permanent refusal or an uncertain hand-over is `failed` (a confirmation mail is never
 sent twice on purpose; the reader can ask again), a transient one stays `pending` and is tried no
 sooner than RETRY_SECONDS later, at most MAX_ATTEMPTS times. It has a ledger connection of its own,
-so sending never holds the web pages' lock. `stop()` ends it after the attempt in flight.
+so sending never holds the web pages' lock, and a lease in the ledger, so that of several `serve`
+processes on one ledger one sends at a time. `stop()` ends it after the attempt in flight.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -33,6 +36,9 @@ WAKE_SECONDS = 5.0          # how often the outbox looks for mails without being
 RETRY_SECONDS = 30.0        # how soon a mail the relay deferred is tried again
 MAX_ATTEMPTS = 5
 PAGE = 200                  # mails read and recorded per ledger transaction
+# One outbox sends at a time, however many `serve` processes share the ledger: each would send every
+# pending mail otherwise. The lease is renewed while sending and lapses this long after its holder died.
+LEASE, LEASE_SECONDS = "signup-outbox", 60.0
 _log = logging.getLogger(__name__)
 
 
@@ -57,6 +63,8 @@ class SignupMailer:
         self._config: SmtpConfig = dataclasses.replace(smtp_config(settings), pool_size=1)
         self._stopping = threading.Event()
         self._not_before: dict[int, float] = {}   # mail id -> when a deferred mail may be tried again
+        self._holder = f"outbox {socket.gethostname()} pid {os.getpid()} {id(self):x}"
+        self._renewed = 0.0
         self._thread = threading.Thread(target=self._run, name="signup-mailer", daemon=True)
 
     def start(self) -> None:
@@ -89,6 +97,9 @@ class SignupMailer:
     async def _drain(self, ledger: Ledger) -> None:
         """Attempt every pending mail once, a page at a time, over one relay session opened when the
         first is due."""
+        if ledger.take_lease(LEASE, self._holder, LEASE_SECONDS).holder != self._holder:
+            return                     # another outbox on this ledger is sending; look again next wake
+        self._renewed = time.monotonic()
         store, pool = SubscriberStore(ledger), None
         tried: set[int] = set()        # attempted in this wake, or deferred to a later one
         try:
@@ -117,6 +128,7 @@ class SignupMailer:
         finally:
             if pool is not None:
                 await pool.close()
+            ledger.release_lease(LEASE, self._holder)
 
     async def _attempt(self, pool: SmtpPool, store: SubscriberStore,
                        mails: list[MailToSend]) -> tuple[list[Attempt], bool]:
@@ -124,7 +136,7 @@ class SignupMailer:
         (the mails after it are left for the next wake, with no attempt counted)."""
         attempts: list[Attempt] = []
         for mail in mails:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._still_holding(store.ledger):
                 return attempts, True
             reader = store.subscriber(mail.address)
             recipient = reader.address if reader else mail.address
@@ -141,6 +153,17 @@ class SignupMailer:
                 self._not_before.pop(mail.id, None)
                 attempts.append(Attempt(mail.id, "sent", reply))
         return attempts, False
+
+    def _still_holding(self, ledger: Ledger) -> bool:
+        """Renew the lease when a third of it has passed; False when it was lost (this outbox stalled
+        so long that another took over)."""
+        if time.monotonic() - self._renewed < LEASE_SECONDS / 3:
+            return True
+        self._renewed = time.monotonic()
+        if ledger.renew_lease(LEASE, self._holder, LEASE_SECONDS):
+            return True
+        _log.warning("the outbox lost its lease on the ledger; another outbox goes on")
+        return False
 
     def _deferred(self, mail: MailToSend, error: str) -> Attempt:
         if mail.attempts + 1 >= MAX_ATTEMPTS:
