@@ -9,7 +9,10 @@ import email
 import email.policy
 import html.parser
 import http.client
+import os
 import re
+import select
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -531,6 +534,31 @@ def test_a_deferred_mail_is_tried_again_a_bounded_number_of_times(tmp_path):
         assert [m.rcpt_tos for m in smtp.messages] == [("slow@example.org",)]
         assert smtp.rcpt_attempts == {"slow@example.org": 3, "never@example.org": MAX_ATTEMPTS}
         assert outbox(tmp_path) == {"sent": 1, "failed": 1}
+
+
+def test_serve_mails_signups_logs_no_address_and_stops_on_sigterm(tmp_path):
+    with FaultySmtpServer() as smtp:
+        path = write_settings(tmp_path, smtp.port)
+        process = subprocess.Popen([sys.executable, "-m", "distributor", "--settings", str(path), "serve", "--port", "0"],
+                                   cwd=ROOT, env={**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert select.select([process.stdout], [], [], TIMEOUT)[0], "the server printed no banner"
+            port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", process.stdout.readline())[1])
+            assert post_signup(port, "private.reader@example.org")[0] == 200
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            link = confirmation_link(parsed(smtp.messages[0].data))
+            assert request(port, "GET", path_of(link))[0] == 200
+            assert request(port, "POST", path_of(link), b"confirm=subscribe", {"Content-Type": FORM})[0] == 200
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=TIMEOUT) == 0
+            log = process.stderr.read()
+        finally:
+            process.kill()
+            process.wait(timeout=TIMEOUT)
+    token = link.rsplit("/", 1)[1]
+    assert '"POST /subscribe HTTP/1.1" 200' in log and log.count("/confirm/<redacted>") == 2
+    assert "@" not in log and "private" not in log and token not in log and token.split(".")[1] not in log
 
 
 def test_serve_refuses_lists_without_a_public_url(tmp_path):
