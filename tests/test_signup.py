@@ -539,8 +539,8 @@ def test_a_deferred_mail_is_tried_again_a_bounded_number_of_times(tmp_path):
 def test_serve_mails_signups_logs_no_address_and_stops_on_sigterm(tmp_path):
     with FaultySmtpServer() as smtp:
         path = write_settings(tmp_path, smtp.port)
-        process = subprocess.Popen([sys.executable, "-m", "distributor", "--settings", str(path), "serve", "--port", "0"],
-                                   cwd=ROOT, env={**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET},
+        command = [sys.executable, "-m", "distributor", "--settings", str(path), "serve", "--port", "0"]
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert select.select([process.stdout], [], [], TIMEOUT)[0], "the server printed no banner"
