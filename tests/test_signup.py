@@ -231,6 +231,24 @@ def test_a_signup_is_mailed_and_confirmed_by_the_button_only(tmp_path):
             assert request(port, "POST", path_of(link), b"", {"Content-Type": FORM})[0] == 400
 
 
+def test_the_confirmation_mail_speaks_the_language_of_the_form(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            post_signup(port, "zh@example.org", list_name="digest", extra={"lang": "zh"})
+            post_signup(port, "en@example.org", list_name="digest")
+            wait_for(lambda: len(smtp.messages) == 2, "two confirmation mails")
+    mails = {m.rcpt_tos[0]: parsed(m.data) for m in smtp.messages}
+    for address, words in (("zh@example.org", ("请确认订阅", "请打开下面的链接确认订阅", "确认订阅</a>")),
+                           ("en@example.org", ("Confirm your subscription", "Open the link below",
+                                               "Confirm subscription</a>"))):
+        message = mails[address]
+        text, page = message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content()
+        assert words[0] in message["Subject"] and "digest" in message["Subject"] and "示例周报" in message["Subject"]
+        assert words[1] in text and "digest" in text and "48" in text
+        assert words[2] in page and f'href="{confirmation_link(message)}"' in page and "digest" in page
+
+
 def test_an_expired_link_says_so_and_changes_nothing(tmp_path):
     with FaultySmtpServer() as smtp:
         settings = load_settings(write_settings(tmp_path, smtp.port))
@@ -260,7 +278,8 @@ def test_a_token_of_one_purpose_never_serves_another(tmp_path):
                 reader = store.subscriber("reader@example.org")
             unsubscribe_token = unsubscribe.sign(reader.id, SECRET)
             forged = confirm[:-2] + ("AA" if not confirm.endswith("AA") else "BB")
-            for token in (unsubscribe_token, form_token(port), forged, confirm.split(".")[0]):
+            retired = signup.confirm_token(SECRET, reader.id, "retired", issued_at=time.time(), settings=settings)
+            for token in (unsubscribe_token, form_token(port), forged, confirm.split(".")[0], retired):
                 for method in ("GET", "POST"):
                     status, _, _ = request(port, method, f"/confirm/{token}", b"confirm=subscribe",
                                            {"Content-Type": FORM})

@@ -128,7 +128,7 @@ class SignupForm:
 
 @dataclass(frozen=True)
 class FormState:
-    """What the form shows: the values to fill in, the lists offered, and a note above it."""
+    """What the form shows: the values to fill in (the list chosen, if any) and a note above it."""
 
     address: str = ""
     name: str = ""
@@ -140,9 +140,10 @@ def is_signup_path(path: str) -> bool:
     return path == "/subscribe" or CONFIRM_PATH.fullmatch(path) is not None
 
 
-def offered_lists(settings: Settings) -> tuple[str, ...]:
-    """Return the lists the form offers: `signup.lists`, else every list a channel sends to."""
-    return settings.signup.lists or known_lists(_served(settings))
+def offered_lists(settings: Settings, served: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """Return the lists the form offers: `signup.lists`, else every list a channel sends to (`served`,
+    as `lists_by_channel` gives them)."""
+    return settings.signup.lists or known_lists(_served(settings) if served is None else served)
 
 
 def _served(settings: Settings) -> dict[str, tuple[str, ...]]:
@@ -161,7 +162,7 @@ class SignupPages:
         self.wake = threading.Event()       # set when a mail was queued: the outbox sends it
         self._lock = lock
         served = _served(settings)
-        self.lists = settings.signup.lists or known_lists(served)
+        self.lists = offered_lists(settings, served)
         self._formats = {name: (formats_offered(name, served) or ("email",))[0] for name in self.lists}
         self.public_url = signup.public_url(settings)
         language = settings.site.language.split("-")[0]
@@ -288,6 +289,8 @@ class SignupPages:
         if token is None or len(token.values) != 2:
             return self._message("400 Bad Request", "invalid", language)
         subscriber_id, list_name = token.values
+        if list_name not in self.lists:          # a list the form no longer offers
+            return self._message("400 Bad Request", "invalid", language)
         with self._lock:
             reader = SubscriberStore(self.ledger).subscriber_by_id(subscriber_id)
         if reader is None:
