@@ -302,7 +302,7 @@ def test_subscribers_export_to_a_full_disk_leaves_no_file(tmp_path):
             ledger.suppress(f"gone{number:04d}@example.org", reason="unsubscribed on request", source="command")
         ledger.close()
         fill(folder)
-        result = run(settings, "subscribers", "export", str(folder / "suppressed.csv"))
+        result = run(settings, "subscribers", "export", "--suppressions", str(folder / "suppressed.csv"))
         left = sorted(path.name for path in folder.iterdir())
     one_line_error(result, "No space left on device", "nothing was written")
     assert left == ["filler"]
@@ -316,7 +316,7 @@ def test_a_target_that_is_not_a_folder_is_the_same_storage_fault_for_export_and_
     ledger.close()
     plain = tmp_path / "plain.txt"
     plain.write_text("a file, not a folder\n", encoding="utf-8")
-    exported = run(settings, "subscribers", "export", str(plain / "suppressed.csv"))
+    exported = run(settings, "subscribers", "export", "--suppressions", str(plain / "suppressed.csv"))
     previewed = run(settings, "preview", str(EXAMPLE), "--out", str(plain / "preview"))
     one_line_error(exported, str(plain), "nothing was written")
     one_line_error(previewed, str(plain), "nothing was written")
@@ -331,7 +331,7 @@ def test_subscribers_export_to_a_full_standard_output_is_one_line_and_exit_3(tmp
             ledger.suppress(f"gone{number:04d}@example.org", reason="unsubscribed on request", source="command")
         ledger.close()
         with open("/dev/full", "w") as full:
-            result = run(settings, "subscribers", "export", "-", stdout=full)
+            result = run(settings, "subscribers", "export", "--suppressions", "-", stdout=full)
     one_line_error(result, "standard output", "No space left on device")
 
 

@@ -177,7 +177,7 @@ def test_only_a_regular_file_is_read(tmp_path: Path, name: str) -> None:
     settings = tmp_path / "settings.yaml"
     settings.write_text(f"channels:\n  email:\n    subscribers: {path}\nledger:\n  path: {tmp_path / 'l.sqlite3'}\n",
                         encoding="utf-8")
-    result = run_bounded(["--settings", str(settings), "subscribers", "list"])
+    result = run_bounded(["--settings", str(settings), "subscribers", "list", "--file"])
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"distributor: error: {path}: subscriber file is not a regular file"]
 
