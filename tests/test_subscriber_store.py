@@ -81,8 +81,9 @@ def test_a_suppression_marks_the_lists_that_still_mail_the_address(ledger: Ledge
     ledger.suppress("Ann@Example.org", reason="550 5.1.1 no such user", source=source)
     statuses = {s.list: s.status for s in store.subscriber("ann@example.org").subscriptions}
     assert statuses == {"weekly": status, "monthly": status, "news": "unsubscribed"}
-    marked = [(c.list, c.status, c.source) for c in store.history("ann@example.org") if c.source == source]
-    assert sorted(marked) == [("monthly", status, source), ("weekly", status, source)]
+    marked = [(c.list, c.status, c.source, c.detail) for c in store.history("ann@example.org") if c.source == source]
+    reason = "550 5.1.1 no such user"
+    assert sorted(marked) == [("monthly", status, source, reason), ("weekly", status, source, reason)]
     ledger.suppress("ann@example.org", reason="again", source=source)       # repeated: no new lines
     assert len(store.history("ann@example.org")) == 5
 

@@ -342,7 +342,7 @@ class Ledger:
         address's lists in the subscriber store say so too, in their history."""
         folded, now = address.lower(), self.clock()
         self.db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)", (folded, reason, source, now))
-        subscribers.mark_suppressed(self.db, folded, source, now)
+        subscribers.mark_suppressed(self.db, folded, source, reason, now)
 
     def unsuppress(self, address: str) -> bool:
         return self.db.execute("DELETE FROM suppressions WHERE address = ?", (address.lower(),)).rowcount > 0

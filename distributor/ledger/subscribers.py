@@ -371,17 +371,18 @@ class SubscriberStore:
                         (status, error, status, self.ledger.clock(), mail_id))
 
 
-def mark_suppressed(db: sqlite3.Connection, address: str, source: str, now: float) -> None:
+def mark_suppressed(db: sqlite3.Connection, address: str, source: str, reason: str | None, now: float) -> None:
     """Mark the lists of a suppressed address (lower-cased) that still mail it: `bounced` for a bounce,
-    `complained` for a complaint, else `unsubscribed`; each change goes into the history."""
+    `complained` for a complaint, else `unsubscribed`; each change goes into the history, with the
+    suppression's reason (a bounce's reply) as its detail."""
     status = _SUPPRESSED_STATUS.get(source, "unsubscribed")
     lists = [row[0] for row in db.execute(
         "SELECT list FROM subscriptions WHERE address = ? AND status IN ('active', 'unconfirmed')", (address,))]
     for list_name in lists:
         db.execute("UPDATE subscriptions SET status = ?, updated_at = ? WHERE address = ? AND list = ?",
                    (status, now, address, list_name))
-        db.execute("INSERT INTO subscription_history VALUES (?, ?, ?, ?, ?, NULL)",
-                   (address, list_name, status, source, now))
+        db.execute("INSERT INTO subscription_history VALUES (?, ?, ?, ?, ?, ?)",
+                   (address, list_name, status, source, now, reason))
 
 
 def _marks(values: tuple[str, ...]) -> str:
