@@ -100,17 +100,16 @@ class SignupMailer:
         if ledger.take_lease(LEASE, self._holder, LEASE_SECONDS).holder != self._holder:
             return                     # another outbox on this ledger is sending; look again next wake
         self._renewed = time.monotonic()
-        store, pool = SubscriberStore(ledger), None
-        tried: set[int] = set()        # attempted in this wake, or deferred to a later one
+        store, pool, after = SubscriberStore(ledger), None, 0
         try:
             while not self._stopping.is_set():
-                now = time.monotonic()
-                skipped = tried | {mail_id for mail_id, due in self._not_before.items() if due > now}
-                # The oldest pending mails, enough of them that PAGE are not skipped when there are as many.
-                due = [mail for mail in store.mails_to_send(PAGE + len(skipped)) if mail.id not in skipped]
-                if not due:
+                page = store.mails_to_send(PAGE, after=after)     # each pending mail once per wake
+                if not page:
                     return
-                tried.update(mail.id for mail in due)
+                after, now = page[-1].id, time.monotonic()
+                due = [mail for mail in page if self._not_before.get(mail.id, 0.0) <= now]
+                if not due:
+                    continue
                 if pool is None:
                     pool = SmtpPool(self._config)
                     try:
