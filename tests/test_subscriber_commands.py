@@ -168,7 +168,7 @@ def test_readers_who_refused_are_not_reactivated_without_resubscribe(tmp_path):
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         history = SubscriberStore(ledger).history("bounced@example.org")
     assert [(c.status, c.source, c.detail) for c in history] == [
-        ("active", "import", str(people)), ("bounced", "bounce", None),
+        ("active", "import", str(people)), ("bounced", "bounce", "550 5.1.1 no such user"),
         ("active", "import --resubscribe", str(people))]
 
 
@@ -301,7 +301,8 @@ def test_add_unsubscribe_resubscribe_show_and_remove_one_reader(tmp_path):
     history = lines[lines.index("history:") + 1:lines.index("consents:")]
     assert [re.sub(ISO, "T", line) for line in history] == [
         "  T  weekly: active  by command", "  T  digest: active  by command",
-        "  T  digest: unsubscribed  by command  (unsubscribed on request)", "  T  weekly: unsubscribed  by command"]
+        "  T  digest: unsubscribed  by command  (unsubscribed on request)",
+        "  T  weekly: unsubscribed  by command  (mailto request)"]
     assert [re.sub(ISO, "T", line) for line in lines[lines.index("consents:") + 1:]] == [
         "  weekly: requested T from hash:1f2e on https://example.org/join; confirmed T"]
 
