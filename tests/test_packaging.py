@@ -45,7 +45,9 @@ def test_installed_wheel_renders_outside_the_checkout(tmp_path):
                    cwd=tmp_path, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("distributor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "distributor/templates/email/issue.html" in names
+    templates = {f"distributor/templates/{path.relative_to(ROOT / 'templates')}"
+                 for path in (ROOT / "templates").rglob("*") if path.is_file() and "__pycache__" not in path.parts}
+    assert templates - set(names) == set()          # every template the code may load is installed
     assert "distributor/channels/__init__.py" in names and "distributor/channels/wechat/publisher.py" in names
     # One top-level package beside its metadata: no generic `channels` or `templates` at the root.
     roots = {name.split("/")[0] for name in names}
