@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -40,8 +41,13 @@ def test_settings_example_names_every_key_with_its_default():
 
 
 def test_installed_wheel_renders_outside_the_checkout(tmp_path):
+    # Built from a copy without the checkout's build/ folder, whose leftovers would hide a file that
+    # the package data leaves out.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                 ".ruff_cache", ".mypy_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, timeout=300,
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=300,
                    cwd=tmp_path, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("distributor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
