@@ -56,7 +56,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise
     host, port = server.address
     host = f"[{host}]" if ":" in host else host
-    print(f"serving unsubscribe pages on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    print(f"serving the signup, confirmation and unsubscribe pages on http://{host}:{port}/ (Ctrl-C stops)",
+          flush=True)
     restore_signals = _stop_on_signals(server)
     if mailer is not None:
         mailer.start()

@@ -1,14 +1,18 @@
 """The outbox of the signup form: a thread that sends the queued confirmation mails through the relay.
 
 `distributor serve` starts it next to the web server. It wakes when a POST queued a mail (`wake`,
-set by web.signup_pages) and every WAKE_SECONDS, so mails queued while serve was down, or left
-pending by a relay that was away, go out too. Each wake it opens one relay session (the SMTP pool
-with one connection, as the operator's report does), makes one attempt per pending mail and
-records it: a permanent refusal or an uncertain hand-over is `failed` (a confirmation mail is never
-sent twice on purpose; the reader can ask again), a transient one stays `pending` and is tried no
-sooner than RETRY_SECONDS later, at most MAX_ATTEMPTS times. It has a ledger connection of its own,
-so sending never holds the web pages' lock, and a lease in the ledger, so that of several `serve`
-processes on one ledger one sends at a time. `stop()` ends it after the attempt in flight.
+set by web.signup_pages), when a deferred mail comes due, and every WAKE_SECONDS, so mails queued
+while serve was down, or left pending by a relay that was away, go out too. Each wake it opens one
+relay session (the SMTP pool with one connection, as the operator's report does), makes one attempt
+per due mail and records it in a transaction of its own right after the hand-over, before the next
+mail goes: a crash resends at most the mail in flight. A permanent refusal or an uncertain
+hand-over is `failed` (a confirmation mail is never sent twice on purpose; the reader can ask
+again); a transient one stays `pending` and waits as the one retry policy says (`retry.*`, as for
+every channel), until `retry.attempts` attempts are used. A relay that limits the sender ends the
+session without counting an attempt, and the outbox keeps quiet for the policy's backoff. It has a
+ledger connection of its own, so sending never holds the web pages' lock, and a lease in the
+ledger, so that of several `serve` processes on one ledger one sends at a time. `stop()` ends it
+after the attempt in flight.
 """
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ import time
 
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.smtp import SmtpConfig, SmtpPool, to_wire
+from distributor.delivery.retry import RetryPolicy
 from distributor.errors import (
     ChannelStoppedError,
     DeliveryError,
     PermanentDeliveryError,
+    SenderThrottledError,
     TransientDeliveryError,
 )
 from distributor.ledger.store import Ledger, open_ledger
@@ -33,9 +39,7 @@ from distributor.ledger.subscribers import MailToSend, SubscriberStore
 from distributor.settings import Settings
 
 WAKE_SECONDS = 5.0          # how often the outbox looks for mails without being woken
-RETRY_SECONDS = 30.0        # how soon a mail the relay deferred is tried again
-MAX_ATTEMPTS = 5
-PAGE = 200                  # mails read and recorded per ledger transaction
+PAGE = 200                  # pending mails read per ledger query
 # One outbox sends at a time, however many `serve` processes share the ledger: each would send every
 # pending mail otherwise. The lease is renewed while sending and lapses this long after its holder died.
 LEASE, LEASE_SECONDS = "signup-outbox", 60.0
@@ -54,15 +58,16 @@ class Attempt:
 class SignupMailer:
     """Send the outbox of the ledger of `settings` from a thread of its own, until `stop()`."""
 
-    def __init__(self, settings: Settings, wake: threading.Event, *, wake_seconds: float = WAKE_SECONDS,
-                 retry_seconds: float = RETRY_SECONDS):
+    def __init__(self, settings: Settings, wake: threading.Event, *, wake_seconds: float = WAKE_SECONDS):
         self.settings = settings
         self.wake = wake
         self.wake_seconds = wake_seconds
-        self.retry_seconds = retry_seconds
+        self.policy = RetryPolicy.from_settings(settings.retry)
         self._config: SmtpConfig = dataclasses.replace(smtp_config(settings), pool_size=1)
         self._stopping = threading.Event()
         self._not_before: dict[int, float] = {}   # mail id -> when a deferred mail may be tried again
+        self._throttles = 0                       # sender refusals in a row, for the policy's backoff
+        self._quiet_until = 0.0                   # no session before this, after a sender refusal
         self._holder = f"outbox {socket.gethostname()} pid {os.getpid()} {id(self):x}"
         self._renewed = 0.0
         self._thread = threading.Thread(target=self._run, name="signup-mailer", daemon=True)
@@ -90,13 +95,22 @@ class SignupMailer:
                     asyncio.run(self._drain(ledger))
                 except Exception:          # a ledger or relay failure must not end the outbox for good
                     _log.exception("the outbox failed; it tries again in %s seconds", self.wake_seconds)
-                self.wake.wait(self.wake_seconds)
+                self.wake.wait(self._next_wait())
         finally:
             ledger.close()
 
+    def _next_wait(self) -> float:
+        """Seconds until the next wake: WAKE_SECONDS, or sooner when a deferred mail or the end of a
+        quiet spell comes due before."""
+        now = time.monotonic()
+        due = [moment - now for moment in (*self._not_before.values(), self._quiet_until) if moment > now]
+        return min([self.wake_seconds, *due])
+
     async def _drain(self, ledger: Ledger) -> None:
-        """Attempt every pending mail once, a page at a time, over one relay session opened when the
-        first is due."""
+        """Attempt every due pending mail once, a page at a time, over one relay session opened when the
+        first is due, recording each attempt as soon as it is made."""
+        if time.monotonic() < self._quiet_until:
+            return                     # the relay limits the sender; the policy's backoff is not over
         if ledger.take_lease(LEASE, self._holder, LEASE_SECONDS).holder != self._holder:
             return                     # another outbox on this ledger is sending; look again next wake
         self._renewed = time.monotonic()
@@ -107,51 +121,55 @@ class SignupMailer:
                 if not page:
                     return
                 after, now = page[-1].id, time.monotonic()
-                due = [mail for mail in page if self._not_before.get(mail.id, 0.0) <= now]
-                if not due:
-                    continue
-                if pool is None:
-                    pool = SmtpPool(self._config)
-                    try:
-                        await pool.open()
-                    except DeliveryError as exc:
-                        _log.warning("the relay takes no confirmation mail now (%s); the outbox tries again", exc)
+                for mail in page:
+                    if self._not_before.get(mail.id, 0.0) > now:
+                        continue
+                    if pool is None:
+                        pool = SmtpPool(self._config)
+                        try:
+                            await pool.open()
+                        except DeliveryError as exc:
+                            _log.warning("the relay takes no confirmation mail now (%s); the outbox tries again",
+                                         exc)
+                            return
+                    attempt = await self._attempt(pool, store, mail)
+                    if attempt is None:
                         return
-                attempts, stopped = await self._attempt(pool, store, due)
-                with ledger.transaction():
-                    for attempt in attempts:
-                        store.mail_done(attempt.mail_id, attempt.status, error=attempt.detail
-                                        if attempt.status != "sent" else None)
-                if stopped:
-                    return
+                    with ledger.transaction():
+                        store.mail_done(attempt.mail_id, attempt.status,
+                                        error=attempt.detail if attempt.status != "sent" else None)
         finally:
             if pool is not None:
                 await pool.close()
             ledger.release_lease(LEASE, self._holder)
 
-    async def _attempt(self, pool: SmtpPool, store: SubscriberStore,
-                       mails: list[MailToSend]) -> tuple[list[Attempt], bool]:
-        """Make one attempt per mail; return the attempts made and whether the relay stopped the session
-        (the mails after it are left for the next wake, with no attempt counted)."""
-        attempts: list[Attempt] = []
-        for mail in mails:
-            if self._stopping.is_set() or not self._still_holding(store.ledger):
-                return attempts, True
-            reader = store.subscriber(mail.address)
-            recipient = reader.address if reader else mail.address
-            try:
-                reply = await pool.send(mail.envelope_from, recipient, to_wire(mail.message))
-            except ChannelStoppedError as exc:
-                _log.warning("the relay stopped the outbox: %s", exc)
-                return attempts, True
-            except TransientDeliveryError as exc:
-                attempts.append(self._deferred(mail, str(exc)))
-            except (PermanentDeliveryError, DeliveryError) as exc:     # permanent, or uncertain
-                attempts.append(Attempt(mail.id, "failed", str(exc)))
-            else:
-                self._not_before.pop(mail.id, None)
-                attempts.append(Attempt(mail.id, "sent", reply))
-        return attempts, False
+    async def _attempt(self, pool: SmtpPool, store: SubscriberStore, mail: MailToSend) -> Attempt | None:
+        """Make one attempt at `mail`; None when this session ends before it (stopping, the lease lost,
+        the relay stopped the session or limits the sender): the mail is left for a later wake, with no
+        attempt counted."""
+        if self._stopping.is_set() or not self._still_holding(store.ledger):
+            return None
+        reader = store.subscriber(mail.address)
+        recipient = reader.address if reader else mail.address
+        try:
+            reply = await pool.send(mail.envelope_from, recipient, to_wire(mail.message))
+        except ChannelStoppedError as exc:
+            _log.warning("the relay stopped the outbox: %s", exc)
+            return None
+        except SenderThrottledError as exc:
+            self._throttles += 1
+            wait = self.policy.delay_seconds(self._throttles, exc.retry_after_seconds)
+            self._quiet_until = time.monotonic() + wait
+            _log.warning("the relay limits the sender (%s); the outbox waits %.1f seconds", exc, wait)
+            return None
+        except TransientDeliveryError as exc:
+            return self._deferred(mail, str(exc), exc.retry_after_seconds)
+        except (PermanentDeliveryError, DeliveryError) as exc:     # permanent, or uncertain
+            self._not_before.pop(mail.id, None)
+            return Attempt(mail.id, "failed", str(exc))
+        self._throttles = 0
+        self._not_before.pop(mail.id, None)
+        return Attempt(mail.id, "sent", reply)
 
     def _still_holding(self, ledger: Ledger) -> bool:
         """Renew the lease when a third of it has passed; False when it was lost (this outbox stalled
@@ -164,9 +182,12 @@ class SignupMailer:
         _log.warning("the outbox lost its lease on the ledger; another outbox goes on")
         return False
 
-    def _deferred(self, mail: MailToSend, error: str) -> Attempt:
-        if mail.attempts + 1 >= MAX_ATTEMPTS:
+    def _deferred(self, mail: MailToSend, error: str, retry_after_seconds: float | None) -> Attempt:
+        """A transient refusal: `failed` once this was the last of `retry.attempts`, else `pending`
+        until the policy's backoff for this many attempts has passed."""
+        made = mail.attempts + 1
+        if made >= self.policy.attempts:
             self._not_before.pop(mail.id, None)
-            return Attempt(mail.id, "failed", f"{error} (after {MAX_ATTEMPTS} attempts)")
-        self._not_before[mail.id] = time.monotonic() + self.retry_seconds
+            return Attempt(mail.id, "failed", f"{error} (after {made} attempts, retry.attempts)")
+        self._not_before[mail.id] = time.monotonic() + self.policy.delay_seconds(made, retry_after_seconds)
         return Attempt(mail.id, "pending", error)
