@@ -251,6 +251,129 @@ def test_export_then_import_into_a_fresh_ledger_round_trips(tmp_path):
     assert without_since == [row.rsplit(",", 1)[0] for row in export.read_text(encoding="utf-8").splitlines()]
 
 
+def test_an_export_of_every_status_on_two_lists_imports_back_as_it_was(tmp_path):
+    settings = settings_for(tmp_path)
+    for argv in (("add", "ann@example.org", "--list", "weekly", "--name", "Ann Lee", "--language", "en"),
+                 ("add", "ann@example.org", "--list", "digest", "--format", "text"),
+                 ("add", "cy@example.org", "--list", "digest", "--language", "zh"),
+                 ("add", "cy@example.org", "--list", "weekly"), ("unsubscribe", "cy@example.org", "--list", "weekly"),
+                 ("add", "dee@example.org", "--list", "weekly"), ("add", "dee@example.org", "--list", "digest"),
+                 ("add", "eve@example.org", "--list", "weekly", "--format", "text")):
+        assert run(settings, "subscribers", *argv)[0] == 0
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        store = SubscriberStore(ledger)
+        store.save("bob@example.org", name="Bo", language="zh", attributes={"tags": "x y"})   # as a signup leaves it
+        store.set_status("bob@example.org", "weekly", "unconfirmed", source="signup")
+        ledger.suppress("dee@example.org", reason="550 5.1.1 no such user", source="bounce")
+        ledger.suppress("eve@example.org", reason="feedback loop", source="complaint")
+    export = tmp_path / "store.csv"
+    assert run(settings, "subscribers", "export", str(export))[0] == 0
+    rows = [line.rsplit(",", 1)[0] for line in export.read_text(encoding="utf-8").splitlines()]
+    assert rows[1:] == [
+        "ann@example.org,Ann Lee,,en,digest,active,text", "ann@example.org,Ann Lee,,en,weekly,active,email",
+        "bob@example.org,Bo,x y,zh,weekly,unconfirmed,email", "cy@example.org,,,zh,digest,active,email",
+        "cy@example.org,,,zh,weekly,unsubscribed,email", "dee@example.org,,,,digest,bounced,email",
+        "dee@example.org,,,,weekly,bounced,email", "eve@example.org,,,,weekly,complained,text"]
+
+    fresh = settings_for(tmp_path, "fresh.yaml", ledger="fresh.sqlite3")
+    status, out, err = run(fresh, "subscribers", "import", str(export), "--list", "weekly")
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        "left out 3 rows not of weekly: 3 of digest; import them with --list digest",
+        f"imported {export} into weekly: 1 added, 0 updated, 0 unchanged, 0 skipped, 1 unconfirmed, "
+        "3 unsubscribed, bounced or complained, 0 bad rows"]
+    # A refusal is never made active, not even for a moment: its one history line is the refusal.
+    assert statuses(tmp_path / "fresh.sqlite3") == {"ann@example.org": "active", "bob@example.org": "unconfirmed",
+                                                    "cy@example.org": "unsubscribed", "dee@example.org": "bounced",
+                                                    "eve@example.org": "complained"}
+    with Ledger(tmp_path / "fresh.sqlite3") as ledger:
+        assert [(c.list, c.status, c.source, c.detail) for c in SubscriberStore(ledger).history("eve@example.org")] \
+            == [("weekly", "complained", "import", str(export))]
+    assert summary(run(fresh, "subscribers", "import", str(export), "--list", "digest")[1]) == \
+        "2 added, 0 updated, 0 unchanged, 0 skipped, 1 unsubscribed, bounced or complained, 0 bad rows"
+
+    again = tmp_path / "again.csv"
+    assert run(fresh, "subscribers", "export", str(again))[0] == 0
+    assert [line.rsplit(",", 1)[0] for line in again.read_text(encoding="utf-8").splitlines()] == rows
+    before = tables(tmp_path / "fresh.sqlite3")
+    for list_name, readers in (("weekly", 5), ("digest", 3)):
+        assert summary(run(fresh, "subscribers", "import", str(export), "--list", list_name)[1]) == \
+            f"0 added, 0 updated, {readers} unchanged, 0 skipped, 0 bad rows"
+    assert tables(tmp_path / "fresh.sqlite3") == before
+
+
+def test_the_status_of_a_row_is_applied_but_never_makes_a_refusing_reader_active(tmp_path):
+    settings = settings_for(tmp_path)
+    people = tmp_path / "people.csv"
+    people.write_text("email\nleaves@example.org\nconfirmed@example.org\nleft@example.org\nleft2@example.org\n"
+                      "bounced@example.org\n", encoding="utf-8")
+    run(settings, "subscribers", "import", str(people), "--list", "weekly")
+    run(settings, "subscribers", "unsubscribe", "left@example.org", "--list", "weekly")
+    run(settings, "subscribers", "unsubscribe", "left2@example.org", "--list", "weekly")
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        ledger.suppress("bounced@example.org", reason="550", source="bounce")
+    people.write_text("email,status,format,language\nleaves@example.org,unsubscribed,text,zh\n"
+                      "confirmed@example.org,unconfirmed,,\nleft@example.org,active,,\nleft2@example.org,unconfirmed,,\n"
+                      "bounced@example.org,unsubscribed,,\nnew@example.org,bounced,,en\n", encoding="utf-8")
+    status, out, err = run(settings, "subscribers", "import", str(people), "--list", "weekly", "--format", "email")
+    assert status == 0
+    assert summary(out) == "0 added, 0 updated, 1 unchanged, 2 skipped, 3 unsubscribed, bounced or complained, " \
+                           "0 bad rows"
+    assert "2 who unsubscribed, bounced, complained or are suppressed (left@example.org, left2@example.org)" in err
+    ledger_path = tmp_path / "ledger.sqlite3"
+    assert statuses(ledger_path) == {"leaves@example.org": "unsubscribed", "confirmed@example.org": "active",
+                                     "left@example.org": "unsubscribed", "left2@example.org": "unsubscribed",
+                                     "bounced@example.org": "unsubscribed", "new@example.org": "bounced"}
+    with Ledger(ledger_path) as ledger:
+        store = SubscriberStore(ledger)
+        leaves, new = store.subscriber("leaves@example.org"), store.subscriber("new@example.org")
+        assert leaves is not None and new is not None
+        # The row's format wins over --format; the language is the row's.
+        assert (leaves.language, leaves.subscriptions[0].format, new.language) == ("zh", "text", "en")
+        assert [(c.status, c.source, c.detail) for c in store.history("leaves@example.org")] == [
+            ("active", "import", str(people)), ("unsubscribed", "import", str(people))]
+        assert [c.status for c in store.history("new@example.org")] == ["bounced"]
+        assert ledger.is_suppressed("bounced@example.org")      # a refusal applied lifts no suppression
+
+    # --resubscribe: the row's status, whatever it is, and the suppression lifted.
+    status, out, _ = run(settings, "subscribers", "import", str(people), "--list", "weekly", "--resubscribe")
+    assert summary(out) == "0 added, 0 updated, 4 unchanged, 0 skipped, 2 resubscribed, 0 bad rows"
+    assert (statuses(ledger_path)["left@example.org"], statuses(ledger_path)["left2@example.org"]) == \
+        ("active", "unconfirmed")
+
+
+def test_a_bad_list_status_format_or_language_is_a_bad_row_with_its_line(tmp_path):
+    settings = settings_for(tmp_path)
+    people = tmp_path / "people.csv"
+    people.write_text("email,list,status,format,language\nok@example.org,weekly,active,email,en\n"
+                      "a@example.org,weekly,subscribed,email,en\nb@example.org,weekly,active,E Mail,en\n"
+                      "c@example.org,weekly,active,email,de\nd@example.org,../weekly,active,email,en\n"
+                      "e@example.org,,bounced,,\n", encoding="utf-8")
+    status, out, err = run(settings, "subscribers", "import", str(people), "--list", "weekly")
+    assert status == 0
+    assert err.splitlines() == [
+        f"warning: {people}:3: status 'subscribed' is not one of unconfirmed, active, unsubscribed, bounced,"
+        " complained",
+        f"warning: {people}:4: format 'E Mail' is not a channel name (lower-case letters, digits, - and _, such as"
+        " email)",
+        f"warning: {people}:5: language 'de' is not one of zh, en",
+        f"warning: {people}:6: list '../weekly' is not a list name (lower-case letters, digits, - and _, such as"
+        " weekly)",
+        f"warning: {people}:7: a status or format needs a list: the list is empty"]
+    assert summary(out) == "1 added, 0 updated, 0 unchanged, 0 skipped, 5 bad rows"
+    assert statuses(tmp_path / "ledger.sqlite3") == {"ok@example.org": "active"}
+
+    # Rows of other lists, and of a reader on no list, are left out of this list's import and said so.
+    people.write_text("email,list\na@example.org,digest\nb@example.org,monthly\nc@example.org,\nd@example.org,digest\n"
+                      "ok@example.org,weekly\n", encoding="utf-8")
+    status, out, err = run(settings, "subscribers", "import", str(people), "--list", "weekly")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[0] == "left out 4 rows not of weekly: 2 of digest, 1 of monthly, 1 on no list; import " \
+                                  "each list with its own --list"
+    assert summary(out) == "0 added, 0 updated, 1 unchanged, 0 skipped, 0 bad rows"
+    assert [row[0] for row in tables(tmp_path / "ledger.sqlite3")["subscribers"]] == ["ok@example.org"]
+
+
 def test_subscribers_export_streams_a_large_store(tmp_path):
     people = tmp_path / "people.csv"
     people.write_text("email\n" + "".join(f"r{i:05d}@example.org\n" for i in range(5000)), encoding="utf-8")

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from distributor.audience import subscriber_files
 from distributor.audience.subscriber_files import MAX_FILE_BYTES, BadRow, Subscriber, read_subscribers
 from distributor.errors import InputError
+from distributor.ledger import subscribers
 
 from .conftest import ROOT
 
@@ -96,6 +98,96 @@ def test_rows(tmp_path: Path, name: str) -> None:
     rows = list(read_subscribers(path))
     assert [outcome(row) for row in rows] == expected
     assert all(row.path == str(path) for row in rows if isinstance(row, BadRow))
+
+
+def standing(row: Subscriber | BadRow) -> tuple:
+    """A row with what it says of the reader's standing: ("ok", line, address, list, status, format,
+    language) or ("bad", line, reason)."""
+    if isinstance(row, BadRow):
+        return ("bad", row.line, row.reason)
+    return ("ok", row.line, row.address, row.list, row.status, row.format, row.language)
+
+
+STORE_ROWS = {
+    # The columns `subscribers export` writes; a reader on two lists is one row per list, not a duplicate.
+    "csv export of two lists": ("store.csv", b"email,name,tags,language,list,status,format,since\n"
+                                             b"ann@example.org,Ann,a b,en,digest,unsubscribed,text,2026-01-01\n"
+                                             b"ann@example.org,Ann,a b,en,weekly,active,email,2026-01-01\n"
+                                             b"bob@example.org,,,zh,weekly,bounced,email,\n"
+                                             b"cy@example.org,,,,weekly,unconfirmed,,\n"
+                                             b"dee@example.org,,,,,,,\n"
+                                             b"eve@example.org,,,, weekly , complained ,email\n"
+                                             b"ANN@example.org,,,,weekly,,,\nfay@example.org,,,,  ,,,\n", None, [
+        ("ok", 2, "ann@example.org", "digest", "unsubscribed", "text", "en"),
+        ("ok", 3, "ann@example.org", "weekly", "active", "email", "en"),
+        ("ok", 4, "bob@example.org", "weekly", "bounced", "email", "zh"),
+        ("ok", 5, "cy@example.org", "weekly", "unconfirmed", None, None),
+        ("ok", 6, "dee@example.org", None, None, None, None),
+        ("ok", 7, "eve@example.org", "weekly", "complained", "email", None),
+        ("bad", 8, "duplicate address ANN@example.org on weekly"),
+        ("ok", 9, "fay@example.org", None, None, None, None)]),
+    # A row that names no list is on the list the reader is given; an empty list cell is no list.
+    "csv rows of the given list": ("given.csv", b"email,status,language\nann@example.org,unsubscribed,zh\n"
+                                                b"ann@example.org,,\n", "weekly", [
+        ("ok", 2, "ann@example.org", "weekly", "unsubscribed", None, "zh"),
+        ("bad", 3, "duplicate address ann@example.org")]),
+    "csv short row with a list column": ("short.csv", b"email,list\nann@example.org\nbob@example.org,weekly\n",
+                                         "weekly", [
+        ("ok", 2, "ann@example.org", None, None, None, None),
+        ("ok", 3, "bob@example.org", "weekly", None, None, None)]),
+    "yaml with lists, statuses, formats": ("store.yaml", b"- {email: ann@example.org, list: weekly, status: bounced,"
+                                                         b" format: text, language: en}\n"
+                                                         b"- {email: ann@example.org, list: digest}\n"
+                                                         b"- {email: ann@example.org}\n"
+                                                         b"- {email: bob@example.org, list: ~, status: ~}\n",
+                                           "weekly", [
+        ("ok", 1, "ann@example.org", "weekly", "bounced", "text", "en"),
+        ("ok", 2, "ann@example.org", "digest", None, None, None),
+        ("bad", 3, "duplicate address ann@example.org"),
+        ("ok", 4, "bob@example.org", None, None, None, None)]),
+    "csv bad values": ("bad.csv", "email,list,status,format,language\n"
+                                  "a@example.org,weekly,gone,email,en\n"
+                                  "b@example.org,weekly,Active,email,en\n"
+                                  "c@example.org,weekly,active,E-mail,en\n"
+                                  "d@example.org,weekly,active,email,fr\n"
+                                  "e@example.org,Weekly News,active,email,en\n"
+                                  "f@example.org,weekly,active,9text,en\n"
+                                  f"g@example.org,weekly,active,{'x' * 33},en\n"
+                                  "h@example.org,,unsubscribed,,\n"
+                                  "i@example.org,,,text,\n"
+                                  "j@example.org,weekly,active,email,en\n".encode("utf-8"), None, [
+        ("bad", 2, "status 'gone' is not one of unconfirmed, active, unsubscribed, bounced, complained"),
+        ("bad", 3, "status 'Active' is not one of unconfirmed, active, unsubscribed, bounced, complained"),
+        ("bad", 4, "format 'E-mail' is not a channel name (lower-case letters, digits, - and _, such as email)"),
+        ("bad", 5, "language 'fr' is not one of zh, en"),
+        ("bad", 6, "list 'Weekly News' is not a list name (lower-case letters, digits, - and _, such as weekly)"),
+        ("bad", 7, "format '9text' is not a channel name (lower-case letters, digits, - and _, such as email)"),
+        ("bad", 8, f"format '{'x' * 33}' is not a channel name (lower-case letters, digits, - and _, such as email)"),
+        ("bad", 9, "a status or format needs a list: the list is empty"),
+        ("bad", 10, "a status or format needs a list: the list is empty"),
+        ("ok", 11, "j@example.org", "weekly", "active", "email", "en")]),
+    "yaml values that are not text": ("kinds.yaml", b"- {email: a@example.org, status: [active]}\n"
+                                                    b"- {email: b@example.org, list: {x: 1}}\n"
+                                                    b"- {email: c@example.org, language: [en, zh]}\n"
+                                                    b"- {email: d@example.org, format: 7}\n", "weekly", [
+        ("bad", 1, "status must be text, not a list"),
+        ("bad", 2, "list must be text, not a mapping"),
+        ("bad", 3, "language must be text, not a list"),
+        ("bad", 4, "format '7' is not a channel name (lower-case letters, digits, - and _, such as email)")]),
+}
+
+
+@pytest.mark.parametrize("name", STORE_ROWS)
+def test_rows_with_lists_statuses_formats_and_languages(tmp_path: Path, name: str) -> None:
+    filename, content, list_name, expected = STORE_ROWS[name]
+    path = tmp_path / filename
+    path.write_bytes(content)
+    assert [standing(row) for row in read_subscribers(path, list_name=list_name)] == expected
+
+
+def test_the_file_statuses_and_languages_are_the_stores() -> None:
+    """The reader keeps its own allow lists (the audience does not import the ledger): they must agree."""
+    assert (subscriber_files.STATUSES, subscriber_files.LANGUAGES) == (subscribers.STATUSES, subscribers.LANGUAGES)
 
 
 LONG_FIELD = "x" * 140_000      # over the csv module's field size limit

@@ -5,8 +5,15 @@ separated by spaces or semicolons). A YAML file is a list of mappings with the s
 are streamed: a list of 100,000 subscribers is never held whole, only the set of addresses
 seen, to drop duplicates (compared case-insensitively).
 
+The columns `subscribers export` writes are read too, so that a store exported imports back as it
+was: `language` (zh or en), `list` (the list the row is about), `status` (one of `STATUSES`) and
+`format` (the row channel the reader reads the list through); `since` is the store's own and not
+read. An empty cell says nothing, except in the `list` column: a reader on no list. One address may
+be on several lists, one row each: a duplicate is the same address twice on one list.
+
 Two kinds of fault. A row that cannot be mailed (an invalid or non-ASCII address, a duplicate, a
-name that is not text) is a `BadRow`: reported and skipped. A fault of the file itself means the
+name that is not text) or whose language, list, status or format is not one the store knows is a
+`BadRow`: reported and skipped. A fault of the file itself means the
 rest of it cannot be trusted, so it raises `InputError` naming the file and line where it is met:
 not a regular file or over `MAX_FILE_BYTES`, not UTF-8, a NUL byte, an unterminated quote or
 other invalid CSV, a row over `MAX_ROW_CHARACTERS` or `MAX_COLUMNS`, YAML that is invalid, holds
@@ -26,6 +33,7 @@ from typing import Protocol, TextIO
 import yaml
 
 from distributor.errors import InputError
+from distributor.settings import list_name_problem
 from distributor.validate.addresses import address_problem, text_problem
 from distributor.validate.bounded import MAX_YAML_DEPTH, open_regular_file
 
@@ -35,13 +43,28 @@ MAX_ROW_CHARACTERS = 8192
 MAX_COLUMNS = 64
 _NULLS = {"", "~", "null", "Null", "NULL"}
 _NUL_MESSAGE = "holds a NUL byte, so it is not a text file; save it as UTF-8 CSV or YAML"
+# The statuses and languages of the subscriber store (distributor/ledger/subscribers.py has the same
+# tuples; the audience does not import the ledger, and a test holds the two equal).
+STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
+LANGUAGES = ("zh", "en")
+_FORMAT = re.compile(r"[a-z][a-z0-9_-]{0,31}")     # a row channel's name, as distributor/channel.py has it
+_STANDING_KEYS = ("list", "status", "format", "language")
+
 
 @dataclass(frozen=True)
 class Subscriber:
+    """A good row. `list` is the list it puts the reader on: the row's own, else the `list_name` it
+    was read with, None when the row's list cell is empty (a reader on no list). `status`, `format` and
+    `language` are None when the row does not give them."""
+
     address: str
     name: str | None
     tags: tuple[str, ...]
     line: int
+    list: str | None = None
+    status: str | None = None
+    format: str | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,11 +77,11 @@ class BadRow:
         return f"{self.path}:{self.line}: {self.reason}"
 
 
-def read_subscribers(path: str | Path) -> Iterator[Subscriber | BadRow]:
-    """Yield each row as a `Subscriber`, or a `BadRow` saying why it is skipped. A file that
-    cannot be read, is not a regular file within `MAX_FILE_BYTES` or has no email column raises
-    `InputError` before the first row; a fault of the file met further down (see the module
-    docstring) raises it there, naming the line."""
+def read_subscribers(path: str | Path, *, list_name: str | None = None) -> Iterator[Subscriber | BadRow]:
+    """Yield each row as a `Subscriber`, or a `BadRow` saying why it is skipped; a row that names no
+    list (no `list` column or key) is on `list_name`. A file that cannot be read, is not a regular
+    file within `MAX_FILE_BYTES` or has no email column raises `InputError` before the first row; a
+    fault of the file met further down (see the module docstring) raises it there, naming the line."""
     path = Path(path)
     rows = _yaml_rows(path) if path.suffix.lower() in (".yaml", ".yml") else _csv_rows(path)
     seen: set[str] = set()
@@ -67,17 +90,51 @@ def read_subscribers(path: str | Path) -> Iterator[Subscriber | BadRow]:
         address = str(row.get("email") or "").strip()
         if problem is None:
             problem = address_problem(address)
-        if problem is None and address.lower() in seen:
-            problem = f"duplicate address {address}"
+        standing = _standing(row, list_name) if problem is None else None
+        if isinstance(standing, str):
+            problem, standing = standing, None
+        # A reader on several lists is one row per list: the same address on another list is no duplicate.
+        on = standing[0] if standing else list_name
+        key = f"{address.lower()} {on}" if on else address.lower()
+        if problem is None and key in seen:
+            problem = f"duplicate address {address}" + (f" on {on}" if on and "list" in row else "")
         if problem is not None:
             yield BadRow(str(path), line, problem)
             continue
-        seen.add(address.lower())
+        seen.add(key)
         name = " ".join(str(row.get("name") or "").split()) or None
         tags = row.get("tags") or ()
         if isinstance(tags, str):
             tags = re.split(r"[;\s]+", tags.strip())
-        yield Subscriber(address, name, tuple(tag for tag in tags if tag), line)
+        yield Subscriber(address, name, tuple(tag for tag in tags if tag), line, *(standing or (list_name,)))
+
+
+_Standing = tuple[str | None, str | None, str | None, str | None]
+
+
+def _standing(row: dict, list_name: str | None) -> _Standing | str | None:
+    """Return the row's (list, status, format, language), None when it gives none of them (the common
+    case of a subscriber file, kept fast), or a string saying why one is not what the store can hold."""
+    if not any(key in row for key in _STANDING_KEYS):
+        return None
+    values: dict[str, str | None] = {}
+    for key in _STANDING_KEYS:
+        value = row.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} must be text, not {_kind(value)}"
+        values[key] = (value.strip() or None) if value else None
+    given_list, status, format, language = (values[key] for key in _STANDING_KEYS)
+    if given_list and (problem := list_name_problem(given_list)):
+        return f"list {problem}"
+    if status and status not in STATUSES:
+        return f"status {status!r} is not one of {', '.join(STATUSES)}"
+    if format and not _FORMAT.fullmatch(format):
+        return f"format {format!r} is not a channel name (lower-case letters, digits, - and _, such as email)"
+    if language and language not in LANGUAGES:
+        return f"language {language!r} is not one of {', '.join(LANGUAGES)}"
+    if "list" in row and not given_list and (status or format):
+        return "a status or format needs a list: the list is empty"
+    return (given_list if "list" in row else list_name), status, format, language
 
 
 def _shape_problem(row: dict) -> str | None:
@@ -149,8 +206,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             for row in reader:
                 _check_columns(row, path, lines.number)
                 if row:
-                    # a short row lacks its last columns; a long row's extra fields have no name
-                    yield lines.number, dict(zip(fields, row, strict=False))
+                    # a short row's last columns are empty; a long row's extra fields have no name
+                    yield lines.number, dict(zip(fields, row + [""] * (len(fields) - len(row)), strict=False))
                 lines.next_record()
         except UnicodeDecodeError as exc:
             raise _not_utf8(path, exc) from exc

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from distributor import registry
-from distributor.audience.importing import check_file, import_subscribers
+from distributor.audience.importing import ImportResult, check_file, import_subscribers
 from distributor.audience.lists import known_lists, lists_by_channel
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
@@ -97,7 +97,7 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO | None 
     out, err = out or sys.stdout, err or sys.stderr
     list_name = _list_name(args.list)
     _note_unknown_list(list_name, settings, err)
-    checked = check_file(args.file)          # to its end before the ledger is opened: a faulty file touches nothing
+    checked = check_file(args.file, list_name)   # to its end before the ledger is opened: a faulty file touches nothing
     for row in checked.bad_rows:
         print(f"warning: {row}", file=err)
     if checked.bad_total > len(checked.bad_rows):
@@ -109,11 +109,27 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO | None 
         print(f"warning: not re-activated on {list_name}: {result.skipped} who unsubscribed, bounced, complained or "
               f"are suppressed ({', '.join(result.skipped_addresses)}{f' and {more} more' if more else ''}); "
               "--resubscribe makes them active", file=err)
+    if result.left_out_total:
+        print(_left_out(result, list_name), file=out)
     resubscribed = f", {result.resubscribed} resubscribed" if args.resubscribe else ""
+    # Statuses other than active only come from a file that gives them: a plain list's summary stays short.
+    unconfirmed = f", {result.unconfirmed} unconfirmed" if result.unconfirmed else ""
+    refused = f", {result.refused} unsubscribed, bounced or complained" if result.refused else ""
     print(f"imported {args.file} into {list_name}: {result.added} added, {result.updated} updated, "
-          f"{result.unchanged} unchanged, {result.skipped} skipped{resubscribed}, {checked.bad_total} bad rows",
-          file=out)
+          f"{result.unchanged} unchanged, {result.skipped} skipped{resubscribed}{unconfirmed}{refused}, "
+          f"{checked.bad_total} bad rows", file=out)
     return 0
+
+
+def _left_out(result: ImportResult, list_name: str) -> str:
+    """Say which rows of a file of several lists this import left out, and how to import them."""
+    counts = [f"{rows} {f'of {name}' if name else 'on no list'}" for name, rows in result.left_out]
+    more = result.left_out_total - sum(rows for _, rows in result.left_out)
+    others = [name for name, _ in result.left_out if name]
+    how = f"; import them with --list {others[0]}" if len(others) == 1 and not more else \
+        "; import each list with its own --list" if others else ""
+    return (f"left out {result.left_out_total} rows not of {list_name}: {', '.join(counts)}"
+            f"{f' and {more} of other lists' if more else ''}{how}")
 
 
 # --- list ------------------------------------------------------------------------------------------
