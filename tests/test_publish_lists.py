@@ -153,3 +153,17 @@ def test_the_unsubscribe_link_of_a_list_readers_mail_leads_to_their_preferences(
             assert status == 200
             assert checkboxes(page) == {"weekly": True, "news": False}
             assert radios(page) == {"weekly": (["email", "text"], "text")}
+
+
+def test_a_reader_who_switches_format_between_two_runs_of_one_issue_gets_it_once(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = configure(tmp_path, smtp)
+        put(tmp_path, {"switcher@example.org": {"weekly": ("active", "email")},
+                       "stays@example.org": {"weekly": ("active", "text")}})
+        assert run_publish(settings)[0] == 0
+        assert kinds(smtp) == {"switcher@example.org": ["html"], "stays@example.org": ["text"]}
+        put(tmp_path, {"switcher@example.org": {"weekly": ("active", "text")},     # on the preferences page
+                       "late@example.org": {"weekly": ("active", "text")}})
+        assert run_publish(settings)[0] == 0
+    assert kinds(smtp) == {"switcher@example.org": ["html"], "stays@example.org": ["text"],
+                           "late@example.org": ["text"]}

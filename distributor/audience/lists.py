@@ -48,3 +48,10 @@ def formats_offered(list_name: str, served: dict[str, tuple[str, ...]]) -> tuple
 def known_lists(served: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
     """Return every list some channel sends to, each once, in the order the settings name them."""
     return tuple(dict.fromkeys(name for lists in served.values() for name in lists))
+
+
+def sharing(channel: str, served: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Return the other channels that send one of `channel`'s lists: a reader reached through one of them
+    must not get the same issue through `channel` too."""
+    lists = served.get(channel, ())
+    return tuple(name for name, theirs in served.items() if name != channel and set(lists) & set(theirs))

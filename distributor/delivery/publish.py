@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from distributor import registry
-from distributor.audience.lists import lists_by_channel, routes
+from distributor.audience.lists import lists_by_channel, routes, sharing
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.channel import RowChannel, StepChannel, StepState
 from distributor.delivery.run_report import PublishResult, standing
@@ -101,8 +101,9 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
             _plan(ledger, renditions, name, _file_recipients(path), f"in {path}", err)
         store = SubscriberStore(ledger)
         for name in list_channels:
-            _plan(ledger, renditions, name, store.recipients(routes(name, served)),
-                  f"active on {', '.join(served[name])}", err)
+            readers = store.recipients(routes(name, served), issue_key=renditions.issue.key,
+                                       reached_by=sharing(name, served))
+            _plan(ledger, renditions, name, readers, f"active on {', '.join(served[name])}", err)
         key = renditions.issue.key
         totals = {name: ledger.count(key, name, options.statuses(), only_planned=True) for name in mail}
         _describe(renditions, settings, channels, totals, out)

@@ -240,10 +240,13 @@ class SubscriberStore:
             "SELECT list, status, source, at, detail FROM subscription_history WHERE address = ?"
             " ORDER BY at, rowid", (address.lower(),))]
 
-    def recipients(self, routes: Iterable[Route]) -> Iterator[tuple[str, str | None]]:
+    def recipients(self, routes: Iterable[Route], *, issue_key: str = "",
+                   reached_by: tuple[str, ...] = ()) -> Iterator[tuple[str, str | None]]:
         """Yield (address as written, name) of every reader who is active on one of the routes' lists in a
         format the route takes, and not suppressed: each reader once, in address order, a page at a time
-        (a list of 100,000 is never held whole)."""
+        (a list of 100,000 is never held whole). Readers the issue `issue_key` already reached (or may have:
+        uncertain) through one of the channels `reached_by` are left out: a reader who switched from email
+        to text between two runs of an issue does not get it twice."""
         clauses, parameters = [], []
         for route in routes:
             if route.other_formats:
@@ -261,7 +264,9 @@ class SubscriberStore:
                 "SELECT s.address, s.email, s.name FROM subscribers s WHERE s.address > ? AND EXISTS"
                 f" (SELECT 1 FROM subscriptions p WHERE p.address = s.address AND p.status = 'active' AND"
                 f" ({' OR '.join(clauses)})) AND s.address NOT IN (SELECT address FROM suppressions)"
-                " ORDER BY s.address LIMIT ?", (last, *parameters, _PAGE)).fetchall()
+                " AND s.address NOT IN (SELECT lower(d.recipient) FROM deliveries d WHERE d.issue_key = ?"
+                f" AND d.channel IN ({_marks(reached_by)}) AND d.status IN ('sent', 'uncertain'))"
+                " ORDER BY s.address LIMIT ?", (last, *parameters, issue_key, *reached_by, _PAGE)).fetchall()
             if not page:
                 return
             for _, address, name in page:
