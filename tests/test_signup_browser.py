@@ -1,5 +1,5 @@
-"""The whole loop of a reader, in headless Chromium against `distributor serve` run as the publisher
-runs it: the reader fills the signup form, the confirmation mail arrives at the SMTP test server, the
+"""The whole loop of a reader, in headless Chromium against the pages and the outbox of `distributor
+serve`: the reader fills the signup form, the confirmation mail arrives at the SMTP test server, the
 reader follows its link and confirms, a `publish` delivers the issue to them, and through the
 unsubscribe link of that issue they switch to plain text (the next issue comes as text) and then
 unsubscribe from everything (the issue after gets nobody)."""
@@ -8,13 +8,9 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
-import os
 import re
-import select
-import signal
 import socket
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,10 +20,14 @@ import pytest
 
 from distributor.ledger.store import Ledger
 from distributor.ledger.subscribers import SubscriberStore
+from distributor.settings import load_settings
+from distributor.web.server import UnsubscribeServer
+from distributor.web.signup_mailer import SignupMailer
+from distributor.web.unsubscribe_app import create_app
 
 from .browser import chromium
-from .conftest import EXAMPLE, ROOT
-from .publish_helpers import SECRET, cli, fast_retry_and_ledger
+from .conftest import EXAMPLE
+from .publish_helpers import cli, fast_retry_and_ledger
 from .smtp_server import FaultySmtpServer
 
 pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
@@ -69,42 +69,29 @@ smtp:
     return settings
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(tmp_path: Path, smtp: FaultySmtpServer) -> Iterator[tuple[Path, int]]:
-    """Run `distributor serve` on a free port, with settings whose links point at it; yield both.
-    The port is chosen before the server binds it (the links must name it), so another process may
-    take it first: then a new one is tried, three times at most."""
-    for _ in range(3):
-        port = free_port()
-        settings = write_settings(tmp_path, smtp, port)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "distributor", "--settings", str(settings), "serve", "--port", str(port)],
-            cwd=ROOT, env={**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": SECRET},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready = select.select([process.stdout], [], [], TIMEOUT)[0] and process.stdout.readline()
-        if ready and f":{port}/" in ready:
-            break
-        process.kill()
-        _, errors = process.communicate(timeout=TIMEOUT)
-        if "cannot listen" not in errors:
-            pytest.fail(f"distributor serve did not start: {errors.strip()}")
-    else:
-        pytest.fail("no free port could be held for distributor serve")
+    """Serve the pages and run the outbox as `distributor serve` does, on a port of 127.0.0.1 held from
+    before the settings are written (their links must name it); yield the settings file and the port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    settings_path = write_settings(tmp_path, smtp, port)
+    settings = load_settings(settings_path)
+    app = create_app(settings)
+    server = UnsubscribeServer(app, listener)
+    mailer = SignupMailer(settings, app.signup.wake)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    mailer.start()
+    thread.start()
     try:
-        yield settings, port
+        yield settings_path, port
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(timeout=TIMEOUT) == 0, process.stderr.read()
-        finally:
-            process.kill()
-            process.communicate(timeout=TIMEOUT)
+        server.stop()
+        thread.join(TIMEOUT)
+        mailer.stop(TIMEOUT)
+        app.close()
+    assert not thread.is_alive(), "the server did not stop"
 
 
 def publish(settings: Path, issue: Path) -> int:
