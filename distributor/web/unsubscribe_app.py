@@ -120,7 +120,7 @@ class UnsubscribeApp:
                 return self._page("400 Bad Request", "invalid")
             if method == "POST":
                 return self._unsubscribe(environ, *subscriber)
-            return self._confirm(*subscriber)
+            return self._page_for(subscriber[0])
         except sqlite3.Error:
             _log.exception("the ledger cannot answer")
             return self._page("503 Service Unavailable", "unavailable", headers=(("Retry-After", "30"),))
@@ -152,7 +152,7 @@ class UnsubscribeApp:
         _log.info("unsubscribed subscriber %s (%s)", subscriber_id, source)
         return self._page("200 OK", "done")
 
-    def _confirm(self, subscriber_id: str, address: str) -> Response:
+    def _page_for(self, subscriber_id: str) -> Response:
         """The page of a GET: the preferences of a reader in the subscriber store, else the button alone."""
         with self._lock:
             subscriber = SubscriberStore(self.ledger).subscriber_by_id(subscriber_id)
@@ -192,11 +192,6 @@ class UnsubscribeApp:
             language=self.language, site_name=site, heading=heading, message=message.format(site=site),
             button=words["button"], field=PAGE_FIELD, value=PAGE_VALUE)
         return Response(status, page.encode("utf-8"), headers=headers)
-
-
-def form_fields(content_type: str, body: bytes) -> dict[str, str]:
-    """Return the fields of a form body, multipart/form-data or urlencoded (the first value of each)."""
-    return first_values(form_values(content_type, body))
 
 
 def form_values(content_type: str, body: bytes) -> dict[str, list[str]]:
