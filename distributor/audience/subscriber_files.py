@@ -51,6 +51,9 @@ _FORMAT = re.compile(r"[a-z][a-z0-9_-]{0,31}")     # a row channel's name, as di
 _STANDING_KEYS = ("list", "status", "format", "language")
 
 
+_Standing = tuple[str | None, str | None, str | None, str | None]
+
+
 @dataclass(frozen=True)
 class Subscriber:
     """A good row. `list` is the list it puts the reader on: the row's own, else the `list_name` it
@@ -85,17 +88,20 @@ def read_subscribers(path: str | Path, *, list_name: str | None = None) -> Itera
     path = Path(path)
     rows = _yaml_rows(path) if path.suffix.lower() in (".yaml", ".yml") else _csv_rows(path)
     seen: set[str] = set()
+    plain: _Standing = (list_name, None, None, None)        # a row that gives no list, status, format, language
     for line, row in rows:
         problem = _shape_problem(row)
         address = str(row.get("email") or "").strip()
         if problem is None:
             problem = address_problem(address)
-        standing = _standing(row, list_name) if problem is None else None
+        # Only a file with the export's columns pays for reading them.
+        standing = plain if row.keys().isdisjoint(_STANDING_KEYS) else _standing(row, list_name)
         if isinstance(standing, str):
-            problem, standing = standing, None
+            problem, standing = problem or standing, plain
         # A reader on several lists is one row per list: the same address on another list is no duplicate.
-        on = standing[0] if standing else list_name
-        key = f"{address.lower()} {on}" if on else address.lower()
+        on, key = standing[0], address.lower()
+        if on is not None and on != list_name:
+            key = f"{key} {on}"
         if problem is None and key in seen:
             problem = f"duplicate address {address}" + (f" on {on}" if on and "list" in row else "")
         if problem is not None:
@@ -106,17 +112,12 @@ def read_subscribers(path: str | Path, *, list_name: str | None = None) -> Itera
         tags = row.get("tags") or ()
         if isinstance(tags, str):
             tags = re.split(r"[;\s]+", tags.strip())
-        yield Subscriber(address, name, tuple(tag for tag in tags if tag), line, *(standing or (list_name,)))
+        yield Subscriber(address, name, tuple(tag for tag in tags if tag), line, *standing)
 
 
-_Standing = tuple[str | None, str | None, str | None, str | None]
-
-
-def _standing(row: dict, list_name: str | None) -> _Standing | str | None:
-    """Return the row's (list, status, format, language), None when it gives none of them (the common
-    case of a subscriber file, kept fast), or a string saying why one is not what the store can hold."""
-    if not any(key in row for key in _STANDING_KEYS):
-        return None
+def _standing(row: dict, list_name: str | None) -> _Standing | str:
+    """Return the row's (list, status, format, language), or a string saying why one is not what the
+    store can hold."""
     values: dict[str, str | None] = {}
     for key in _STANDING_KEYS:
         value = row.get(key)
@@ -207,7 +208,9 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                 _check_columns(row, path, lines.number)
                 if row:
                     # a short row's last columns are empty; a long row's extra fields have no name
-                    yield lines.number, dict(zip(fields, row + [""] * (len(fields) - len(row)), strict=False))
+                    if len(row) < len(fields):
+                        row += [""] * (len(fields) - len(row))
+                    yield lines.number, dict(zip(fields, row, strict=False))
                 lines.next_record()
         except UnicodeDecodeError as exc:
             raise _not_utf8(path, exc) from exc
