@@ -13,12 +13,12 @@ be on several lists, one row each: a duplicate is the same address twice on one 
 
 Two kinds of fault. A row that cannot be mailed (an invalid or non-ASCII address, a duplicate, a
 name that is not text) or whose language, list, status or format is not one the store knows is a
-`BadRow`: reported and skipped. A fault of the file itself means the
-rest of it cannot be trusted, so it raises `InputError` naming the file and line where it is met:
-not a regular file or over `MAX_FILE_BYTES`, not UTF-8, a NUL byte, an unterminated quote or
-other invalid CSV, a row over `MAX_ROW_CHARACTERS` or `MAX_COLUMNS`, YAML that is invalid, holds
-an alias or is nested deeper than `bounded.MAX_YAML_DEPTH`. Publish reads the file to its end
-before it plans anything, so such a file gets nobody mailed.
+`BadRow`: reported and skipped. A fault of the file itself means the rest of it cannot be trusted,
+so it raises `InputError` naming the file and line where it is met: not a regular file or over
+`MAX_FILE_BYTES`, not UTF-8, a NUL byte, an unterminated quote or other invalid CSV, a row over
+`MAX_ROW_CHARACTERS` or `MAX_COLUMNS`, YAML that is invalid, holds an alias or is nested deeper
+than `bounded.MAX_YAML_DEPTH`. Publish reads the file to its end before it plans anything, so such
+a file gets nobody mailed.
 """
 from __future__ import annotations
 
@@ -49,9 +49,7 @@ STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
 LANGUAGES = ("zh", "en")
 _FORMAT = re.compile(r"[a-z][a-z0-9_-]{0,31}")     # a row channel's name, as distributor/channel.py has it
 _STANDING_KEYS = ("list", "status", "format", "language")
-
-
-_Standing = tuple[str | None, str | None, str | None, str | None]
+_Standing = tuple[str | None, str | None, str | None, str | None]       # a row's values of _STANDING_KEYS
 
 
 @dataclass(frozen=True)
