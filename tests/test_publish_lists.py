@@ -167,3 +167,15 @@ def test_a_reader_who_switches_format_between_two_runs_of_one_issue_gets_it_once
         assert run_publish(settings)[0] == 0
     assert kinds(smtp) == {"switcher@example.org": ["html"], "stays@example.org": ["text"],
                            "late@example.org": ["text"]}
+
+
+def test_a_subscriber_file_with_a_status_column_mails_its_active_rows_only(tmp_path):
+    people = tmp_path / "exported.csv"
+    people.write_text("email,name,list,status\nyes@example.org,Yes,weekly,active\n"
+                      "no@example.org,No,weekly,unsubscribed\nwaiting@example.org,,weekly,unconfirmed\nbounced@example.org,,weekly,bounced\n"
+                      "plain@example.org,Plain,,\n", encoding="utf-8")
+    with FaultySmtpServer() as smtp:
+        settings = configure(tmp_path, smtp, email_lists="[]", extra_email=f"    subscribers: {people}")
+        status, _, err = run_publish(settings)
+        assert status == 0, err
+    assert sorted(received_by(smtp)) == ["plain@example.org", "yes@example.org"]

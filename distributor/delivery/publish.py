@@ -181,8 +181,11 @@ def _warn_bad_rows(check: SubscriberCheck, err: TextIO) -> None:
 
 
 def _file_recipients(path: str) -> Iterator[tuple[str, str | None]]:
-    """Yield (address, name) of each good row of the subscriber file (read a second time, streamed)."""
-    return ((row.address, row.name) for row in read_subscribers(path) if not isinstance(row, BadRow))
+    """Yield (address, name) of each good row of the subscriber file (read a second time, streamed). A row
+    whose `status` column says anything but active (an export of the subscriber store used as the file)
+    is not mailed: the reader refused, or never confirmed."""
+    return ((row.address, row.name) for row in read_subscribers(path)
+            if not isinstance(row, BadRow) and row.status in (None, "active"))
 
 
 def _plan(ledger: Ledger, renditions: Renditions, channel: str, recipients: Iterable[tuple[str, str | None]],
