@@ -45,7 +45,8 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def write_settings(tmp_path: Path, smtp_port: int, *, signup_extra: str = "", lists: str = "[weekly, digest]",
-                   language: str = "zh", unsubscribe_url: str = f"{PUBLIC}unsubscribe/{{token}}") -> Path:
+                   language: str = "zh", unsubscribe_url: str = f"{PUBLIC}unsubscribe/{{token}}",
+                   text: str = "{enabled: false}") -> Path:
     path = tmp_path / "settings.yaml"
     path.write_text(f"""
 site: {{name: 示例周报, language: {language}}}
@@ -57,7 +58,7 @@ channels:
     unsubscribe_url: {unsubscribe_url}
     lists: {lists}
   wechat: {{enabled: false}}
-  text: {{enabled: false}}
+  text: {text}
 smtp: {{host: 127.0.0.1, port: {smtp_port}, security: plain, timeout_seconds: 2.0}}
 ledger: {{path: {tmp_path / 'ledger.sqlite3'}}}
 signup:
@@ -138,6 +139,13 @@ def outbox(tmp_path: Path) -> dict[str, int]:
     """The outbox's mails by status."""
     with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
         return dict(db.execute("SELECT status, COUNT(*) FROM signup_mails GROUP BY status").fetchall())
+
+
+def nonce_of(tmp_path: Path, address: str) -> str:
+    """The nonce of the address's latest consent request."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
+        return db.execute("SELECT nonce FROM consents WHERE address = ? ORDER BY rowid DESC LIMIT 1",
+                          (address,)).fetchone()[0]
 
 
 def drained(tmp_path: Path) -> bool:
@@ -257,8 +265,8 @@ def test_an_expired_link_says_so_and_changes_nothing(tmp_path):
             wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
             with store_of(tmp_path) as store:
                 reader = store.subscriber("late@example.org")
-            old = signup.confirm_token(SECRET, reader.id, "weekly", issued_at=time.time() - 49 * 3600,
-                                       settings=settings)
+            old = signup.confirm_token(SECRET, reader.id, "weekly", nonce_of(tmp_path, "late@example.org"),
+                                       issued_at=time.time() - 49 * 3600, settings=settings)
             for method, body in (("GET", None), ("POST", b"confirm=subscribe")):
                 status, _, page = request(port, method, f"/confirm/{old}", body, {"Content-Type": FORM})
                 assert status == 410 and b"Link expired" in page
@@ -278,7 +286,8 @@ def test_a_token_of_one_purpose_never_serves_another(tmp_path):
                 reader = store.subscriber("reader@example.org")
             unsubscribe_token = unsubscribe.sign(reader.id, SECRET)
             forged = confirm[:-2] + ("AA" if not confirm.endswith("AA") else "BB")
-            retired = signup.confirm_token(SECRET, reader.id, "retired", issued_at=time.time(), settings=settings)
+            retired = signup.confirm_token(SECRET, reader.id, "retired", nonce_of(tmp_path, "reader@example.org"),
+                                           issued_at=time.time(), settings=settings)
             for token in (unsubscribe_token, form_token(port), forged, confirm.split(".")[0], retired):
                 for method in ("GET", "POST"):
                     status, _, _ = request(port, method, f"/confirm/{token}", b"confirm=subscribe",
@@ -374,13 +383,14 @@ def store_id_after_signup(port: int, tmp_path: Path, smtp: FaultySmtpServer, add
 def test_confirmation_mails_are_limited_per_address_and_per_client(tmp_path):
     with FaultySmtpServer() as smtp:
         settings = load_settings(write_settings(
-            tmp_path, smtp.port, signup_extra="  mails_per_client_per_day: 5\n  trusted_proxies: [127.0.0.1]"))
+            tmp_path, smtp.port, signup_extra="  mails_per_client_per_day: 7\n  trusted_proxies: [127.0.0.1]"))
         with serving(settings) as port:
             for _ in range(5):
                 assert post_signup(port, "eager@example.org")[0] == 200
             wait_for(lambda: drained(tmp_path), "the outbox")
             assert [m.rcpt_tos[0] for m in smtp.messages] == ["eager@example.org"] * 3
-            # Two more from the same client reach its limit of five; another client is not held back.
+            # Every POST counts against the client, mailed or not: two more reach its limit of seven,
+            # and the POSTs after them record nothing; another client is not held back.
             for index in range(4):
                 post_signup(port, f"other{index}@example.org")
             post_signup(port, "elsewhere@example.org", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
@@ -388,7 +398,8 @@ def test_confirmation_mails_are_limited_per_address_and_per_client(tmp_path):
             assert sorted(m.rcpt_tos[0] for m in smtp.messages[3:]) == [
                 "elsewhere@example.org", "other0@example.org", "other1@example.org"]
             with store_of(tmp_path) as store:
-                assert store.subscriber("other3@example.org").on("weekly").status == "unconfirmed"
+                assert store.subscriber("other1@example.org").on("weekly").status == "unconfirmed"
+                assert store.subscriber("other2@example.org") is None
 
 
 def test_a_hundred_concurrent_signups(tmp_path):
@@ -658,3 +669,247 @@ def test_subjects_are_encoded_words_within_the_line_length(subject):
     header = f"Subject: {signup.encoded_words(subject)}"
     assert header.isascii() and all(len(line) <= 76 for line in header.split("\r\n"))
     assert str(parsed(f"{header}\r\n\r\nbody\r\n".encode())["Subject"]) == subject
+
+
+def ledger_rows(tmp_path: Path) -> dict[str, int]:
+    """How many rows each table of the ledger holds."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in tables}
+
+
+def one_click(port: int, tmp_path: Path, address: str) -> None:
+    token = unsubscribe.sign(store_id(tmp_path, address), SECRET)
+    status, _, _ = request(port, "POST", f"/unsubscribe/{token}", b"List-Unsubscribe=One-Click", {"Content-Type": FORM})
+    assert status == 200
+
+
+def confirm(port: int, link_path: str) -> tuple[int, bytes]:
+    status, _, body = request(port, "POST", link_path, b"confirm=subscribe", {"Content-Type": FORM})
+    return status, body
+
+
+def control_mail_queued(folder: Path, *, target_active: bool) -> bool:
+    """A client with a budget of three POSTs two addresses of its own, the target, then a third of its
+    own: whether that last one got a mail."""
+    folder.mkdir()
+    settings = load_settings(write_settings(folder, 1, signup_extra="  mails_per_client_per_day: 3"))
+    if target_active:
+        with store_of(folder) as store, store.ledger.transaction():
+            store.save("target@example.org")
+            store.set_status("target@example.org", "weekly", "active", source="import")
+    with serving(settings, mailer=False) as port:
+        token = form_token(port)
+        for address in ("own1@example.org", "own2@example.org", "target@example.org", "own3@example.org"):
+            assert post_signup(port, address, token=token)[0] == 200
+    with contextlib.closing(sqlite3.connect(folder / "ledger.sqlite3")) as db:
+        return db.execute("SELECT COUNT(*) FROM signup_mails WHERE address = 'own3@example.org'").fetchone()[0] == 1
+
+
+def test_the_client_budget_does_not_tell_whether_an_address_is_subscribed(tmp_path):
+    outcomes = {active: control_mail_queued(tmp_path / str(active), target_active=active) for active in (False, True)}
+    assert outcomes == {False: False, True: False}
+
+
+def test_a_client_past_its_budget_records_nothing(tmp_path):
+    settings = load_settings(write_settings(tmp_path, 1, signup_extra="  mails_per_client_per_day: 2"))
+    with serving(settings, mailer=False) as port:
+        token = form_token(port)
+        answers = {post_signup(port, address, token=token) for address in ("a@example.org", "b@example.org")}
+        before = ledger_rows(tmp_path)
+        assert before["signup_requests"] == 2 and before["subscriber_ids"] == 2
+        for index in range(5):
+            answers.add(post_signup(port, f"more{index}@example.org", token=token, name="More"))
+        answers.add(post_signup(port, "a@example.org", token=token))
+        assert ledger_rows(tmp_path) == before
+    assert len(answers) == 1 and next(iter(answers))[0] == 200
+
+
+def test_unconfirmed_signups_past_the_links_life_are_erased_when_the_outbox_starts(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        long_ago = time.time() - 49 * 3600
+        with Ledger(tmp_path / "ledger.sqlite3", clock=lambda: long_ago) as ledger, ledger.transaction():
+            store = SubscriberStore(ledger)
+            for address, status in (("stale@example.org", "unconfirmed"), ("kept@example.org", "active")):
+                store.claim_id(address, f"id-{address}")
+                store.save(address)
+                store.set_status(address, "weekly", status, source="signup")
+                store.record_request(address, "weekly", nonce=address, client=None, form_url=None)
+        with serving(settings, mailer=False) as port:
+            post_signup(port, "fresh@example.org")
+        assert store_id(tmp_path, "stale@example.org")
+        with serving(settings):
+            wait_for(lambda: "stale@example.org" not in ledger_rows_of(tmp_path), "the purge")
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        assert ledger_rows_of(tmp_path) == {"kept@example.org", "fresh@example.org"}
+        with store_of(tmp_path) as store:
+            assert store.subscriber_by_id("id-stale@example.org") is None
+            assert store.consents("stale@example.org") == [] and store.history("stale@example.org") == []
+    with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
+        assert db.execute("SELECT status, length(message) FROM signup_mails").fetchall() == [("sent", 0)]
+
+
+def ledger_rows_of(tmp_path: Path) -> set[str]:
+    with store_of(tmp_path) as store:
+        return {reader.address for reader in store.subscribers()}
+
+
+def test_a_used_link_never_confirms_a_strangers_later_request(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra="  mails_per_address_per_day: 1"))
+        with serving(settings) as port:
+            post_signup(port, "reader@example.org")
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            link = path_of(confirmation_link(parsed(smtp.messages[0].data)))
+            assert confirm(port, link)[0] == 200
+            one_click(port, tmp_path, "reader@example.org")
+            # A stranger posts the address again: a new request, not mailed (the address's limit).
+            post_signup(port, "reader@example.org")
+            with store_of(tmp_path) as store:
+                assert len(store.consents("reader@example.org")) == 2
+            status, body = confirm(port, link)
+            assert status == 410 and b"Link used" in body
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        assert len(smtp.messages) == 1
+        with store_of(tmp_path) as store:
+            assert store.subscriber("reader@example.org").on("weekly").status == "unsubscribed"
+            assert store.ledger.suppression("reader@example.org")[2] == "one-click"
+            assert [c[4] is None for c in store.consents("reader@example.org")] == [False, True]
+
+
+def test_the_confirmation_mail_holds_no_text_typed_in_the_form(tmp_path):
+    spam = "Cheap pills at spam.example"
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            for language in ("en", "zh"):
+                post_signup(port, f"victim-{language}@example.org", name=spam, extra={"lang": language})
+            wait_for(lambda: len(smtp.messages) == 2, "the confirmation mails")
+        for received in smtp.messages:
+            message = parsed(received.data)
+            assert re.search(rb"^To: victim-(en|zh)@example\.org\r$", received.data, re.MULTILINE)
+            assert message["To"].addresses[0].display_name == ""
+            text, page = message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content()
+            assert "spam" not in text + page + str(message["Subject"])
+            assert text.startswith(("Hello,", "你好，"))
+        with store_of(tmp_path) as store:
+            assert store.subscriber("victim-en@example.org").name == spam
+
+
+def test_a_confirmation_never_lifts_the_publishers_suppression(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            store_id_after_signup(port, tmp_path, smtp, "stopped@example.org")
+            post_signup(port, "pending@example.org")
+            wait_for(lambda: len(smtp.messages) == 2, "the second confirmation mail")
+            link = path_of(confirmation_link(parsed(smtp.messages[1].data)))
+            with store_of(tmp_path) as store:
+                for address in ("stopped@example.org", "pending@example.org"):
+                    store.ledger.suppress(address, reason="publisher", source="command")
+            # A signup of an address the publisher stopped mails nothing; a link mailed before confirms nothing.
+            post_signup(port, "stopped@example.org")
+            status, body = confirm(port, link)
+            assert status == 403 and b"Cannot subscribe" in body
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        assert len(smtp.messages) == 2
+        with store_of(tmp_path) as store:
+            for address in ("stopped@example.org", "pending@example.org"):
+                assert store.ledger.suppression(address)[2] == "command"
+                assert store.subscriber(address).on("weekly").status == "unsubscribed"
+
+
+def test_a_mailbox_that_does_not_exist_is_suppressed_as_a_bounce(tmp_path):
+    refusals = {"nobody@example.org": "550 5.1.1 no such user", "back@example.org": "550 5.1.1 no such user",
+                "policy@example.org": "550 5.7.1 refused by policy"}
+    with FaultySmtpServer(rejected_recipients=refusals) as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with store_of(tmp_path) as store, store.ledger.transaction():
+            store.save("back@example.org")
+            store.set_status("back@example.org", "weekly", "active", source="import")
+        with serving(settings) as port:
+            one_click(port, tmp_path, "back@example.org")
+            for address in refusals:
+                post_signup(port, address)
+            wait_for(lambda: drained(tmp_path), "the outbox")
+            assert outbox(tmp_path) == {"failed": 3} and smtp.messages == []
+            with store_of(tmp_path) as store:
+                for address in ("nobody@example.org", "back@example.org"):
+                    # The bounce replaces the reader's one-click suppression: no confirmation lifts it.
+                    _, reason, source, _ = store.ledger.suppression(address)
+                    assert source == "bounce" and "5.1.1" in reason
+                assert store.subscriber("nobody@example.org").on("weekly").status == "bounced"
+                assert store.subscriber("back@example.org").on("weekly").status == "unsubscribed"
+                assert not store.ledger.is_suppressed("policy@example.org")
+                back = store.subscriber("back@example.org").id
+            token = signup.confirm_token(SECRET, back, "weekly", nonce_of(tmp_path, "back@example.org"),
+                                         issued_at=time.time(), settings=settings)
+            status, body = confirm(port, f"/confirm/{token}")
+            assert status == 403 and "无法订阅".encode() in body        # the reader's language: the site's
+        with store_of(tmp_path) as store:
+            assert store.ledger.suppression("back@example.org")[2] == "bounce"
+
+
+def test_a_confirmation_post_with_too_many_fields_is_refused(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            post_signup(port, "many@example.org")
+            wait_for(lambda: len(smtp.messages) == 1, "the confirmation mail")
+            link = path_of(confirmation_link(parsed(smtp.messages[0].data)))
+            body = "&".join(["confirm=subscribe", *(f"f{index}=x" for index in range(16))]).encode()
+            status, _, page = request(port, "POST", link, body, {"Content-Type": FORM})
+            assert status == 400 and b"Bad request" in page
+            assert confirm(port, link)[0] == 200
+
+
+def test_a_form_sent_back_after_the_minimum_fill_time_is_accepted_and_one_sooner_is_not(tmp_path):
+    settings = load_settings(write_settings(tmp_path, 1, signup_extra="  min_fill_seconds: 1.0"))
+    with serving(settings, mailer=False) as port:
+        token = form_token(port)
+        issued = tokens.read(token, "form", SECRET)
+        status, page = post_signup(port, "patient@example.org", token=token)
+        assert issued.age(time.time()) < 1.0, "the POST was not sooner than the minimum"
+        assert status == 200 and b"Please check the form" in page
+        assert outbox(tmp_path) == {}
+        wait_for(lambda: issued.age(time.time()) >= 1.0, "the minimum fill time")
+        status, page = post_signup(port, "patient@example.org", token=token)
+        assert status == 200 and b"Check your mail" in page
+    assert outbox(tmp_path) == {"pending": 1}
+
+
+def test_the_form_offers_the_format_of_a_list_sent_by_several_channels(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port, text="{lists: [weekly]}"))
+        with serving(settings) as port:
+            _, _, page = request(port, "GET", "/subscribe?list=weekly&lang=en")
+            form = lxml.html.fromstring(page).forms[0]
+            assert [option.get("value") for option in form.inputs["format"]] == ["email", "text"]
+            assert "Plain text" in page.decode() and b"<script" not in page
+            _, _, page = request(port, "GET", "/subscribe?list=digest")
+            assert "format" not in lxml.html.fromstring(page).forms[0].fields
+            for list_name, chosen in (("digest", "text"), ("weekly", "fax")):
+                status, page = post_signup(port, "reader@example.org", list_name=list_name, extra={"format": chosen})
+                assert status == 400 and b"Please choose one of the formats" in page
+            assert ledger_rows_of(tmp_path) == set()
+            post_signup(port, "reader@example.org", extra={"format": "text"})
+            post_signup(port, "other@example.org")
+            wait_for(lambda: len(smtp.messages) == 2, "the confirmation mails")
+            with store_of(tmp_path) as store:
+                on = store.subscriber("reader@example.org").on("weekly")
+                assert (on.status, on.format) == ("unconfirmed", "text")
+            for received in smtp.messages:
+                assert confirm(port, path_of(confirmation_link(parsed(received.data))))[0] == 200
+            with store_of(tmp_path) as store:
+                for address, chosen in (("reader@example.org", "text"), ("other@example.org", "email")):
+                    on = store.subscriber(address).on("weekly")
+                    assert (on.status, on.format) == ("active", chosen)
+            # A reader who left and signs up again in the other format reads it so once they confirm.
+            one_click(port, tmp_path, "other@example.org")
+            post_signup(port, "other@example.org", extra={"format": "text"})
+            wait_for(lambda: len(smtp.messages) == 3, "the third confirmation mail")
+            assert confirm(port, path_of(confirmation_link(parsed(smtp.messages[2].data))))[0] == 200
+        with store_of(tmp_path) as store:
+            on = store.subscriber("other@example.org").on("weekly")
+            assert (on.status, on.format) == ("active", "text")

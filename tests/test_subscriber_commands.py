@@ -397,8 +397,9 @@ def test_add_unsubscribe_resubscribe_show_and_remove_one_reader(tmp_path):
     assert run(settings, "subscribers", "add", "ann@example.org", "--list", "digest", "--format", "text")[0] == 0
     with Ledger(ledger_path) as ledger:       # a signup's consent record, as the form keeps it
         store = SubscriberStore(ledger)
-        store.record_request("ann@example.org", "weekly", client="hash:1f2e", form_url="https://example.org/join")
-        store.confirm_request("ann@example.org", "weekly", requested_after=0, client="hash:1f2e")
+        store.record_request("ann@example.org", "weekly", nonce="n1", client="hash:1f2e",
+                             form_url="https://example.org/join")
+        store.confirm_request("ann@example.org", "weekly", "n1", client="hash:1f2e")
 
     assert run(settings, "subscribers", "unsubscribe", "ann@example.org", "--list", "digest") == \
         (0, "unsubscribed ann@example.org from digest\n", "")

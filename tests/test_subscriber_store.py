@@ -139,26 +139,93 @@ def test_recipients_and_readers_stream_in_pages_each_once_in_address_order(ledge
 def test_removing_a_reader_erases_them_but_keeps_the_suppression(ledger: Ledger) -> None:
     store = SubscriberStore(ledger)
     join(store, "ann@example.org")
-    store.record_request("ann@example.org", "weekly", client="hash", form_url="https://example.org/subscribe")
+    ann = store.subscriber("ann@example.org").id
+    store.record_request("ann@example.org", "weekly", nonce="n1", client="hash", form_url="https://example.org/subscribe")
+    store.queue_mail("ann@example.org", "client", "bounces@example.org", b"a confirmation link")
     ledger.suppress("ann@example.org", reason="asked", source="command")
     assert store.remove("ANN@example.org")
     assert store.subscriber("ann@example.org") is None
     assert store.history("ann@example.org") == [] and store.consents("ann@example.org") == []
+    assert ledger.db.execute("SELECT COUNT(*) FROM signup_mails").fetchone()[0] == 0
+    assert ledger.address_for(ann) is None
     assert ledger.is_suppressed("ann@example.org")
     assert not store.remove("ann@example.org")
+    # An issue mailed to the address keeps its id: the unsubscribe link in that mail still works.
+    ledger.plan("weekly", "email", "hash", [("Bob@example.org", None)])
+    join(store, "bob@example.org")
+    bob = store.subscriber("bob@example.org").id
+    assert store.remove("bob@example.org") and ledger.address_for(bob) == "bob@example.org"
 
 
-def test_a_consent_request_is_confirmed_once_and_only_within_its_time(ledger: Ledger) -> None:
+def test_a_consent_request_is_confirmed_once_by_its_nonce_alone(ledger: Ledger) -> None:
     store = SubscriberStore(ledger)
     join(store, "ann@example.org", status="unconfirmed")
-    store.record_request("ann@example.org", "weekly", client="192.0.2.7", form_url="https://example.org/subscribe")
-    requested = store.consents("ann@example.org")[0][1]
-    assert not store.confirm_request("ann@example.org", "weekly", requested_after=requested + 1, client="x")
-    assert store.confirm_request("ann@example.org", "weekly", requested_after=requested, client="192.0.2.8")
-    assert not store.confirm_request("ann@example.org", "weekly", requested_after=requested, client="192.0.2.8")
-    ((list_name, at, client, form_url, confirmed_at),) = store.consents("ann@example.org")
+    store.record_request("ann@example.org", "weekly", nonce="first", client="192.0.2.7",
+                         form_url="https://example.org/subscribe", format="text")
+    store.record_request("ann@example.org", "weekly", nonce="second", client="192.0.2.9", form_url=None)
+    assert store.confirm_request("ann@example.org", "weekly", "other", client="x") is None
+    assert store.confirm_request("ann@example.org", "digest", "first", client="x") is None
+    confirmed = store.confirm_request("ann@example.org", "weekly", "first", client="192.0.2.8")
+    assert confirmed is not None and confirmed.format == "text"
+    assert store.confirm_request("ann@example.org", "weekly", "first", client="192.0.2.8") is None
+    (list_name, at, client, form_url, confirmed_at), second = store.consents("ann@example.org")
     assert (list_name, client, form_url) == ("weekly", "192.0.2.7", "https://example.org/subscribe")
-    assert confirmed_at is not None and confirmed_at > at
+    assert confirmed_at is not None and confirmed_at > at and second[4] is None
+
+
+def test_a_sent_or_failed_confirmation_mail_loses_its_message(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    for address in ("a@example.org", "b@example.org", "c@example.org"):
+        store.queue_mail(address, "client", "bounces@example.org", b"link " + address.encode())
+    first, second, third = store.mails_to_send(10)
+    store.mail_done(first.id, "sent")
+    store.mail_done(second.id, "failed", error="550 5.1.1")
+    store.mail_done(third.id, "pending", error="451 later")
+    assert [bytes(row[0]) for row in ledger.db.execute("SELECT message FROM signup_mails ORDER BY id")] == \
+        [b"", b"", b"link c@example.org"]
+
+
+def test_the_purge_erases_stale_unconfirmed_signups_only(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    def signed_up(address: str, *lists: tuple[str, str]) -> None:
+        store.save(address)
+        for list_name, status in lists:
+            store.set_status(address, list_name, status, source="signup")
+        store.record_request(address, lists[0][0] if lists else "weekly", nonce=address, client=None, form_url=None)
+        store.queue_mail(address, "client", "bounces@example.org", b"mail")
+    signed_up("stale@example.org", ("weekly", "unconfirmed"), ("digest", "unconfirmed"))
+    signed_up("refused@example.org")                        # a signup that put them on no list
+    signed_up("partly@example.org", ("weekly", "unconfirmed"), ("digest", "active"))
+    signed_up("left@example.org", ("weekly", "unsubscribed"))
+    join(store, "imported@example.org", status="unconfirmed")  # no signup request: not the form's
+    store.charge_request("client")
+    cutoff = ledger.clock()
+    signed_up("fresh@example.org", ("weekly", "unconfirmed"))
+    store.charge_request("client")
+    stale_id = store.subscriber("stale@example.org").id
+    assert store.purge_unconfirmed(cutoff) == 2
+    kept = {reader.address for reader in store.subscribers()}
+    assert kept == {"partly@example.org", "left@example.org", "imported@example.org", "fresh@example.org"}
+    for table in ("subscriptions", "subscription_history", "consents", "signup_mails", "subscriber_ids"):
+        assert ledger.db.execute(f"SELECT COUNT(*) FROM {table} WHERE address IN"
+                                 " ('stale@example.org', 'refused@example.org')").fetchone()[0] == 0, table
+    assert store.subscriber_by_id(stale_id) is None
+    assert store.requests_since(0, "client") == 1
+    assert store.purge_unconfirmed(cutoff) == 0
+
+
+@pytest.mark.parametrize("later", ["bounce", "complaint", "command"])
+def test_a_bounce_complaint_or_command_replaces_a_suppression_the_reader_made(ledger: Ledger, later: str) -> None:
+    store = SubscriberStore(ledger)
+    join(store, "ann@example.org")
+    ledger.suppress("ann@example.org", reason="List-Unsubscribe one-click", source="one-click")
+    assert store.subscriber("ann@example.org").on("weekly").status == "unsubscribed"
+    ledger.suppress("ann@example.org", reason="550 5.1.1 no such user", source=later)
+    assert ledger.suppression("ann@example.org")[1:3] == ("550 5.1.1 no such user", later)
+    # Neither the reader's own source nor another refusal replaces it again.
+    ledger.suppress("ann@example.org", reason="unsubscribe page", source="page")
+    ledger.suppress("ann@example.org", reason="other", source="bounce" if later != "bounce" else "complaint")
+    assert ledger.suppression("ann@example.org")[1:3] == ("550 5.1.1 no such user", later)
 
 
 def test_a_ledger_of_the_previous_layout_gains_the_store(tmp_path: Path) -> None:

@@ -3,7 +3,12 @@
 `decide` says what a signup POST does to a reader, from what the store holds of them: whether their
 status on the list becomes `unconfirmed` and whether a confirmation mail is queued. It never says
 anything the form's answer could show: the page is the same whatever it decides, so that the form
-does not tell strangers who is subscribed.
+does not tell strangers who is subscribed. Nor may what one POST decides show in the next: every
+accepted POST costs its client one of `signup.mails_per_client_per_day`, whatever it decided, and a
+client past that budget has nothing recorded at all.
+
+A confirmation lifts only a suppression the reader made (`subscribers.READER_SOURCES`); a bounce, a
+complaint or the publisher's command blocks the signup, and no mail is sent.
 
 The confirmation mail is rendered from `signup/confirm.txt` and `signup/confirm.html` (the publisher's
 template folder first) and carries the link `<public_url>confirm/<token>`.
@@ -20,24 +25,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from distributor.audience import tokens
+from distributor.ledger.subscribers import READER_SOURCES
 from distributor.render.templating import render_template
 from distributor.settings import Settings
 
 Outcome = Literal["mail", "active", "refused", "address_limit", "client_limit"]
-# Suppressions the reader asked for (the one-click link, the unsubscribe page) or the publisher made
-# (a command): confirming a signup is a newer word from the reader, and lifts them.
-LIFTED_SOURCES = ("one-click", "page", "command")
-# Suppressions from the mailbox's side, which nothing the reader clicks lifts.
-BLOCKING_SOURCES = ("bounce", "complaint")
 _UNSUBSCRIBE_PLACEHOLDER = re.compile(r"(https?://[^/?#]+/(?:[^?#]*/)?)unsubscribe/\{token\}")
 _WORD_BYTES = 39                # 52 base64 characters: "Subject: " and one encoded word fit 76
 _IPV6_CLIENT_PREFIX = 64        # one IPv6 client usually holds a whole /64
 _WORDS = {
-    "zh": {"subject": "请确认订阅 {site}（{list}）", "greeting": "你好{name}，",
+    "zh": {"subject": "请确认订阅 {site}（{list}）", "greeting": "你好，",
            "body": "有人（希望是你）用这个地址订阅了 {site} 的列表「{list}」。请打开下面的链接确认订阅：",
            "expires": "链接在 {hours} 小时内有效。如果不是你订阅的，请忽略这封邮件，你不会收到任何邮件。",
            "button": "确认订阅"},
-    "en": {"subject": "Confirm your subscription to {site} ({list})", "greeting": "Hello{name},",
+    "en": {"subject": "Confirm your subscription to {site} ({list})", "greeting": "Hello,",
            "body": "Someone, hopefully you, subscribed this address to the list “{list}” of {site}. Open the "
                    "link below to confirm:",
            "expires": "The link works for {hours} hours. If it was not you, ignore this mail: you will receive "
@@ -53,7 +54,7 @@ class Standing:
     status: str | None                  # on the list; None when not on it (or a new reader)
     suppression: str | None             # the source of the address's suppression, if suppressed
     mails_to_address: int               # confirmation mails queued to it in the last 24 hours
-    mails_for_client: int               # ... and for the client that posted the form
+    requests_from_client: int           # signup POSTs the client that posted the form made in that time
 
 
 @dataclass(frozen=True)
@@ -65,24 +66,36 @@ class Decision:
     def mail(self) -> bool:
         return self.outcome == "mail"
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the POST is recorded at all (the request, the client's count): not past its budget."""
+        return self.outcome != "client_limit"
+
+
+def blocked(suppression: str | None, status: str | None) -> bool:
+    """Whether a signup to a list on which the reader has `status`, with a suppression from `suppression`,
+    can never be confirmed: the mailbox refused mail or the publisher stopped it."""
+    return (suppression is not None and suppression not in READER_SOURCES) or status in ("bounced", "complained")
+
 
 def decide(standing: Standing, settings: Settings) -> Decision:
-    """Say what a signup does: a new or unconfirmed address becomes (stays) `unconfirmed`; a
-    confirmation mail goes out unless the reader is active already, the mailbox refused mail (a
-    bounce or a complaint), or one of the rate limits (`signup.mails_per_address_per_day`,
-    `signup.mails_per_client_per_day`) is reached. An unsubscribed reader is mailed (they may be
-    asking back) and stays unsubscribed until they confirm."""
-    blocked = standing.suppression in BLOCKING_SOURCES or standing.status in ("bounced", "complained")
-    mark = not blocked and standing.status in (None, "unconfirmed")
+    """Say what a signup does. A client past `signup.mails_per_client_per_day` POSTs in 24 hours gets
+    nothing done, before anything about the address is looked at. Otherwise a new or unconfirmed
+    address becomes (stays) `unconfirmed`, and a confirmation mail goes out unless the reader is
+    active already, the signup is `blocked`, or the address had `signup.mails_per_address_per_day`
+    mails. An unsubscribed reader is mailed (they may be asking back) and stays unsubscribed until
+    they confirm."""
     limits = settings.signup
-    if blocked:
+    if standing.requests_from_client >= limits.mails_per_client_per_day:
+        return Decision("client_limit", False)
+    refused = blocked(standing.suppression, standing.status)
+    mark = not refused and standing.status in (None, "unconfirmed")
+    if refused:
         return Decision("refused", mark)
     if standing.status == "active" and standing.suppression is None:
         return Decision("active", mark)
     if standing.mails_to_address >= limits.mails_per_address_per_day:
         return Decision("address_limit", mark)
-    if standing.mails_for_client >= limits.mails_per_client_per_day:
-        return Decision("client_limit", mark)
     return Decision("mail", mark)
 
 
@@ -113,31 +126,37 @@ def consent_client(secret: str, client: str, settings: Settings) -> str | None:
     return tokens.keyed_hash(secret, "client", client) if mode == "hash" else None
 
 
-def confirm_token(secret: str, subscriber_id: str, list_name: str, *, issued_at: float, settings: Settings) -> str:
-    """Return the confirmation link's token: the reader's id and the list, for `signup.confirm_hours`."""
-    return tokens.sign("confirm", (subscriber_id, list_name), secret, issued_at=issued_at,
+def confirm_token(secret: str, subscriber_id: str, list_name: str, nonce: str, *, issued_at: float,
+                  settings: Settings) -> str:
+    """Return the confirmation link's token: the reader's id, the list and the nonce of the one consent
+    request it confirms, for `signup.confirm_hours`."""
+    return tokens.sign("confirm", (subscriber_id, list_name, nonce), secret, issued_at=issued_at,
                        lifetime_seconds=settings.signup.confirm_hours * 3600)
 
 
-def confirmation_message(settings: Settings, *, to_address: str, to_name: str | None, list_name: str,
-                         language: str, link: str) -> bytes:
-    """Return the confirmation mail (text and HTML) from the newsletter's sender to the reader. Every
-    value in a header was checked where it entered (settings, the form): one line, no control
-    characters."""
+def new_nonce() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def confirmation_message(settings: Settings, *, to_address: str, list_name: str, language: str, link: str) -> bytes:
+    """Return the confirmation mail (text and HTML) from the newsletter's sender to the address. It
+    holds no text a stranger typed: anyone may post any address, so the name from the form is kept in
+    the store only, and the mail greets no one by name. Every value in a header was checked where it
+    entered (settings, the form): one line, no control characters."""
     words = _WORDS[language if language in _WORDS else "en"]
     sender = settings.channels.email
     site = settings.site.name
     hours = f"{settings.signup.confirm_hours:g}"
     context = {
         "language": language, "site_name": site, "list_name": list_name, "link": link, "hours": hours,
-        "greeting": words["greeting"].format(name=f" {to_name}" if to_name and language == "en" else to_name or ""),
+        "greeting": words["greeting"],
         "body": words["body"].format(site=site, list=list_name), "button": words["button"],
         "expires": words["expires"].format(hours=hours),
     }
     sender_domain = sender.from_address.rpartition("@")[2] or None
     headers = [
         ("From", email.utils.formataddr((sender.from_name, sender.from_address))),
-        ("To", email.utils.formataddr((to_name or "", to_address))),
+        ("To", to_address),
         ("Subject", encoded_words(words["subject"].format(site=site, list=list_name))),
         ("Date", email.utils.formatdate(localtime=False, usegmt=True)),
         ("Message-ID", email.utils.make_msgid(domain=sender_domain)),

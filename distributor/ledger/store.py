@@ -338,10 +338,16 @@ class Ledger:
         return row[0] if row else None
 
     def suppress(self, address: str, *, reason: str, source: str) -> None:
-        """Never send to `address` again (until `unsuppress`); repeating it changes nothing. The
-        address's lists in the subscriber store say so too, in their history."""
+        """Never send to `address` again (until `unsuppress`); repeating it changes nothing, except that
+        a bounce, a complaint or a command replaces the source and reason of a suppression the reader
+        made (`subscribers.READER_SOURCES`): the source says what a reader may lift. The address's
+        lists in the subscriber store say so too, in their history."""
         folded, now = address.lower(), self.clock()
-        self.db.execute("INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?)", (folded, reason, source, now))
+        readers = ",".join("?" * len(subscribers.READER_SOURCES))
+        self.db.execute("INSERT INTO suppressions VALUES (?, ?, ?, ?) ON CONFLICT (address) DO UPDATE"
+                        " SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at"
+                        f" WHERE suppressions.source IN ({readers}) AND excluded.source NOT IN ({readers})",
+                        (folded, reason, source, now, *subscribers.READER_SOURCES, *subscribers.READER_SOURCES))
         subscribers.mark_suppressed(self.db, folded, source, reason, now)
 
     def unsuppress(self, address: str) -> bool:

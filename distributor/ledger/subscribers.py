@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
 # Statuses no import or signup may turn into `active` on its own: the reader or their mailbox said no.
 REFUSING = ("unsubscribed", "bounced", "complained")
+# Suppression sources the reader made themself (the one-click link, the unsubscribe page's button): the
+# only ones a confirmed signup or a ticked preference lifts, and the only ones a later bounce, complaint
+# or command replaces. Any other source (a bounce, a complaint, a command) stays until the publisher acts.
+READER_SOURCES = ("one-click", "page")
 LANGUAGES = ("zh", "en")
 # The list status that a suppression's source stands for.
 _SUPPRESSED_STATUS = {"bounce": "bounced", "complaint": "complained"}
@@ -51,14 +55,16 @@ CREATE TABLE IF NOT EXISTS subscription_history (
 CREATE INDEX IF NOT EXISTS subscription_history_by_address ON subscription_history (address, at);
 CREATE TABLE IF NOT EXISTS consents (
     address TEXT NOT NULL, list TEXT NOT NULL, requested_at REAL NOT NULL, client TEXT, form_url TEXT,
-    confirmed_at REAL, confirmed_client TEXT);
+    confirmed_at REAL, confirmed_client TEXT, nonce TEXT NOT NULL, format TEXT);
 CREATE INDEX IF NOT EXISTS consents_by_address ON consents (address, list, requested_at);
+CREATE UNIQUE INDEX IF NOT EXISTS consents_by_nonce ON consents (nonce);
+CREATE TABLE IF NOT EXISTS signup_requests (client_key TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS signup_requests_by_client ON signup_requests (client_key, at);
 CREATE TABLE IF NOT EXISTS signup_mails (
     id INTEGER PRIMARY KEY, address TEXT NOT NULL, client_key TEXT NOT NULL, queued_at REAL NOT NULL,
     envelope_from TEXT NOT NULL, message BLOB NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_at REAL);
 CREATE INDEX IF NOT EXISTS signup_mails_by_address ON signup_mails (address, queued_at);
-CREATE INDEX IF NOT EXISTS signup_mails_by_client ON signup_mails (client_key, queued_at);
 CREATE INDEX IF NOT EXISTS signup_mails_pending ON signup_mails (status, id);
 """
 
@@ -122,6 +128,13 @@ class ListChange:
     status: str
     format: str
     source: str | None
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A consent request just confirmed: the format the reader chose on the form, if they chose one."""
+
+    format: str | None
 
 
 @dataclass(frozen=True)
@@ -195,13 +208,21 @@ class SubscriberStore:
             last = page[-1][1].lower()
 
     def remove(self, address: str) -> bool:
-        """Erase the reader: their row, lists, history and consents (a suppression stays: it is what
-        keeps them from being mailed). Return whether there was such a reader."""
+        """Erase the reader: their row, lists, history, consents, confirmation mails and opaque id (a
+        suppression stays: it is what keeps them from being mailed). Return whether there was such a
+        reader."""
         folded = address.lower()
         removed = self.db.execute("DELETE FROM subscribers WHERE address = ?", (folded,)).rowcount > 0
-        for table in ("subscriptions", "subscription_history", "consents"):
-            self.db.execute(f"DELETE FROM {table} WHERE address = ?", (folded,))
+        self._erase(folded)
         return removed
+
+    def _erase(self, folded: str) -> None:
+        """Delete what the store keeps of the lower-cased address besides its `subscribers` row. Its id
+        stays while an issue's delivery names the address: the unsubscribe link in that mail needs it."""
+        for table in ("subscriptions", "subscription_history", "consents", "signup_mails"):
+            self.db.execute(f"DELETE FROM {table} WHERE address = ?", (folded,))
+        self.db.execute("DELETE FROM subscriber_ids WHERE address = ? AND NOT EXISTS"
+                        " (SELECT 1 FROM deliveries WHERE lower(recipient) = ?)", (folded, folded))
 
     def _with_subscriptions(self, row: tuple) -> StoredSubscriber:
         subscriber_id, address, name, language, attributes, created_at = row
@@ -326,22 +347,45 @@ class SubscriberStore:
 
     # --- signup ----------------------------------------------------------------------------------
 
-    def record_request(self, address: str, list_name: str, *, client: str | None, form_url: str | None) -> None:
-        """Keep the consent request of a signup form (confirmed later, or never)."""
-        self.db.execute("INSERT INTO consents (address, list, requested_at, client, form_url) VALUES (?, ?, ?, ?, ?)",
-                        (address.lower(), list_name, self.ledger.clock(), client, form_url))
+    def known_id(self, address: str) -> str | None:
+        """Return the opaque id of `address` if it has one (reading only)."""
+        row = self.db.execute("SELECT id FROM subscriber_ids WHERE address = ?", (address.lower(),)).fetchone()
+        return row[0] if row else None
 
-    def confirm_request(self, address: str, list_name: str, *, requested_after: float, client: str | None) -> bool:
-        """Mark the latest unconfirmed request for the list made after `requested_after` confirmed; return
-        False when there is none (already confirmed, expired, or never made)."""
+    def claim_id(self, address: str, candidate: str) -> str:
+        """Give `address` the id `candidate` unless it has one; return the id it has now."""
+        self.db.execute("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, ?)",
+                        (candidate, address.lower()))
+        return self.db.execute("SELECT id FROM subscriber_ids WHERE address = ?", (address.lower(),)).fetchone()[0]
+
+    def charge_request(self, client_key: str) -> None:
+        """Count one accepted signup POST against the client, whatever it decided."""
+        self.db.execute("INSERT INTO signup_requests VALUES (?, ?)", (client_key, self.ledger.clock()))
+
+    def requests_since(self, since: float, client_key: str) -> int:
+        """Count the signup POSTs the client made since `since`."""
+        return self.db.execute("SELECT COUNT(*) FROM signup_requests WHERE client_key = ? AND at >= ?",
+                               (client_key, since)).fetchone()[0]
+
+    def record_request(self, address: str, list_name: str, *, nonce: str, client: str | None, form_url: str | None,
+                       format: str | None = None) -> None:
+        """Keep the consent request of a signup form (confirmed later, or never): `nonce` is the one its
+        confirmation link carries, `format` the one the reader chose on the form, if any."""
+        self.db.execute("INSERT INTO consents (address, list, requested_at, client, form_url, nonce, format)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (address.lower(), list_name, self.ledger.clock(), client, form_url, nonce, format))
+
+    def confirm_request(self, address: str, list_name: str, nonce: str, *, client: str | None) -> Confirmed | None:
+        """Mark the request with `nonce` confirmed; None when there is no such unconfirmed request of the
+        address for the list (confirmed already, or never made)."""
         row = self.db.execute(
-            "SELECT rowid FROM consents WHERE address = ? AND list = ? AND confirmed_at IS NULL AND requested_at >= ?"
-            " ORDER BY requested_at DESC LIMIT 1", (address.lower(), list_name, requested_after)).fetchone()
+            "SELECT rowid, format FROM consents WHERE address = ? AND list = ? AND nonce = ? AND confirmed_at IS NULL",
+            (address.lower(), list_name, nonce)).fetchone()
         if row is None:
-            return False
+            return None
         self.db.execute("UPDATE consents SET confirmed_at = ?, confirmed_client = ? WHERE rowid = ?",
                         (self.ledger.clock(), client, row[0]))
-        return True
+        return Confirmed(row[1])
 
     def consents(self, address: str) -> list[tuple[str, float, str | None, str | None, float | None]]:
         """Return the reader's signup requests, oldest first: (list, requested at, client, form URL,
@@ -349,11 +393,10 @@ class SubscriberStore:
         return list(self.db.execute("SELECT list, requested_at, client, form_url, confirmed_at FROM consents"
                                     " WHERE address = ? ORDER BY requested_at, rowid", (address.lower(),)))
 
-    def mails_since(self, since: float, *, address: str | None = None, client_key: str | None = None) -> int:
-        """Count the confirmation mails queued since `since` to `address`, or for `client_key`."""
-        column, value = ("address", address.lower()) if address is not None else ("client_key", client_key)
-        return self.db.execute(f"SELECT COUNT(*) FROM signup_mails WHERE {column} = ? AND queued_at >= ?",
-                               (value, since)).fetchone()[0]
+    def mails_since(self, since: float, *, address: str) -> int:
+        """Count the confirmation mails queued to `address` since `since`."""
+        return self.db.execute("SELECT COUNT(*) FROM signup_mails WHERE address = ? AND queued_at >= ?",
+                               (address.lower(), since)).fetchone()[0]
 
     def queue_mail(self, address: str, client_key: str, envelope_from: str, message: bytes) -> None:
         self.db.execute("INSERT INTO signup_mails (address, client_key, queued_at, envelope_from, message)"
@@ -368,12 +411,28 @@ class SubscriberStore:
             " AND id > ? ORDER BY id LIMIT ?", (after, limit))]
 
     def mail_done(self, mail_id: int, status: str, *, error: str | None = None) -> None:
-        """Record a confirmation mail's attempt: `sent`, `failed` (never again), or `pending` (try later)."""
+        """Record a confirmation mail's attempt: `sent`, `failed` (never again), or `pending` (try later).
+        A mail sent or failed loses its message: it holds a live confirmation link."""
         if status not in ("sent", "failed", "pending"):
             raise ValueError(status)
         self.db.execute("UPDATE signup_mails SET status = ?, attempts = attempts + 1, last_error = ?,"
-                        " sent_at = CASE ? WHEN 'sent' THEN ? END WHERE id = ?",
-                        (status, error, status, self.ledger.clock(), mail_id))
+                        " sent_at = CASE ? WHEN 'sent' THEN ? END,"
+                        " message = CASE WHEN ? = 'pending' THEN message ELSE X'' END WHERE id = ?",
+                        (status, error, status, self.ledger.clock(), status, mail_id))
+
+    def purge_unconfirmed(self, requested_before: float) -> int:
+        """Erase the readers a signup made who never confirmed: on no list but as `unconfirmed`, with
+        signup requests, the last made before `requested_before`. Drop the client counts of the signup
+        POSTs made before then too. Return how many readers went."""
+        stale = [row[0] for row in self.db.execute(
+            "SELECT c.address FROM consents c GROUP BY c.address HAVING MAX(c.requested_at) < ? AND NOT EXISTS"
+            " (SELECT 1 FROM subscriptions p WHERE p.address = c.address AND p.status != 'unconfirmed')",
+            (requested_before,))]
+        for folded in stale:
+            self.db.execute("DELETE FROM subscribers WHERE address = ?", (folded,))
+            self._erase(folded)
+        self.db.execute("DELETE FROM signup_requests WHERE at < ?", (requested_before,))
+        return len(stale)
 
 
 def mark_suppressed(db: sqlite3.Connection, address: str, source: str, reason: str | None, now: float) -> None:

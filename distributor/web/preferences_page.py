@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from distributor import registry
 from distributor.audience.lists import formats_offered, known_lists, lists_by_channel
-from distributor.ledger.subscribers import StoredSubscriber, SubscriberStore
+from distributor.ledger.subscribers import READER_SOURCES, StoredSubscriber, SubscriberStore
 from distributor.render.templating import environment
 from distributor.settings import Settings
 
@@ -28,8 +28,6 @@ SAVE_FIELD, SAVE_VALUE = "save", "preferences"     # the name and value of the p
 LIST_FIELD = "list"                                 # one value per ticked list
 FORMAT_PREFIX = "format."                           # format.<list>: the channel the reader reads it through
 SOURCE = "preferences"
-# Suppressions the reader asked for themself, which ticking a list lifts.
-READER_SOURCES = ("one-click", "page")
 _WORDS = {
     "zh": {
         "preferences": ("订阅设置", "选择你想接收的 {site} 列表和格式。"),

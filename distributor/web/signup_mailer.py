@@ -7,12 +7,18 @@ relay session (the SMTP pool with one connection, as the operator's report does)
 per due mail and records it in a transaction of its own right after the hand-over, before the next
 mail goes: a crash resends at most the mail in flight. A permanent refusal or an uncertain
 hand-over is `failed` (a confirmation mail is never sent twice on purpose; the reader can ask
-again); a transient one stays `pending` and waits as the one retry policy says (`retry.*`, as for
+again), and a refusal that says the mailbox does not exist (5.1.x at RCPT, as for an issue) also
+suppresses the address as a `bounce`; a mail sent or failed loses its message, which holds a live
+link. A transient one stays `pending` and waits as the one retry policy says (`retry.*`, as for
 every channel), until `retry.attempts` attempts are used. A relay that limits the sender ends the
 session without counting an attempt, and the outbox keeps quiet for the policy's backoff. It has a
 ledger connection of its own, so sending never holds the web pages' lock, and a lease in the
 ledger, so that of several `serve` processes on one ledger one sends at a time. `stop()` ends it
 after the attempt in flight.
+
+At its start and then at most once every PURGE_SECONDS it erases the readers a signup made who never
+confirmed within `signup.confirm_hours` (SubscriberStore.purge_unconfirmed): strangers' POSTs leave no
+lasting rows.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ from distributor.settings import Settings
 
 WAKE_SECONDS = 5.0          # how often the outbox looks for mails without being woken
 PAGE = 200                  # pending mails read per ledger query
+PURGE_SECONDS = 3600.0      # how often unconfirmed signups past their link's life are erased
 # One outbox sends at a time, however many `serve` processes share the ledger: each would send every
 # pending mail otherwise. The lease is renewed while sending and lapses this long after its holder died.
 LEASE, LEASE_SECONDS = "signup-outbox", 60.0
@@ -53,6 +60,7 @@ class Attempt:
     mail_id: int
     status: str             # sent, failed or pending
     detail: str | None
+    bounce: str | None = None   # the reply of a refusal that says the mailbox does not exist
 
 
 class SignupMailer:
@@ -70,6 +78,7 @@ class SignupMailer:
         self._quiet_until = 0.0                   # no session before this, after a sender refusal
         self._holder = f"outbox {socket.gethostname()} pid {os.getpid()} {id(self):x}"
         self._renewed = 0.0
+        self._purged: float | None = None          # when the last purge ran (monotonic)
         self._thread = threading.Thread(target=self._run, name="signup-mailer", daemon=True)
 
     def start(self) -> None:
@@ -92,12 +101,25 @@ class SignupMailer:
             while not self._stopping.is_set():
                 self.wake.clear()
                 try:
+                    self._purge(ledger)
                     asyncio.run(self._drain(ledger))
                 except Exception:          # a ledger or relay failure must not end the outbox for good
                     _log.exception("the outbox failed; it tries again in %s seconds", self.wake_seconds)
                 self.wake.wait(self._next_wait())
         finally:
             ledger.close()
+
+    def _purge(self, ledger: Ledger) -> None:
+        """Erase the unconfirmed signups older than a confirmation link's life, at most once every
+        PURGE_SECONDS."""
+        if self._purged is not None and time.monotonic() - self._purged < PURGE_SECONDS:
+            return
+        self._purged = time.monotonic()
+        with ledger.transaction():
+            purged = SubscriberStore(ledger).purge_unconfirmed(
+                ledger.clock() - self.settings.signup.confirm_hours * 3600)
+        if purged:
+            _log.info("erased %d unconfirmed signups older than signup.confirm_hours", purged)
 
     def _next_wait(self) -> float:
         """Seconds until the next wake: WAKE_SECONDS, or sooner when a deferred mail or the end of a
@@ -138,6 +160,8 @@ class SignupMailer:
                     with ledger.transaction():
                         store.mail_done(attempt.mail_id, attempt.status,
                                         error=attempt.detail if attempt.status != "sent" else None)
+                        if attempt.bounce is not None:
+                            ledger.suppress(mail.address, reason=attempt.bounce, source="bounce")
         finally:
             if pool is not None:
                 await pool.close()
@@ -164,7 +188,10 @@ class SignupMailer:
             return None
         except TransientDeliveryError as exc:
             return self._deferred(mail, str(exc), exc.retry_after_seconds)
-        except (PermanentDeliveryError, DeliveryError) as exc:     # permanent, or uncertain
+        except PermanentDeliveryError as exc:
+            self._not_before.pop(mail.id, None)
+            return Attempt(mail.id, "failed", str(exc), (exc.reply or str(exc)) if exc.suppress else None)
+        except DeliveryError as exc:        # uncertain
             self._not_before.pop(mail.id, None)
             return Attempt(mail.id, "failed", str(exc))
         self._throttles = 0
