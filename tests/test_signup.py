@@ -726,12 +726,15 @@ def test_a_client_past_its_budget_records_nothing(tmp_path):
 
 
 def test_unconfirmed_signups_past_the_links_life_are_erased_when_the_outbox_starts(tmp_path):
+    """With links good for an hour, a signup of two hours ago stays all the same: the per-address
+    limit counts its mails for a day."""
     with FaultySmtpServer() as smtp:
-        settings = load_settings(write_settings(tmp_path, smtp.port))
-        long_ago = time.time() - 49 * 3600
-        with Ledger(tmp_path / "ledger.sqlite3", clock=lambda: long_ago) as ledger, ledger.transaction():
-            store = SubscriberStore(ledger)
-            for address, status in (("stale@example.org", "unconfirmed"), ("kept@example.org", "active")):
+        settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra="  confirm_hours: 1"))
+        for hours, address, status in ((49, "stale@example.org", "unconfirmed"), (49, "kept@example.org", "active"),
+                                       (2, "recent@example.org", "unconfirmed")):
+            then = time.time() - hours * 3600
+            with Ledger(tmp_path / "ledger.sqlite3", clock=lambda then=then: then) as ledger, ledger.transaction():
+                store = SubscriberStore(ledger)
                 store.claim_id(address, f"id-{address}")
                 store.save(address)
                 store.set_status(address, "weekly", status, source="signup")
@@ -742,7 +745,7 @@ def test_unconfirmed_signups_past_the_links_life_are_erased_when_the_outbox_star
         with serving(settings):
             wait_for(lambda: "stale@example.org" not in ledger_rows_of(tmp_path), "the purge")
             wait_for(lambda: drained(tmp_path), "the outbox")
-        assert ledger_rows_of(tmp_path) == {"kept@example.org", "fresh@example.org"}
+        assert ledger_rows_of(tmp_path) == {"kept@example.org", "recent@example.org", "fresh@example.org"}
         with store_of(tmp_path) as store:
             assert store.subscriber_by_id("id-stale@example.org") is None
             assert store.consents("stale@example.org") == [] and store.history("stale@example.org") == []

@@ -30,6 +30,7 @@ from distributor.render.templating import render_template
 from distributor.settings import Settings
 
 Outcome = Literal["mail", "active", "refused", "address_limit", "client_limit"]
+DAY_SECONDS = 24 * 3600.0       # the window of the limits: mails to an address, POSTs of a client
 _UNSUBSCRIBE_PLACEHOLDER = re.compile(r"(https?://[^/?#]+/(?:[^?#]*/)?)unsubscribe/\{token\}")
 _WORD_BYTES = 39                # 52 base64 characters: "Subject: " and one encoded word fit 76
 _IPV6_CLIENT_PREFIX = 64        # one IPv6 client usually holds a whole /64

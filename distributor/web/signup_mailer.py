@@ -17,8 +17,10 @@ ledger, so that of several `serve` processes on one ledger one sends at a time. 
 after the attempt in flight.
 
 At its start and then at most once every PURGE_SECONDS it erases the readers a signup made who never
-confirmed within `signup.confirm_hours` (SubscriberStore.purge_unconfirmed): strangers' POSTs leave no
-lasting rows.
+confirmed within `signup.confirm_hours` (SubscriberStore.purge_unconfirmed), and the clients' counts
+of POSTs: strangers' POSTs leave no lasting rows. Neither goes before a day has passed, whatever
+`signup.confirm_hours` says: the per-address and per-client limits count the mails and POSTs of the
+last 24 hours.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import socket
 import threading
 import time
 
+from distributor.audience.signup import DAY_SECONDS
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.smtp import SmtpConfig, SmtpPool, to_wire
 from distributor.delivery.retry import RetryPolicy
@@ -117,7 +120,7 @@ class SignupMailer:
         self._purged = time.monotonic()
         with ledger.transaction():
             purged = SubscriberStore(ledger).purge_unconfirmed(
-                ledger.clock() - self.settings.signup.confirm_hours * 3600)
+                ledger.clock() - max(self.settings.signup.confirm_hours * 3600, DAY_SECONDS))
         if purged:
             _log.info("erased %d unconfirmed signups older than signup.confirm_hours", purged)
 

@@ -42,7 +42,6 @@ MAX_QUERY_CHARS = 512
 MAX_NAME_CHARS = 100
 MAX_REFERER_CHARS = 2000
 FORM_TOKEN_HOURS = 24.0             # a form left open overnight still works
-DAY_SECONDS = 24 * 3600
 HONEYPOT = "website"                # a field a person never sees, which form-filling bots fill in
 TOKEN_FIELD = "form_token"
 CONFIRM_FIELD, CONFIRM_VALUE = "confirm", "subscribe"
@@ -299,8 +298,8 @@ class SignupPages:
         suppression = self.ledger.suppression(form.address)
         decision = signup.decide(signup.Standing(
             on.status if on else None, suppression[2] if suppression else None,
-            store.mails_since(now - DAY_SECONDS, address=form.address),
-            store.requests_since(now - DAY_SECONDS, key)), self.settings)
+            store.mails_since(now - signup.DAY_SECONDS, address=form.address),
+            store.requests_since(now - signup.DAY_SECONDS, key)), self.settings)
         if not decision.recorded:
             return decision.outcome
         store.charge_request(key)
