@@ -32,6 +32,7 @@ from distributor.ledger.subscribers import SubscriberStore
 from distributor.settings import Settings, load_settings
 from distributor.web import server as serve
 from distributor.web.signup_mailer import SignupMailer
+from distributor.web.signup_pages import Confirmation, SignupForm, SignupPages
 from distributor.web.unsubscribe_app import create_app
 
 from .conftest import ROOT
@@ -916,3 +917,21 @@ def test_the_form_offers_the_format_of_a_list_sent_by_several_channels(tmp_path)
         with store_of(tmp_path) as store:
             on = store.subscriber("other@example.org").on("weekly")
             assert (on.status, on.format) == ("active", "text")
+
+
+def test_a_mail_made_with_an_id_another_post_beat_is_made_again_with_the_addresss_id(tmp_path):
+    """Two first POSTs of one address race: each makes its mail with an id of its own before the
+    transaction, and only the first to commit gives the address its id. The other's mail is made again."""
+    settings = load_settings(write_settings(tmp_path, 1))
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        pages = SignupPages(ledger, threading.Lock(), settings, SECRET)
+        store = SubscriberStore(ledger)
+        with ledger.transaction():
+            store.claim_id("raced@example.org", "the-winners-id")
+        form = SignupForm("raced@example.org", None, "weekly", "en", None)
+        with ledger.transaction():
+            made = Confirmation("the-losers-id", "raced@example.org", b"a mail with the loser's id")
+            assert pages._record(form, "127.0.0.1", f"{PUBLIC}subscribe", "nonce-1", made) == "mail"
+        (mail,) = store.mails_to_send(10)
+    link = confirmation_link(parsed(mail.message))
+    assert tokens.read(link.rsplit("/", 1)[1], "confirm", SECRET).values == ("the-winners-id", "weekly", "nonce-1")

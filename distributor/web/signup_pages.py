@@ -134,6 +134,15 @@ class SignupForm:
 
 
 @dataclass(frozen=True)
+class Confirmation:
+    """A confirmation mail made before the transaction, for this id and To address."""
+
+    subscriber_id: str
+    to_address: str
+    message: bytes
+
+
+@dataclass(frozen=True)
 class FormState:
     """What the form shows: the values to fill in (the list chosen, if any) and a note above it."""
 
@@ -272,7 +281,7 @@ class SignupPages:
         message = self._confirmation(form, subscriber_id, to_address, nonce, now)
         with self._lock, self.ledger.transaction():
             outcome = self._record(form, client, form_url(environ, self.public_url or ""), nonce,
-                                   (subscriber_id, to_address, message))
+                                   Confirmation(subscriber_id, to_address, message))
         _log.info("signup to list %s: %s", form.list, outcome)
         if outcome == "mail":
             self.wake.set()
@@ -285,12 +294,11 @@ class SignupPages:
                                            language=form.language, link=link)
 
     def _record(self, form: SignupForm, client: str | None, url: str, nonce: str,
-                made: tuple[str, str, bytes]) -> signup.Outcome:
+                made: Confirmation) -> signup.Outcome:
         """Record one signup (inside the caller's transaction): the client's count, the reader and their
         id, the consent request, the status and the confirmation mail in the outbox, as `signup.decide`
-        says; nothing at all for a client past its budget. `made` is the (id, To address, message) the
-        mail was made with; it is made again in the rare case another POST gave the address its id
-        first or changed how it is written."""
+        says; nothing at all for a client past its budget. The mail `made` is made again in the rare case
+        another POST gave the address its id first or changed how it is written."""
         store, now = SubscriberStore(self.ledger), self.ledger.clock()
         key = signup.client_key(self.secret, client) if client else "unknown"
         reader = store.subscriber(form.address)
@@ -303,7 +311,7 @@ class SignupPages:
         if not decision.recorded:
             return decision.outcome
         store.charge_request(key)
-        subscriber_id = store.claim_id(form.address, made[0])
+        subscriber_id = store.claim_id(form.address, made.subscriber_id)
         if reader is None:
             # A stranger may post anyone's address: an existing reader's name and language stay theirs.
             store.save(form.address, name=form.name, language=form.language)
@@ -314,8 +322,8 @@ class SignupPages:
                              format=None if on else form.format or self._formats[form.list])
         if decision.mail:
             to_address = reader.address if reader else form.address
-            message = made[2] if (subscriber_id, to_address) == made[:2] else \
-                self._confirmation(form, subscriber_id, to_address, nonce, now)
+            message = made.message if (subscriber_id, to_address) == (made.subscriber_id, made.to_address) \
+                else self._confirmation(form, subscriber_id, to_address, nonce, now)
             store.queue_mail(form.address, key, signup.envelope_sender(self.settings), message)
         return decision.outcome
 
