@@ -166,7 +166,8 @@ class SignupSettings:
     lists: tuple[str, ...] = ()
     # How long a confirmation link works.
     confirm_hours: float = 48.0
-    # Confirmation mails to one address, and from one client address, in any 24 hours.
+    # Confirmation mails to one address in any 24 hours; signup POSTs accepted from one client (its IP
+    # address, its /64 for IPv6), whatever each decided: past it nothing is recorded, the page the same.
     mails_per_address_per_day: int = 3
     mails_per_client_per_day: int = 20
     # A form sent back sooner than this after it was served is taken for a bot's.

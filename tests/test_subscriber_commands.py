@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from distributor import cli
-from distributor.audience.importing import import_subscribers
 from distributor.errors import InputError
+from distributor.ledger.importing import import_subscribers
 from distributor.ledger.store import Ledger
 from distributor.ledger.subscribers import SubscriberStore
 

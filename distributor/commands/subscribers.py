@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TextIO
 
 from distributor import registry
-from distributor.audience.importing import ImportResult, check_file, import_subscribers
 from distributor.audience.lists import known_lists, lists_by_channel
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
 from distributor.files import write_files
+from distributor.ledger.importing import ImportResult, check_file, import_subscribers
 from distributor.ledger.store import Ledger, open_ledger
 from distributor.ledger.subscribers import LANGUAGES, REFUSING, STATUSES, SubscriberStore, Subscription
 from distributor.settings import Settings, list_name_problem
