@@ -185,3 +185,14 @@ def test_the_import_check_sees_an_import_of_the_ledger(tmp_path: Path):
     assert sorted(name for name in names if name.startswith(CORE_ONLY)) == \
         ["distributor.delivery", "distributor.delivery.retry", "distributor.ledger.store",
          "distributor.ledger.store.Ledger", "sqlite3"]
+
+
+def test_the_values_layer_imports_nothing_above_it():
+    """render and audience turn files into values: they never reach the ledger, the runs, the drivers or
+    the commands (ARCHITECTURE.md, "Layers")."""
+    above = ("distributor.ledger", "distributor.delivery", "distributor.web", "distributor.schedule",
+             "distributor.commands", "distributor.cli", "sqlite3")
+    for layer in ("render", "audience"):
+        imports = channel_imports(ROOT / "distributor" / layer)
+        offending = {path: sorted(name for name in names if name.startswith(above)) for path, names in imports.items()}
+        assert {path: names for path, names in offending.items() if names} == {}, layer

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distributor.audience import subscriber_files
 from distributor.audience.subscriber_files import MAX_FILE_BYTES, BadRow, Subscriber, read_subscribers
 from distributor.errors import InputError
-from distributor.ledger import subscribers
 
 from .conftest import ROOT
 
@@ -183,11 +181,6 @@ def test_rows_with_lists_statuses_formats_and_languages(tmp_path: Path, name: st
     path = tmp_path / filename
     path.write_bytes(content)
     assert [standing(row) for row in read_subscribers(path, list_name=list_name)] == expected
-
-
-def test_the_file_statuses_and_languages_are_the_stores() -> None:
-    """The reader keeps its own allow lists (the audience does not import the ledger): they must agree."""
-    assert (subscriber_files.STATUSES, subscriber_files.LANGUAGES) == (subscribers.STATUSES, subscribers.LANGUAGES)
 
 
 LONG_FIELD = "x" * 140_000      # over the csv module's field size limit

@@ -7,7 +7,7 @@ does not tell strangers who is subscribed. Nor may what one POST decides show in
 accepted POST costs its client one of `signup.mails_per_client_per_day`, whatever it decided, and a
 client past that budget has nothing recorded at all.
 
-A confirmation lifts only a suppression the reader made (`subscribers.READER_SOURCES`); a bounce, a
+A confirmation lifts only a suppression the reader made (`standing.READER_SOURCES`); a bounce, a
 complaint or the publisher's command blocks the signup, and no mail is sent.
 
 The confirmation mail is rendered from `signup/confirm.txt` and `signup/confirm.html` (the publisher's
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from distributor.audience import tokens
-from distributor.ledger.subscribers import READER_SOURCES
+from distributor.audience.standing import READER_SOURCES
 from distributor.render.templating import render_template
 from distributor.settings import Settings
 

@@ -32,6 +32,7 @@ from typing import Protocol, TextIO
 
 import yaml
 
+from distributor.audience.standing import LANGUAGES, STATUSES
 from distributor.errors import InputError
 from distributor.settings import list_name_problem
 from distributor.validate.addresses import address_problem, text_problem
@@ -43,10 +44,6 @@ MAX_ROW_CHARACTERS = 8192
 MAX_COLUMNS = 64
 _NULLS = {"", "~", "null", "Null", "NULL"}
 _NUL_MESSAGE = "holds a NUL byte, so it is not a text file; save it as UTF-8 CSV or YAML"
-# The statuses and languages of the subscriber store (distributor/ledger/subscribers.py has the same
-# tuples; the audience does not import the ledger, and a test holds the two equal).
-STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
-LANGUAGES = ("zh", "en")
 _FORMAT = re.compile(r"[a-z][a-z0-9_-]{0,31}")     # a row channel's name, as distributor/channel.py has it
 _STANDING_KEYS = ("list", "status", "format", "language")
 _Standing = tuple[str | None, str | None, str | None, str | None]       # a row's values of _STANDING_KEYS

@@ -18,12 +18,13 @@ from typing import TextIO
 
 from distributor import registry
 from distributor.audience.lists import known_lists, lists_by_channel
+from distributor.audience.standing import LANGUAGES, REFUSING, STATUSES
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
 from distributor.files import write_files
 from distributor.ledger.importing import ImportResult, check_file, import_subscribers
 from distributor.ledger.store import Ledger, open_ledger
-from distributor.ledger.subscribers import LANGUAGES, REFUSING, STATUSES, SubscriberStore, Subscription
+from distributor.ledger.subscribers import SubscriberStore, Subscription
 from distributor.settings import Settings, list_name_problem
 from distributor.validate.addresses import named_address_problem, text_problem
 

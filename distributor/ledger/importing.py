@@ -31,9 +31,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributor.audience.standing import REFUSING
 from distributor.audience.subscriber_files import BadRow, Subscriber, read_subscribers
 from distributor.ledger.store import Ledger
-from distributor.ledger.subscribers import REFUSING, ListChange, Standing, SubscriberStore
+from distributor.ledger.subscribers import ListChange, Standing, SubscriberStore
 from distributor.validate.addresses import MAX_TEXT, text_problem
 
 SHOWN = 20          # bad rows and skipped addresses kept to be shown; the rest are counted

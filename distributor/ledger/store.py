@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from distributor.audience.standing import READER_SOURCES
 from distributor.errors import StorageError
 from distributor.ledger import subscribers
 
@@ -340,14 +341,14 @@ class Ledger:
     def suppress(self, address: str, *, reason: str, source: str) -> None:
         """Never send to `address` again (until `unsuppress`); repeating it changes nothing, except that
         a bounce, a complaint or a command replaces the source and reason of a suppression the reader
-        made (`subscribers.READER_SOURCES`): the source says what a reader may lift. The address's
+        made (`READER_SOURCES`): the source says what a reader may lift. The address's
         lists in the subscriber store say so too, in their history."""
         folded, now = address.lower(), self.clock()
-        readers = ",".join("?" * len(subscribers.READER_SOURCES))
+        readers = ",".join("?" * len(READER_SOURCES))
         self.db.execute("INSERT INTO suppressions VALUES (?, ?, ?, ?) ON CONFLICT (address) DO UPDATE"
                         " SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at"
                         f" WHERE suppressions.source IN ({readers}) AND excluded.source NOT IN ({readers})",
-                        (folded, reason, source, now, *subscribers.READER_SOURCES, *subscribers.READER_SOURCES))
+                        (folded, reason, source, now, *READER_SOURCES, *READER_SOURCES))
         subscribers.mark_suppressed(self.db, folded, source, reason, now)
 
     def unsuppress(self, address: str) -> bool:

@@ -25,18 +25,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from distributor.audience.lists import Route
+from distributor.audience.standing import STATUSES
 
 if TYPE_CHECKING:
     from distributor.ledger.store import Ledger
 
-STATUSES = ("unconfirmed", "active", "unsubscribed", "bounced", "complained")
-# Statuses no import or signup may turn into `active` on its own: the reader or their mailbox said no.
-REFUSING = ("unsubscribed", "bounced", "complained")
-# Suppression sources the reader made themself (the one-click link, the unsubscribe page's button): the
-# only ones a confirmed signup or a ticked preference lifts, and the only ones a later bounce, complaint
-# or command replaces. Any other source (a bounce, a complaint, a command) stays until the publisher acts.
-READER_SOURCES = ("one-click", "page")
-LANGUAGES = ("zh", "en")
 # The list status that a suppression's source stands for.
 _SUPPRESSED_STATUS = {"bounce": "bounced", "complaint": "complained"}
 _PAGE = 500

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from distributor import registry
 from distributor.audience.lists import formats_offered, known_lists, lists_by_channel
-from distributor.ledger.subscribers import READER_SOURCES, StoredSubscriber, SubscriberStore
+from distributor.audience.standing import READER_SOURCES
+from distributor.ledger.subscribers import StoredSubscriber, SubscriberStore
 from distributor.render.templating import environment
 from distributor.settings import Settings
 
