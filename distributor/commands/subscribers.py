@@ -23,7 +23,7 @@ from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
 from distributor.files import write_files
 from distributor.ledger.importing import ImportResult, check_file, import_subscribers
-from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.store import Ledger, Suppression, open_ledger
 from distributor.ledger.subscribers import SubscriberStore, Subscription
 from distributor.settings import Settings, list_name_problem
 from distributor.validate.addresses import named_address_problem, text_problem
@@ -182,11 +182,11 @@ def _list_file(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     return 0
 
 
-def state_of(suppression: tuple | None) -> str:
+def state_of(suppression: Suppression | None) -> str:
     """Return the state a suppression row (or its absence) gives an address of the subscriber file."""
     if suppression is None:
         return "active"
-    return "bounced" if suppression[2] == "bounce" else "unsubscribed"
+    return "bounced" if suppression.source == "bounce" else "unsubscribed"
 
 
 # --- one reader --------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def run_add(args: argparse.Namespace, settings: Settings, out: TextIO | None = N
         earlier = store.subscriber(address)
         standing = earlier.on(list_name) if earlier else None
         suppression = ledger.suppression(address)
-        why = f"on the suppression list (source {suppression[2]})" if suppression is not None else \
+        why = f"on the suppression list (source {suppression.source})" if suppression is not None else \
             f"{standing.status} on {list_name}" if standing is not None and standing.status in REFUSING else None
         if why:
             raise InputError(f"{address} is {why}: `distributor subscribers resubscribe {address} --list {list_name}`"
@@ -258,8 +258,8 @@ def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO | 
     with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors():
         earlier = ledger.suppression(address)
         if earlier is not None:
-            print(f"{address} is already {state_of(earlier)} (source {earlier[2]}, since {_iso(earlier[3])})",
-                  file=out)
+            print(f"{address} is already {state_of(earlier)} (source {earlier.source}, "
+                  f"since {_iso(earlier.created_at)})", file=out)
             return 0
         with ledger.transaction():
             ledger.suppress(address, reason=args.reason, source="command")
@@ -286,7 +286,7 @@ def run_resubscribe(args: argparse.Namespace, settings: Settings, out: TextIO | 
     if earlier is None and not lists:
         print(f"{address} is not unsubscribed{f' from {list_name}' if list_name else ''}; nothing to do", file=out)
         return 0
-    said = [f"resubscribed {address}" + (f" (was {state_of(earlier)}, source {earlier[2]})" if earlier else "")]
+    said = [f"resubscribed {address}" + (f" (was {state_of(earlier)}, source {earlier.source})" if earlier else "")]
     if lists:
         said.append(f"active again on {', '.join(lists)}")
     print("; ".join(said), file=out)
@@ -315,7 +315,8 @@ def run_show(args: argparse.Namespace, settings: Settings, out: TextIO | None = 
         for s in reader.subscriptions:
             print(f"list       {s.list}: {s.status} ({s.format}) since {_iso(s.updated_at)}", file=out)
     if suppression is not None:
-        print(f"suppressed since {_iso(suppression[3])}, source {suppression[2]}: {suppression[1] or ''}", file=out)
+        print(f"suppressed since {_iso(suppression.created_at)}, source {suppression.source}: "
+              f"{suppression.reason or ''}", file=out)
     print("history:", file=out)
     for change in history:
         detail = f"  ({change.detail})" if change.detail else ""

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from distributor.audience.standing import READER_SOURCES
 from distributor.errors import StorageError
@@ -66,6 +66,16 @@ STATUSES = ("pending", "uncertain", "sent", "failed")
 SCHEMA_VERSION = 2
 _PLAN_BATCH = 2000      # addresses inserted per statement while a plan streams the subscriber file
 _IN_PLAN = " AND EXISTS (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
+
+
+class Suppression(NamedTuple):
+    """An address that must not be mailed: why, on whose word (`source`: one-click, page, bounce,
+    complaint, command), since when (epoch seconds). A tuple too, for the export's rows."""
+
+    address: str
+    reason: str | None
+    source: str
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -354,17 +364,19 @@ class Ledger:
     def unsuppress(self, address: str) -> bool:
         return self.db.execute("DELETE FROM suppressions WHERE address = ?", (address.lower(),)).rowcount > 0
 
-    def suppressions(self) -> Iterator[tuple[str, str, str, float]]:
-        yield from self.db.execute("SELECT address, reason, source, created_at FROM suppressions ORDER BY address")
+    def suppressions(self) -> Iterator[Suppression]:
+        for row in self.db.execute("SELECT address, reason, source, created_at FROM suppressions ORDER BY address"):
+            yield Suppression(*row)
 
     def is_suppressed(self, address: str) -> bool:
         return self.db.execute("SELECT 1 FROM suppressions WHERE address = ?",
                                (address.lower(),)).fetchone() is not None
 
-    def suppression(self, address: str) -> tuple[str, str | None, str, float] | None:
-        """Return (address, reason, source, time) if `address` is suppressed, else None."""
-        return self.db.execute("SELECT address, reason, source, created_at FROM suppressions WHERE address = ?",
-                               (address.lower(),)).fetchone()
+    def suppression(self, address: str) -> Suppression | None:
+        """Return the suppression of `address`, or None when it may be mailed."""
+        row = self.db.execute("SELECT address, reason, source, created_at FROM suppressions WHERE address = ?",
+                              (address.lower(),)).fetchone()
+        return Suppression(*row) if row else None
 
     # --- deliveries ------------------------------------------------------------------------
 

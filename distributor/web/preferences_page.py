@@ -177,4 +177,4 @@ def _blocked(ledger: Ledger, address: str) -> bool:
     """Whether the address is suppressed by something other than the reader (a bounce, a complaint, a
     command): then the page cannot resume mail."""
     found = ledger.suppression(address)
-    return found is not None and found[2] not in READER_SOURCES
+    return found is not None and found.source not in READER_SOURCES

@@ -305,7 +305,7 @@ class SignupPages:
         on = reader.on(form.list) if reader else None
         suppression = self.ledger.suppression(form.address)
         decision = signup.decide(signup.Standing(
-            on.status if on else None, suppression[2] if suppression else None,
+            on.status if on else None, suppression.source if suppression else None,
             store.mails_since(now - signup.DAY_SECONDS, address=form.address),
             store.requests_since(now - signup.DAY_SECONDS, key)), self.settings)
         if not decision.recorded:
@@ -375,7 +375,7 @@ class SignupPages:
             return "used"
         on = reader.on(list_name)
         suppression = self.ledger.suppression(address)
-        source = suppression[2] if suppression else None
+        source = suppression.source if suppression else None
         if on is not None and on.status == "active" and source is None:
             return "already"
         if signup.blocked(source, on.status if on else None):
