@@ -322,10 +322,10 @@ def run_show(args: argparse.Namespace, settings: Settings, out: TextIO | None = 
         detail = f"  ({change.detail})" if change.detail else ""
         print(f"  {_iso(change.at)}  {change.list}: {change.status}  by {change.source}{detail}", file=out)
     print("consents:", file=out)
-    for list_name, requested, client, form_url, confirmed in consents:
-        print(f"  {list_name}: requested {_iso(requested)} from {client or 'unknown client'} on "
-              f"{form_url or 'unknown form'}; " + (f"confirmed {_iso(confirmed)}" if confirmed else "not confirmed"),
-              file=out)
+    for consent in consents:
+        confirmed = f"confirmed {_iso(consent.confirmed_at)}" if consent.confirmed_at else "not confirmed"
+        print(f"  {consent.list}: requested {_iso(consent.requested_at)} from {consent.client or 'unknown client'}"
+              f" on {consent.form_url or 'unknown form'}; {confirmed}", file=out)
     return 0
 
 

@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from distributor.audience.lists import Route
 from distributor.audience.standing import STATUSES
@@ -97,6 +97,17 @@ class StatusChange:
     source: str
     at: float
     detail: str | None
+
+
+class Consent(NamedTuple):
+    """One signup request of a reader: for which list, when, from which client (its IP address, a keyed
+    hash of it, or None, as `signup.client_address` says), on which form, and when it was confirmed."""
+
+    list: str
+    requested_at: float
+    client: str | None
+    form_url: str | None
+    confirmed_at: float | None
 
 
 @dataclass(frozen=True)
@@ -380,11 +391,11 @@ class SubscriberStore:
                         (self.ledger.clock(), client, row[0]))
         return Confirmed(row[1])
 
-    def consents(self, address: str) -> list[tuple[str, float, str | None, str | None, float | None]]:
-        """Return the reader's signup requests, oldest first: (list, requested at, client, form URL,
-        confirmed at)."""
-        return list(self.db.execute("SELECT list, requested_at, client, form_url, confirmed_at FROM consents"
-                                    " WHERE address = ? ORDER BY requested_at, rowid", (address.lower(),)))
+    def consents(self, address: str) -> list[Consent]:
+        """Return the reader's signup requests, oldest first."""
+        return [Consent(*row) for row in self.db.execute(
+            "SELECT list, requested_at, client, form_url, confirmed_at FROM consents"
+            " WHERE address = ? ORDER BY requested_at, rowid", (address.lower(),))]
 
     def mails_since(self, since: float, *, address: str) -> int:
         """Count the confirmation mails queued to `address` since `since`."""
