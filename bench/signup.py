@@ -81,7 +81,7 @@ channels:
   text: {{enabled: false}}
 smtp: {{host: {HOST}, port: {smtp_port}, security: plain, timeout_seconds: 10.0}}
 ledger: {{path: {folder / 'ledger.sqlite3'}}}
-signup: {{min_fill_seconds: 0, mails_per_client_per_day: 1000000}}
+signup: {{min_fill_seconds: 0, requests_per_client_per_day: 1000000}}
 """, encoding="utf-8")
     return path
 

@@ -158,7 +158,7 @@ class SignupSettings:
         "trusted_proxies": lambda value: ip_address_problem(value)}
     bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "confirm_hours": (0.1, 24 * 90), "mails_per_address_per_day": (1, 100),
-        "mails_per_client_per_day": (1, 1_000_000), "min_fill_seconds": (0, 3600)}
+        "requests_per_client_per_day": (1, 1_000_000), "min_fill_seconds": (0, 3600)}
     # Where readers reach `distributor serve` (the form posts to <public_url>subscribe, confirmation
     # links are <public_url>confirm/<token>); None: the origin and folder of channels.email.unsubscribe_url.
     public_url: str | None = None
@@ -169,7 +169,7 @@ class SignupSettings:
     # Confirmation mails to one address in any 24 hours; signup POSTs accepted from one client (its IP
     # address, its /64 for IPv6), whatever each decided: past it nothing is recorded, the page the same.
     mails_per_address_per_day: int = 3
-    mails_per_client_per_day: int = 20
+    requests_per_client_per_day: int = 20
     # A form sent back sooner than this after it was served is taken for a bot's.
     min_fill_seconds: float = 3.0
     # What the consent record keeps of the client's IP address: a keyed hash of it, all of it, or nothing.

@@ -384,7 +384,7 @@ def store_id_after_signup(port: int, tmp_path: Path, smtp: FaultySmtpServer, add
 def test_confirmation_mails_are_limited_per_address_and_per_client(tmp_path):
     with FaultySmtpServer() as smtp:
         settings = load_settings(write_settings(
-            tmp_path, smtp.port, signup_extra="  mails_per_client_per_day: 7\n  trusted_proxies: [127.0.0.1]"))
+            tmp_path, smtp.port, signup_extra="  requests_per_client_per_day: 7\n  trusted_proxies: [127.0.0.1]"))
         with serving(settings) as port:
             for _ in range(5):
                 assert post_signup(port, "eager@example.org")[0] == 200
@@ -406,7 +406,7 @@ def test_confirmation_mails_are_limited_per_address_and_per_client(tmp_path):
 def test_a_hundred_concurrent_signups(tmp_path):
     with FaultySmtpServer() as smtp:
         settings = load_settings(write_settings(tmp_path, smtp.port,
-                                                signup_extra="  mails_per_client_per_day: 1000"))
+                                                signup_extra="  requests_per_client_per_day: 1000"))
         with serving(settings) as port:
             token = form_token(port)
             distinct = [f"reader{index:03d}@example.org" for index in range(100)]
@@ -431,8 +431,8 @@ def test_two_servers_on_one_ledger_keep_the_limit_of_each_address(tmp_path):
     """Two `serve` processes (or WSGI workers) share the ledger: only its transaction orders their
     signups, and only the outbox's lease keeps them from both sending a mail."""
     with FaultySmtpServer() as smtp:
-        settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra="  mails_per_address_per_day: 1\n"
-                                                                                  "  mails_per_client_per_day: 1000"))
+        limits = "  mails_per_address_per_day: 1\n  requests_per_client_per_day: 1000"
+        settings = load_settings(write_settings(tmp_path, smtp.port, signup_extra=limits))
         addresses = [f"reader{index:02d}@example.org" for index in range(50)]
         with serving(settings) as first, serving(settings) as second:
             token = form_token(first)
@@ -694,7 +694,7 @@ def control_mail_queued(folder: Path, *, target_active: bool) -> bool:
     """A client with a budget of three POSTs two addresses of its own, the target, then a third of its
     own: whether that last one got a mail."""
     folder.mkdir()
-    settings = load_settings(write_settings(folder, 1, signup_extra="  mails_per_client_per_day: 3"))
+    settings = load_settings(write_settings(folder, 1, signup_extra="  requests_per_client_per_day: 3"))
     if target_active:
         with store_of(folder) as store, store.ledger.transaction():
             store.save("target@example.org")
@@ -713,7 +713,7 @@ def test_the_client_budget_does_not_tell_whether_an_address_is_subscribed(tmp_pa
 
 
 def test_a_client_past_its_budget_records_nothing(tmp_path):
-    settings = load_settings(write_settings(tmp_path, 1, signup_extra="  mails_per_client_per_day: 2"))
+    settings = load_settings(write_settings(tmp_path, 1, signup_extra="  requests_per_client_per_day: 2"))
     with serving(settings, mailer=False) as port:
         token = form_token(port)
         answers = {post_signup(port, address, token=token) for address in ("a@example.org", "b@example.org")}

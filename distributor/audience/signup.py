@@ -4,7 +4,7 @@
 status on the list becomes `unconfirmed` and whether a confirmation mail is queued. It never says
 anything the form's answer could show: the page is the same whatever it decides, so that the form
 does not tell strangers who is subscribed. Nor may what one POST decides show in the next: every
-accepted POST costs its client one of `signup.mails_per_client_per_day`, whatever it decided, and a
+accepted POST costs its client one of `signup.requests_per_client_per_day`, whatever it decided, and a
 client past that budget has nothing recorded at all.
 
 A confirmation lifts only a suppression the reader made (`standing.READER_SOURCES`); a bounce, a
@@ -80,14 +80,14 @@ def blocked(suppression: str | None, status: str | None) -> bool:
 
 
 def decide(standing: Standing, settings: Settings) -> Decision:
-    """Say what a signup does. A client past `signup.mails_per_client_per_day` POSTs in 24 hours gets
+    """Say what a signup does. A client past `signup.requests_per_client_per_day` POSTs in 24 hours gets
     nothing done, before anything about the address is looked at. Otherwise a new or unconfirmed
     address becomes (stays) `unconfirmed`, and a confirmation mail goes out unless the reader is
     active already, the signup is `blocked`, or the address had `signup.mails_per_address_per_day`
     mails. An unsubscribed reader is mailed (they may be asking back) and stays unsubscribed until
     they confirm."""
     limits = settings.signup
-    if standing.requests_from_client >= limits.mails_per_client_per_day:
+    if standing.requests_from_client >= limits.requests_per_client_per_day:
         return Decision("client_limit", False)
     refused = blocked(standing.suppression, standing.status)
     mark = not refused and standing.status in (None, "unconfirmed")
