@@ -17,6 +17,7 @@ import pytest
 
 from distributor.errors import StorageError
 from distributor.ledger.store import SCHEMA_VERSION, Ledger, open_ledger
+from distributor.ledger.subscribers import SubscriberStore
 from distributor.schedule.jobs import JobStore
 from distributor.settings import LedgerSettings
 
@@ -355,3 +356,35 @@ def test_a_ledger_of_the_first_layout_is_brought_up_to_date_and_a_newer_one_refu
     newer.close()
     with pytest.raises(StorageError, match="written by a newer distributor"):
         Ledger(path)
+
+
+def test_a_suppression_is_recorded_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        store = SubscriberStore(ledger)
+        store.save("ann@example.org")
+        store.set_status("ann@example.org", "weekly", "active", source="import")
+        # The history line of the list's mark fails, as a full disk would fail it half-way.
+        ledger.db.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON subscription_history"
+                          " BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+            ledger.suppress("ann@example.org", reason="550 5.1.1", source="bounce")
+        assert not ledger.db.in_transaction
+        assert ledger.suppression("ann@example.org") is None
+        assert store.subscriber("ann@example.org").on("weekly").status == "active"
+
+
+def test_a_commit_that_fails_is_rolled_back_and_joins_no_later_transaction(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        # A deferred foreign key is checked at COMMIT: the commit itself fails, as on a full disk.
+        ledger.db.execute("PRAGMA foreign_keys = ON")
+        ledger.db.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+        ledger.db.execute("CREATE TEMP TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY"
+                          " DEFERRED)")
+        with pytest.raises(sqlite3.IntegrityError), ledger.transaction():
+            ledger.save_checkpoint("weekly", "wechat", "draft", "told-it-failed")
+            ledger.db.execute("INSERT INTO child VALUES (1)")
+        assert not ledger.db.in_transaction
+        with ledger.transaction():
+            ledger.save_checkpoint("weekly", "wechat", "publish", "later")
+        assert ledger.checkpoints("weekly", "wechat") == {"publish": "later"}

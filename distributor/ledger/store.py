@@ -310,15 +310,18 @@ class Ledger:
         """Run the block as one write transaction: under the write lock from its start (`begin`),
         committed when it ends, rolled back when it raises. Entered while a transaction is open (the
         row run's group commit), it joins it and commits it whole. SQLite errors pass as they are;
-        `storage_errors()` around the caller says what they mean."""
+        `storage_errors()` around the caller says what they mean. A COMMIT that fails (a full disk) is
+        rolled back too: the connection is shared by the web pages' requests, and the next one must not
+        join, and commit, what this one was told had failed."""
         self.begin()
         try:
             yield
+            self.commit()
         except BaseException:
             if self.db.in_transaction:          # SQLite has already rolled back after some errors
-                self.db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
-        self.commit()
 
     def begin(self) -> None:
         """Open a transaction unless one is open: later writes wait for `commit` to become durable.
@@ -355,11 +358,14 @@ class Ledger:
         lists in the subscriber store say so too, in their history."""
         folded, now = address.lower(), self.clock()
         readers = ",".join("?" * len(READER_SOURCES))
-        self.db.execute("INSERT INTO suppressions VALUES (?, ?, ?, ?) ON CONFLICT (address) DO UPDATE"
-                        " SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at"
-                        f" WHERE suppressions.source IN ({readers}) AND excluded.source NOT IN ({readers})",
-                        (folded, reason, source, now, *READER_SOURCES, *READER_SOURCES))
-        subscribers.mark_suppressed(self.db, folded, source, reason, now)
+        # The suppression and its lists' marks, whole or not at all: inside a transaction already open (the
+        # row run's round, a caller's block) they are part of it; else a transaction of their own.
+        with contextlib.nullcontext() if self.db.in_transaction else self.transaction():
+            self.db.execute("INSERT INTO suppressions VALUES (?, ?, ?, ?) ON CONFLICT (address) DO UPDATE"
+                            " SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at"
+                            f" WHERE suppressions.source IN ({readers}) AND excluded.source NOT IN ({readers})",
+                            (folded, reason, source, now, *READER_SOURCES, *READER_SOURCES))
+            subscribers.mark_suppressed(self.db, folded, source, reason, now)
 
     def unsuppress(self, address: str) -> bool:
         return self.db.execute("DELETE FROM suppressions WHERE address = ?", (address.lower(),)).rowcount > 0
