@@ -14,6 +14,7 @@ from distributor.ledger.subscribers import SubscriberStore
 from distributor.settings import Settings, load_settings
 
 from .conftest import UNSUBSCRIBE_SECRET
+from .test_subscriber_commands import run
 from .test_unsubscribe import one_click_multipart, one_click_urlencoded, request, running
 
 pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
@@ -65,6 +66,11 @@ def checkboxes(page: str) -> dict[str, bool]:
     """Map each list checkbox of the page to whether it is ticked."""
     return {found[1]: bool(found[2]) for found in
             re.finditer(r'<input type="checkbox" name="list" value="([^"]+)"( checked)?>', page)}
+
+
+def refused(page: str) -> list[str]:
+    """The lists the page shows as not tickable: a checkbox with no name, disabled."""
+    return re.findall(r'<input type="checkbox" value="([^"]+)" disabled>', page)
 
 
 def radios(page: str) -> dict[str, tuple[list[str], str | None]]:
@@ -185,6 +191,42 @@ def test_a_suppression_the_reader_did_not_make_stays_and_the_page_says_so(tmp_pa
     assert suppression(tmp_path)[2] == source
     # No list became active; the format the reader chose is kept for when mail resumes.
     assert standing(tmp_path) == {"weekly": (blocked["weekly"][0], "text")}
+
+
+def test_a_list_that_bounced_or_complained_stays_so_when_ticked_and_the_page_says_so(tmp_path):
+    token = store_reader(tmp_path, {"weekly": ("active", "email"), "news": ("active", "email"),
+                                    "plain": ("complained", "text"), "digest": ("unsubscribed", "email")})
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger, ledger.transaction():
+        ledger.suppress(READER, reason="550 5.1.1 no such user", source="bounce")
+    settings = settings_for(tmp_path)
+    # The publisher lifts the suppression for weekly only: news stays bounced with nothing behind it.
+    assert run(tmp_path / "settings.yaml", "subscribers", "resubscribe", READER, "--list", "weekly")[0] == 0
+    assert suppression(tmp_path) is None
+    line = "This address cannot be mailed on this list"
+    with running(settings) as port:
+        page = request(port, "GET", f"/unsubscribe/{token}")[2]
+        assert checkboxes(page) == {"weekly": True, "digest": False}
+        assert refused(page) == ["news", "plain"] and page.count(line) == 2
+        assert "cannot be mailed at present" not in page
+        # A POST that ticks them anyway (an old page, a crafted request) leaves them as they are.
+        status, page = save(port, token, form("weekly", "news", "plain", "digest", weekly="text"))
+        assert status == 200 and "Saved" in page and refused(page) == ["news", "plain"]
+        assert checkboxes(page) == {"weekly": True, "digest": True}
+    # The list the reader had left is theirs to tick again; the format chosen is kept.
+    assert standing(tmp_path) == {"weekly": ("active", "text"), "news": ("bounced", "email"),
+                                  "plain": ("complained", "text"), "digest": ("active", "email")}
+    assert history(tmp_path)[-1:] == [("digest", "active", "preferences")]
+    assert ("news", "active", "preferences") not in history(tmp_path) and suppression(tmp_path) is None
+
+
+def test_ticking_only_a_bounced_list_does_not_lift_the_readers_own_suppression(tmp_path):
+    token = store_reader(tmp_path, {"weekly": ("bounced", "email"), "news": ("active", "email")})
+    with running(settings_for(tmp_path)) as port:
+        assert one_click_urlencoded(port, token)[0] == 200
+        assert save(port, token, form("weekly"))[0] == 200
+    # Nothing would be mailed: the reader's unsubscribe stays whole.
+    assert suppression(tmp_path)[2] == "one-click"
+    assert standing(tmp_path) == {"weekly": ("bounced", "email"), "news": ("unsubscribed", "email")}
 
 
 def test_one_click_and_the_button_still_unsubscribe_a_store_reader_from_everything(tmp_path):

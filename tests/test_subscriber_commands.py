@@ -19,6 +19,7 @@ from distributor.errors import InputError
 from distributor.ledger.importing import import_subscribers
 from distributor.ledger.store import Ledger
 from distributor.ledger.subscribers import SubscriberStore
+from distributor.web import preferences_page
 
 from .publish_helpers import configure, received_by, run_publish
 from .smtp_server import FaultySmtpServer
@@ -451,6 +452,29 @@ def test_add_unsubscribe_resubscribe_show_and_remove_one_reader(tmp_path):
     assert status == 0 and shown.splitlines()[0].startswith("suppressed since ")
     status, _, err = run(settings, "subscribers", "show", "nobody@example.org")
     assert (status, err) == (2, "distributor: error: ADDRESS: nobody@example.org is not in the subscriber store\n")
+
+
+def test_unsubscribe_makes_a_readers_own_unsubscribe_the_publishers(tmp_path):
+    settings = settings_for(tmp_path)
+    ledger_path = tmp_path / "ledger.sqlite3"
+    assert run(settings, "subscribers", "add", "ann@example.org", "--list", "weekly")[0] == 0
+    with Ledger(ledger_path) as ledger, ledger.transaction():       # as the one-click link does
+        ledger.suppress("ann@example.org", reason="one-click unsubscribe", source="one-click")
+    status, out, _ = run(settings, "subscribers", "unsubscribe", "ann@example.org", "--reason", "asked by phone")
+    assert status == 0 and re.fullmatch(
+        rf"unsubscribed ann@example\.org by command \(the reader had unsubscribed by one-click, since {ISO}\); "
+        r"only `distributor subscribers resubscribe` lifts it\n", out)
+    with Ledger(ledger_path) as ledger:
+        found = ledger.suppression("ann@example.org")
+        assert found is not None and (found.source, found.reason) == ("command", "asked by phone")
+        # What a reader may lift is theirs only: a ticked preference no longer resumes mail.
+        assert preferences_page.save(ledger, "ann@example.org", preferences_page.Choice(frozenset({"weekly"}), {}),
+                                     (preferences_page.ListOffer("weekly", ("email",)),)) is not None
+        assert ledger.suppression("ann@example.org") == found
+    assert statuses(ledger_path) == {"ann@example.org": "unsubscribed"}
+    # Once the publisher's, it is "already" so.
+    assert re.fullmatch(rf"ann@example\.org is already unsubscribed \(source command, since {ISO}\)\n",
+                        run(settings, "subscribers", "unsubscribe", "ann@example.org")[1])
 
 
 @pytest.mark.parametrize("argv, expected", [

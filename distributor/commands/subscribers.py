@@ -18,7 +18,7 @@ from typing import TextIO
 
 from distributor import registry
 from distributor.audience.lists import known_lists, lists_by_channel
-from distributor.audience.standing import LANGUAGES, REFUSING, STATUSES
+from distributor.audience.standing import LANGUAGES, READER_SOURCES, REFUSING, STATUSES
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
 from distributor.files import write_files
@@ -236,7 +236,9 @@ def run_remove(args: argparse.Namespace, settings: Settings, out: TextIO | None 
 
 def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     """With --list: that list only (status unsubscribed, source "command"). Without: suppress the address
-    with source "command", which marks every list; an address already suppressed stays as it was."""
+    with source "command", which marks every list. An address the reader suppressed themself (one-click,
+    the page's button) gets the source "command" too: theirs is one a confirmed signup or a ticked
+    preference lifts, the publisher's is not. One suppressed by anything else stays as it was."""
     out = out or sys.stdout
     address = _address(args.address)
     if args.list:
@@ -257,13 +259,17 @@ def run_unsubscribe(args: argparse.Namespace, settings: Settings, out: TextIO | 
         return 0
     with open_ledger(settings.ledger, create=True) as ledger, ledger.storage_errors():
         earlier = ledger.suppression(address)
-        if earlier is not None:
+        if earlier is not None and earlier.source not in READER_SOURCES:
             print(f"{address} is already {state_of(earlier)} (source {earlier.source}, "
                   f"since {_iso(earlier.created_at)})", file=out)
             return 0
         with ledger.transaction():
-            ledger.suppress(address, reason=args.reason, source="command")
-    print(f"unsubscribed {address}", file=out)
+            ledger.suppress(address, reason=args.reason, source="command")     # replaces a reader-made source
+    if earlier is not None:
+        print(f"unsubscribed {address} by command (the reader had unsubscribed by {earlier.source}, since "
+              f"{_iso(earlier.created_at)}); only `distributor subscribers resubscribe` lifts it", file=out)
+    else:
+        print(f"unsubscribed {address}", file=out)
     return 0
 
 

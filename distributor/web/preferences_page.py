@@ -7,7 +7,11 @@ Saving ticks lists `active` and unticks those they were on, with `preferences` a
 
 A suppression the reader made themself (one-click, the page's button) is lifted when they tick a
 list again: the link in their mail proves the address is theirs. One from a bounce, a complaint or
-a command is not; the page says the address cannot be mailed, and no list becomes active.
+a command is not; the page says the address cannot be mailed, and no list becomes active. Nor does
+a list whose own status is `bounced` or `complained` (an import, or a publisher who lifted the
+suppression for another list): the page shows it without a checkbox to tick, and a POST that ticks
+it leaves it as it is. Both are `signup.blocked`, so the page refuses what the signup refuses. A
+list the reader left (here, or by one-click) is theirs to tick again.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from distributor import registry
 from distributor.audience.lists import formats_offered, known_lists, lists_by_channel
-from distributor.audience.standing import READER_SOURCES
+from distributor.audience.signup import blocked
 from distributor.ledger.subscribers import StoredSubscriber, SubscriberStore
 from distributor.render.templating import environment
 from distributor.settings import Settings
@@ -35,6 +39,7 @@ _WORDS = {
         "saved": ("已保存", "你的订阅设置已保存。"),
         "refused": ("未保存", "请求中有未知的列表或格式，没有做任何更改。请使用订阅设置页面上的表单。"),
         "blocked": "这个地址目前不能接收邮件（投递被退回、被投诉或由发布者停止）；勾选列表不会恢复发送。",
+        "list_blocked": "这个地址不能接收这个列表的邮件（投递被退回或被投诉）。",
         "lists": "列表", "format": "格式：", "save": "保存设置", "all": "不想再收到任何邮件：",
         "formats": {"email": "邮件", "text": "纯文本"},
     },
@@ -45,6 +50,7 @@ _WORDS = {
                                  "changed. Please use the form on the preferences page."),
         "blocked": "This address cannot be mailed at present (a delivery bounced, a complaint, or the publisher "
                    "stopped it); ticking a list does not resume mail.",
+        "list_blocked": "This address cannot be mailed on this list (a delivery bounced, or a complaint).",
         "lists": "Lists", "format": "Format:", "save": "Save", "all": "To receive nothing at all:",
         "formats": {"email": "Email", "text": "Plain text"},
     },
@@ -68,6 +74,7 @@ class ListStanding:
     formats: tuple[str, ...]
     ticked: bool
     format: str
+    blocked: bool       # bounced or complained on this list: not the reader's to tick
 
 
 @dataclass(frozen=True)
@@ -123,8 +130,9 @@ def preferences(ledger: Ledger, subscriber: StoredSubscriber, offered: tuple[Lis
         on = subscriber.on(offer.name)
         current = on.format if on is not None else "email"
         shown = current if current in offer.formats or not offer.formats else offer.formats[0]
-        standings.append(ListStanding(offer.name, offer.formats, on is not None and on.status == "active", shown))
-    return Preferences(tuple(standings), _blocked(ledger, subscriber.address))
+        status = _status(subscriber, offer.name)
+        standings.append(ListStanding(offer.name, offer.formats, status == "active", shown, blocked(None, status)))
+    return Preferences(tuple(standings), blocked(_suppression_source(ledger, subscriber.address), None))
 
 
 def save(ledger: Ledger, address: str, choice: Choice, offered: tuple[ListOffer, ...]) -> StoredSubscriber | None:
@@ -135,12 +143,13 @@ def save(ledger: Ledger, address: str, choice: Choice, offered: tuple[ListOffer,
         subscriber = store.subscriber(address)
         if subscriber is None:
             return None
-        blocked = _blocked(ledger, address)
-        if choice.ticked and not blocked and ledger.is_suppressed(address):
+        source = _suppression_source(ledger, address)
+        resumed = {name for name in choice.ticked if not blocked(source, _status(subscriber, name))}
+        if resumed and source is not None:
             ledger.unsuppress(address)      # the reader's own suppression: they ask for mail again
         for offer in offered:
             on, wanted = subscriber.on(offer.name), choice.formats.get(offer.name)
-            if offer.name in choice.ticked and not blocked:
+            if offer.name in resumed:
                 # A new list that one channel sends is read through that channel.
                 joined = offer.formats[0] if on is None and len(offer.formats) == 1 else None
                 store.set_status(address, offer.name, "active", source=SOURCE, format=wanted or joined)
@@ -173,8 +182,11 @@ def refusal(settings: Settings, language: str) -> str:
         language=language, site_name=settings.site.name, heading=heading, message=message)
 
 
-def _blocked(ledger: Ledger, address: str) -> bool:
-    """Whether the address is suppressed by something other than the reader (a bounce, a complaint, a
-    command): then the page cannot resume mail."""
+def _suppression_source(ledger: Ledger, address: str) -> str | None:
     found = ledger.suppression(address)
-    return found is not None and found.source not in READER_SOURCES
+    return found.source if found is not None else None
+
+
+def _status(subscriber: StoredSubscriber, list_name: str) -> str | None:
+    on = subscriber.on(list_name)
+    return on.status if on is not None else None
