@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from distributor.audience import unsubscribe
 from distributor.ledger.store import Ledger
 from distributor.ledger.subscribers import SubscriberStore
 from distributor.settings import load_settings
 
 from .conftest import EXAMPLE
-from .publish_helpers import cli, fast_retry_and_ledger, ledger_rows, received_by, run_publish
+from .publish_helpers import SECRET, cli, fast_retry_and_ledger, ledger_rows, received_by, run_publish
 from .smtp_server import FaultySmtpServer
 from .test_preferences import checkboxes, radios
 from .test_unsubscribe import request, running
@@ -179,3 +180,20 @@ def test_a_subscriber_file_with_a_status_column_mails_its_active_rows_only(tmp_p
         status, _, err = run_publish(settings)
         assert status == 0, err
     assert sorted(received_by(smtp)) == ["plain@example.org", "yes@example.org"]
+
+
+def test_a_disabled_channel_is_no_format_its_readers_get_the_list_through_the_others(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = configure(tmp_path, smtp)
+        text = settings.read_text(encoding="utf-8").replace("    lists: [weekly]\n  wechat:",
+                                                            "    lists: [weekly]\n    enabled: false\n  wechat:")
+        settings.write_text(text, encoding="utf-8")
+        put(tmp_path, {"html@example.org": {"weekly": ("active", "email")},
+                       "plain@example.org": {"weekly": ("active", "text")}})
+        assert run_publish(settings)[0] == 0
+        with running(load_settings(settings)) as port:
+            with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+                token = unsubscribe.sign(ledger.subscriber_id("plain@example.org"), SECRET)
+            page = request(port, "GET", f"/unsubscribe/{token}")[2]
+    assert kinds(smtp) == {"html@example.org": ["html"], "plain@example.org": ["html"]}
+    assert radios(page) == {}                       # nothing to choose between

@@ -26,8 +26,10 @@ class Route:
 
 
 def lists_by_channel(channels: Iterable[RowChannel], settings: Settings) -> dict[str, tuple[str, ...]]:
-    """Return the lists each row channel names, by channel, for those that name any."""
-    return {channel.name: lists for channel in channels if (lists := channel.recipient_lists(settings))}
+    """Return the lists each enabled row channel names, by channel, for those that name any. A disabled
+    channel sends nothing, so it is no format to choose: its readers get the list through the others."""
+    return {channel.name: lists for channel in channels
+            if settings.channels[channel.name].enabled and (lists := channel.recipient_lists(settings))}
 
 
 def routes(channel: str, served: dict[str, tuple[str, ...]]) -> tuple[Route, ...]:
