@@ -150,7 +150,7 @@ def nonce_of(tmp_path: Path, address: str) -> str:
 
 
 def drained(tmp_path: Path) -> bool:
-    return "pending" not in outbox(tmp_path)
+    return not {"pending", "sending"} & outbox(tmp_path).keys()
 
 
 def confirmation_link(message: email.message.EmailMessage) -> str:
@@ -589,11 +589,12 @@ def test_each_mail_is_recorded_sent_before_the_next_is_handed_over(tmp_path):
             post_signup(port, "first@example.org")
             post_signup(port, "second@example.org")
         with outbox_running(settings):
-            # The relay keeps the second mail unanswered: a crash now must not send the first again.
+            # The relay keeps the second mail unanswered: a crash now must send neither again (the second
+            # is claimed, `sending`: a later outbox fails it).
             wait_for(lambda: len(smtp.withheld) == 1, "the second mail to be held")
             with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
                 rows = db.execute("SELECT address, status, attempts FROM signup_mails ORDER BY id").fetchall()
-            assert rows == [("first@example.org", "sent", 1), ("second@example.org", "pending", 0)]
+            assert rows == [("first@example.org", "sent", 1), ("second@example.org", "sending", 1)]
             smtp.release()
             wait_for(lambda: drained(tmp_path), "the outbox")
         # The held mail's hand-over is uncertain: failed, never sent twice.
@@ -612,6 +613,108 @@ def test_a_relay_limiting_the_sender_costs_no_attempt(tmp_path):
         with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
             assert db.execute("SELECT status, attempts FROM signup_mails").fetchall() == [("sent", 1)]
         assert smtp.connections_opened == 3
+
+
+@contextlib.contextmanager
+def outbox_waking(settings: Settings) -> Iterator[None]:
+    """The outbox alone, waking every 0.05 s: a mail left behind comes up again at once."""
+    mailer = SignupMailer(settings, threading.Event(), wake_seconds=0.05)
+    mailer.start()
+    try:
+        yield
+    finally:
+        mailer.stop(TIMEOUT)
+
+
+def mails(tmp_path: Path) -> dict[str, tuple[str, int, str | None]]:
+    """The outbox's mails as {address: (status, attempts, last error)}."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db:
+        return {row[0]: tuple(row[1:]) for row in db.execute(
+            "SELECT address, status, attempts, last_error FROM signup_mails")}
+
+
+def test_a_mail_whose_outcome_could_not_be_recorded_is_failed_never_sent_again(tmp_path, caplog):
+    """The relay took the mail, then the ledger was locked (a long import) past
+    ledger.lock_timeout_seconds when the outbox came to record it: the mail was claimed `sending` before
+    the hand-over, so the next wake fails it instead of sending it again."""
+    with FaultySmtpServer(hold_after_messages=0) as smtp:
+        path = write_settings(tmp_path, smtp.port)
+        path.write_text(path.read_text().replace("ledger: {path:", "ledger: {lock_timeout_seconds: 0.2, path:"))
+        settings = load_settings(path)
+        with serving(settings, mailer=False) as port:
+            post_signup(port, "once@example.org")
+        with outbox_waking(settings):
+            wait_for(lambda: len(smtp.withheld) == 1, "the mail to be handed over")
+            with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)) as db:
+                db.execute("BEGIN IMMEDIATE")
+                smtp.release()
+                wait_for(lambda: any("outbox failed" in record.getMessage() for record in caplog.records),
+                         "the outbox to fail recording the attempt")
+                db.execute("ROLLBACK")
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        assert smtp.messages == [] and len(smtp.withheld) == 1
+        status, attempts, error = mails(tmp_path)["once@example.org"]
+        assert attempts == 1 and "uncertain" in error
+
+
+def test_a_mail_a_crash_left_sending_is_failed_not_sent(tmp_path):
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings, mailer=False) as port:
+            post_signup(port, "crashed@example.org")
+            post_signup(port, "waiting@example.org")
+        with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite3")) as db, db:
+            # As an outbox that died during the hand-over leaves it.
+            db.execute("UPDATE signup_mails SET status = 'sending', attempts = 1 WHERE address = 'crashed@example.org'")
+        with outbox_running(settings):
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        assert [m.rcpt_tos for m in smtp.messages] == [("waiting@example.org",)]
+        assert mails(tmp_path)["crashed@example.org"][:2] == ("failed", 1)
+        assert mails(tmp_path)["waiting@example.org"][:2] == ("sent", 1)
+
+
+def test_a_mail_is_not_sent_once_its_address_was_suppressed_or_erased_while_it_waited(tmp_path):
+    """The outbox read its page of mails; then, while the relay held the first, the publisher
+    unsubscribed one address, an issue's bounce suppressed another and a third reader was erased."""
+    with FaultySmtpServer(hold_after_messages=0) as smtp:
+        path = write_settings(tmp_path, smtp.port)
+        settings = load_settings(path)
+        addresses = ("held", "told", "bounced", "gone", "kept")
+        with serving(settings, mailer=False) as port:
+            for address in addresses:
+                post_signup(port, f"{address}@example.org")
+        with outbox_running(settings):
+            wait_for(lambda: len(smtp.withheld) == 1, "the first mail to be held")
+            assert cli.main(["--settings", str(path), "subscribers", "unsubscribe", "told@example.org"]) == 0
+            assert cli.main(["--settings", str(path), "subscribers", "remove", "gone@example.org"]) == 0
+            with Ledger(tmp_path / "ledger.sqlite3") as ledger, ledger.transaction():
+                ledger.suppress("bounced@example.org", reason="550 5.1.1 no such user", source="bounce")
+            smtp.release()
+            wait_for(lambda: drained(tmp_path), "the outbox")
+        assert [m.rcpt_tos for m in smtp.messages] == [("kept@example.org",)]
+        found = mails(tmp_path)
+        assert "gone@example.org" not in found
+        for address, source in (("told", "command"), ("bounced", "bounce")):
+            status, attempts, error = found[f"{address}@example.org"]
+            assert (status, attempts) == ("failed", 0) and source in error
+
+
+def test_confirming_one_link_makes_the_older_links_of_that_list_useless(tmp_path):
+    """A reader asked twice and confirmed with the second mail, then left with the one-click link: the
+    first mail's link must not put them back on the list."""
+    with FaultySmtpServer() as smtp:
+        settings = load_settings(write_settings(tmp_path, smtp.port))
+        with serving(settings) as port:
+            post_signup(port, "twice@example.org")
+            post_signup(port, "twice@example.org")
+            wait_for(lambda: len(smtp.messages) == 2, "the two confirmation mails")
+            first, second = (path_of(confirmation_link(parsed(m.data))) for m in smtp.messages)
+            assert confirm(port, second)[0] == 200
+            one_click(port, tmp_path, "twice@example.org")
+            assert confirm(port, first)[0] == 410
+        with store_of(tmp_path) as store:
+            assert store.subscriber("twice@example.org").on("weekly").status == "unsubscribed"
+            assert store.ledger.is_suppressed("twice@example.org")
 
 
 def test_serve_mails_signups_logs_no_address_and_stops_on_sigterm(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from distributor.audience.lists import Route, formats_offered, known_lists, routes
 from distributor.ledger.store import SCHEMA_VERSION, Ledger
-from distributor.ledger.subscribers import SubscriberStore
+from distributor.ledger.subscribers import MailClaim, MailToSend, SubscriberStore
 
 
 class Clock:
@@ -176,8 +176,11 @@ def test_a_consent_request_is_confirmed_once_by_its_nonce_alone(ledger: Ledger) 
 def test_a_sent_or_failed_confirmation_mail_loses_its_message(ledger: Ledger) -> None:
     store = SubscriberStore(ledger)
     for address in ("a@example.org", "b@example.org", "c@example.org"):
+        join(store, address, status="unconfirmed")
         store.queue_mail(address, "client", "bounces@example.org", b"link " + address.encode())
     first, second, third = store.mails_to_send(10)
+    for mail in (first, second, third):
+        store.claim_mail(mail.id)
     store.mail_done(first.id, "sent")
     store.mail_done(second.id, "failed", error="550 5.1.1")
     store.mail_done(third.id, "pending", error="451 later")
@@ -210,6 +213,7 @@ def test_the_purge_erases_stale_unconfirmed_signups_only(ledger: Ledger) -> None
         assert ledger.db.execute(f"SELECT COUNT(*) FROM {table} WHERE address IN"
                                  " ('stale@example.org', 'refused@example.org')").fetchone()[0] == 0, table
     assert store.subscriber_by_id(stale_id) is None
+    assert store.requests_since(0, "client") == 2 and store.forget_requests(cutoff) == 1
     assert store.requests_since(0, "client") == 1
     assert store.purge_unconfirmed(cutoff) == 0
 
@@ -245,3 +249,86 @@ def test_a_ledger_of_the_previous_layout_gains_the_store(tmp_path: Path) -> None
         assert ledger.counts("weekly") == {"email": {"pending": 1}}
         join(SubscriberStore(ledger), "b@example.org")
         assert SubscriberStore(ledger).subscriber("b@example.org") is not None
+
+
+def test_confirming_a_request_closes_the_older_and_other_open_requests_of_that_list(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    join(store, "ann@example.org", status="unconfirmed")
+    for nonce, list_name in (("first", "weekly"), ("second", "weekly"), ("digest", "digest")):
+        store.record_request("ann@example.org", list_name, nonce=nonce, client=None, form_url=None)
+    assert store.confirm_request("ann@example.org", "weekly", "second", client=None) is not None
+    # An older link of the same list can no longer confirm (after a later unsubscribe, say) ...
+    assert store.confirm_request("ann@example.org", "weekly", "first", client=None) is None
+    # ... the open request of another list still can, and so can a request made after the confirmation.
+    assert store.confirm_request("ann@example.org", "digest", "digest", client=None) is not None
+    store.record_request("ann@example.org", "weekly", nonce="third", client=None, form_url=None)
+    assert store.confirm_request("ann@example.org", "weekly", "third", client=None) is not None
+    # The closed request stays in the record, never confirmed.
+    assert [consent.confirmed_at is None for consent in store.consents("ann@example.org")] == \
+        [True, False, False, False]
+
+
+def test_a_mail_is_claimed_before_its_hand_over_and_only_while_it_may_still_go(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    addresses = ("ok@example.org", "bounced@example.org", "told@example.org", "left@example.org",
+                 "gone@example.org")
+    for address in addresses:
+        join(store, address, status="unconfirmed")
+        store.queue_mail(address, "client", "bounces@example.org", b"link " + address.encode())
+    mails = {mail.address: mail for mail in store.mails_to_send(10)}
+    ledger.suppress("bounced@example.org", reason="550 5.1.1 no such user", source="bounce")
+    ledger.suppress("told@example.org", reason="on request", source="command")
+    ledger.suppress("left@example.org", reason="List-Unsubscribe one-click", source="one-click")
+    store.remove("gone@example.org")
+    claims = {address: store.claim_mail(mails[address].id) for address in addresses}
+    assert claims["ok@example.org"].mail == MailToSend(mails["ok@example.org"].id, "ok@example.org",
+                                                       "bounces@example.org", b"link ok@example.org", 1)
+    # A suppression the reader made does not stop the mail: they may be asking back.
+    assert claims["left@example.org"].mail is not None
+    for address, source in (("bounced@example.org", "bounce"), ("told@example.org", "command")):
+        assert claims[address].mail is None and source in claims[address].withheld
+    assert claims["gone@example.org"] == MailClaim(None, None)
+    status = dict(ledger.db.execute("SELECT address, status || ' ' || attempts || ' ' || length(message)"
+                                    " FROM signup_mails").fetchall())
+    assert status == {"ok@example.org": "sending 1 19", "left@example.org": "sending 1 21",
+                      "bounced@example.org": "failed 0 0", "told@example.org": "failed 0 0"}
+    # A claimed mail is claimed once: another outbox, or a later wake, finds it taken.
+    assert store.claim_mail(mails["ok@example.org"].id) == MailClaim(None, None)
+
+
+def test_a_mail_left_sending_is_failed_and_an_outcome_moves_only_a_sending_mail(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    for address in ("a@example.org", "b@example.org", "c@example.org"):
+        join(store, address, status="unconfirmed")
+        store.queue_mail(address, "client", "bounces@example.org", b"link")
+    first, second, third = store.mails_to_send(10)
+    assert store.claim_mail(first.id).mail is not None and store.claim_mail(second.id).mail is not None
+    store.mail_done(second.id, "pending", error="450 4.7.1 sender rate limited", uncount=True)
+    assert store.fail_uncertain_mails() == 1
+    store.mail_done(first.id, "sent")               # too late: another outbox failed it as uncertain
+    store.mail_done(third.id, "sent")               # never claimed: not handed over
+    rows = ledger.db.execute("SELECT status, attempts, length(message) FROM signup_mails ORDER BY id").fetchall()
+    assert rows == [("failed", 1, 0), ("pending", 0, 4), ("pending", 0, 4)]
+    assert "uncertain" in ledger.db.execute("SELECT last_error FROM signup_mails WHERE id = ?",
+                                            (first.id,)).fetchone()[0]
+
+
+def test_the_purge_goes_a_batch_at_a_time_and_keeps_the_id_an_issue_mailed(ledger: Ledger) -> None:
+    store = SubscriberStore(ledger)
+    addresses = [f"stranger{i}@example.net" for i in range(5)]
+    for address in addresses:
+        join(store, address, status="unconfirmed")
+        store.record_request(address, "weekly", nonce=address, client=None, form_url=None)
+    ledger.plan("weekly", "email", "hash", [("Stranger3@example.net", None)])
+    mailed_id = ledger.subscriber_id("stranger3@example.net")
+    cutoff, statements = ledger.clock(), []
+    ledger.db.set_trace_callback(statements.append)
+    assert [store.purge_unconfirmed(cutoff, limit=2) for _ in range(4)] == [2, 2, 1, 0]
+    ledger.db.set_trace_callback(None)
+    assert list(store.subscribers()) == []
+    assert [row[0] for row in ledger.db.execute("SELECT address FROM subscriber_ids")] == ["stranger3@example.net"]
+    assert ledger.address_for(mailed_id) == "stranger3@example.net"
+    # The look for an issue's delivery is an index lookup, not a scan of every delivery per address.
+    (erase_ids, *_) = [statement for statement in statements if "FROM deliveries" in statement]
+    plan = [row[3] for row in ledger.db.execute(f"EXPLAIN QUERY PLAN {erase_ids}")]
+    assert "SEARCH deliveries USING COVERING INDEX deliveries_by_address (<expr>=?)" in plan, plan

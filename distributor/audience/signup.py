@@ -89,10 +89,9 @@ def decide(standing: Standing, settings: Settings) -> Decision:
     limits = settings.signup
     if standing.requests_from_client >= limits.requests_per_client_per_day:
         return Decision("client_limit", False)
-    refused = blocked(standing.suppression, standing.status)
-    mark = not refused and standing.status in (None, "unconfirmed")
-    if refused:
-        return Decision("refused", mark)
+    if blocked(standing.suppression, standing.status):
+        return Decision("refused", False)
+    mark = standing.status in (None, "unconfirmed")
     if standing.status == "active" and standing.suppression is None:
         return Decision("active", mark)
     if standing.mails_to_address >= limits.mails_per_address_per_day:

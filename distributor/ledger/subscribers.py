@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from distributor.audience.lists import Route
-from distributor.audience.standing import STATUSES
+from distributor.audience.standing import READER_SOURCES, STATUSES
 
 if TYPE_CHECKING:
     from distributor.ledger.store import Ledger
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # The list status that a suppression's source stands for.
 _SUPPRESSED_STATUS = {"bounce": "bounced", "complaint": "complained"}
 _PAGE = 500
+PURGE_BATCH = 200           # readers erased per transaction of the purge: the pages wait for no more
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
@@ -59,7 +60,10 @@ CREATE TABLE IF NOT EXISTS signup_mails (
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_at REAL);
 CREATE INDEX IF NOT EXISTS signup_mails_by_address ON signup_mails (address, queued_at);
 CREATE INDEX IF NOT EXISTS signup_mails_pending ON signup_mails (status, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_address ON deliveries (lower(recipient));
 """
+# signup_mails.status: pending (to send), sending (claimed for a hand-over: if it is still so when an
+# outbox looks, that hand-over's outcome is unknown), sent, failed.
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,15 @@ class MailToSend:
     attempts: int
 
 
+@dataclass(frozen=True)
+class MailClaim:
+    """What claiming a mail for its hand-over found: the mail to hand over now, or None, with the
+    reason when the mail was failed unsent (None as well when it was no longer waiting)."""
+
+    mail: MailToSend | None
+    withheld: str | None
+
+
 class SubscriberStore:
     """The subscriber tables of `ledger` (its connection, clock and transactions)."""
 
@@ -217,16 +230,20 @@ class SubscriberStore:
         reader."""
         folded = address.lower()
         removed = self.db.execute("DELETE FROM subscribers WHERE address = ?", (folded,)).rowcount > 0
-        self._erase(folded)
+        self._erase((folded,))
         return removed
 
-    def _erase(self, folded: str) -> None:
-        """Delete what the store keeps of the lower-cased address besides its `subscribers` row. Its id
-        stays while an issue's delivery names the address: the unsubscribe link in that mail needs it."""
+    def _erase(self, folded: tuple[str, ...]) -> None:
+        """Delete what the store keeps of the lower-cased addresses (at most a few hundred) besides their
+        `subscribers` rows, a statement per table. An id stays while an issue's delivery names the
+        address (found through `deliveries_by_address`): the unsubscribe link in that mail needs it.
+        The unary + takes the column's text affinity off the comparison, which SQLite needs to look
+        the expression index up rather than scan it for each address."""
+        marks = _marks(folded)
         for table in ("subscriptions", "subscription_history", "consents", "signup_mails"):
-            self.db.execute(f"DELETE FROM {table} WHERE address = ?", (folded,))
-        self.db.execute("DELETE FROM subscriber_ids WHERE address = ? AND NOT EXISTS"
-                        " (SELECT 1 FROM deliveries WHERE lower(recipient) = ?)", (folded, folded))
+            self.db.execute(f"DELETE FROM {table} WHERE address IN ({marks})", folded)
+        self.db.execute(f"DELETE FROM subscriber_ids WHERE address IN ({marks}) AND NOT EXISTS"
+                        " (SELECT 1 FROM deliveries WHERE lower(recipient) = +subscriber_ids.address)", folded)
 
     def _with_subscriptions(self, row: tuple) -> StoredSubscriber:
         subscriber_id, address, name, language, attributes, created_at = row
@@ -380,10 +397,15 @@ class SubscriberStore:
                         (address.lower(), list_name, self.ledger.clock(), client, form_url, nonce, format))
 
     def confirm_request(self, address: str, list_name: str, nonce: str, *, client: str | None) -> Confirmed | None:
-        """Mark the request with `nonce` confirmed; None when there is no such unconfirmed request of the
-        address for the list (confirmed already, or never made)."""
+        """Mark the request with `nonce` confirmed; None when there is no such open request of the
+        address for the list: confirmed already, never made, or closed. Confirming a request closes
+        every other request of the address for the list made before then: the link of an older mail
+        cannot put back on the list a reader who confirmed with another and left since. A closed
+        request stays in the record, never confirmed."""
         row = self.db.execute(
-            "SELECT rowid, format FROM consents WHERE address = ? AND list = ? AND nonce = ? AND confirmed_at IS NULL",
+            "SELECT rowid, format FROM consents c WHERE address = ? AND list = ? AND nonce = ? AND confirmed_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM consents later WHERE later.address = c.address AND later.list = c.list"
+            " AND later.confirmed_at >= c.requested_at)",
             (address.lower(), list_name, nonce)).fetchone()
         if row is None:
             return None
@@ -408,35 +430,78 @@ class SubscriberStore:
                                                     message))
 
     def mails_to_send(self, limit: int, *, after: int = 0) -> list[MailToSend]:
-        """Return the oldest confirmation mails not yet handed to the relay (those queued after mail
-        `after`: the outbox pages through them)."""
+        """Return the oldest confirmation mails waiting for the relay (those queued after mail `after`:
+        the outbox pages through them). A mail is sent only as `claim_mail` returns it."""
         return [MailToSend(row[0], row[1], row[2], bytes(row[3]), row[4]) for row in self.db.execute(
             "SELECT id, address, envelope_from, message, attempts FROM signup_mails WHERE status = 'pending'"
             " AND id > ? ORDER BY id LIMIT ?", (after, limit))]
 
-    def mail_done(self, mail_id: int, status: str, *, error: str | None = None) -> None:
-        """Record a confirmation mail's attempt: `sent`, `failed` (never again), or `pending` (try later).
-        A mail sent or failed loses its message: it holds a live confirmation link."""
+    def claim_mail(self, mail_id: int) -> MailClaim:
+        """Take the pending mail `mail_id` for a hand-over, inside the caller's transaction, which must
+        commit before the hand-over starts: it becomes `sending`, one attempt more, and is returned as
+        it stands now. A mail no longer pending (another outbox took it, its reader was erased) is not
+        returned. Nor is one whose address was suppressed since it was queued by a source other than
+        the reader (a bounce, a complaint, the publisher's command), or whose reader is gone: it is
+        `failed` unsent, with the reason, and loses its message."""
+        row = self.db.execute(
+            "SELECT m.address, m.envelope_from, m.message, m.attempts, x.source, r.address IS NOT NULL"
+            " FROM signup_mails m LEFT JOIN suppressions x ON x.address = m.address"
+            " LEFT JOIN subscribers r ON r.address = m.address WHERE m.id = ? AND m.status = 'pending'",
+            (mail_id,)).fetchone()
+        if row is None:
+            return MailClaim(None, None)
+        address, envelope_from, message, attempts, source, known = row
+        withheld = None
+        if source is not None and source not in READER_SOURCES:
+            withheld = f"not sent: the address was suppressed ({source}) after the mail was queued"
+        elif not known:
+            withheld = "not sent: the reader was erased after the mail was queued"
+        if withheld is not None:
+            self.db.execute("UPDATE signup_mails SET status = 'failed', last_error = ?, message = X'' WHERE id = ?",
+                            (withheld, mail_id))
+            return MailClaim(None, withheld)
+        self.db.execute("UPDATE signup_mails SET status = 'sending', attempts = attempts + 1 WHERE id = ?",
+                        (mail_id,))
+        return MailClaim(MailToSend(mail_id, address, envelope_from, bytes(message), attempts + 1), None)
+
+    def fail_uncertain_mails(self) -> int:
+        """Fail every mail still `sending`: the outbox that claimed it stopped (or could not record the
+        outcome) during its hand-over, so whether the relay took it is unknown, and a confirmation is
+        never sent twice (the reader can ask again). Return how many."""
+        return self.db.execute(
+            "UPDATE signup_mails SET status = 'failed', message = X'', last_error = 'uncertain: the outbox stopped"
+            " before it recorded the hand-over' WHERE status = 'sending'").rowcount
+
+    def mail_done(self, mail_id: int, status: str, *, error: str | None = None, uncount: bool = False) -> None:
+        """Record how the hand-over of a claimed (`sending`) mail went: `sent`, `failed` (never again), or
+        `pending` (try later; `uncount`: the relay refused before the hand-over, and the claim's attempt
+        is taken back). A mail sent or failed loses its message: it holds a live confirmation link. A mail
+        no longer `sending` (failed as uncertain by another outbox meanwhile) stays as it is."""
         if status not in ("sent", "failed", "pending"):
             raise ValueError(status)
-        self.db.execute("UPDATE signup_mails SET status = ?, attempts = attempts + 1, last_error = ?,"
+        self.db.execute("UPDATE signup_mails SET status = ?, attempts = attempts - ?, last_error = ?,"
                         " sent_at = CASE ? WHEN 'sent' THEN ? END,"
-                        " message = CASE WHEN ? = 'pending' THEN message ELSE X'' END WHERE id = ?",
-                        (status, error, status, self.ledger.clock(), status, mail_id))
+                        " message = CASE WHEN ? = 'pending' THEN message ELSE X'' END"
+                        " WHERE id = ? AND status = 'sending'",
+                        (status, int(uncount), error, status, self.ledger.clock(), status, mail_id))
 
-    def purge_unconfirmed(self, requested_before: float) -> int:
-        """Erase the readers a signup made who never confirmed: on no list but as `unconfirmed`, with
-        signup requests, the last made before `requested_before`. Drop the client counts of the signup
-        POSTs made before then too. Return how many readers went."""
-        stale = [row[0] for row in self.db.execute(
+    def purge_unconfirmed(self, requested_before: float, *, limit: int = PURGE_BATCH) -> int:
+        """Erase at most `limit` of the readers a signup made who never confirmed: on no list but as
+        `unconfirmed`, with signup requests, the last made before `requested_before`. Return how many
+        went: fewer than `limit` when no more are left. The caller gives each call a transaction of its
+        own, so a purge of thousands never holds the write lock for long."""
+        stale = tuple(row[0] for row in self.db.execute(
             "SELECT c.address FROM consents c GROUP BY c.address HAVING MAX(c.requested_at) < ? AND NOT EXISTS"
-            " (SELECT 1 FROM subscriptions p WHERE p.address = c.address AND p.status != 'unconfirmed')",
-            (requested_before,))]
-        for folded in stale:
-            self.db.execute("DELETE FROM subscribers WHERE address = ?", (folded,))
-            self._erase(folded)
-        self.db.execute("DELETE FROM signup_requests WHERE at < ?", (requested_before,))
+            " (SELECT 1 FROM subscriptions p WHERE p.address = c.address AND p.status != 'unconfirmed') LIMIT ?",
+            (requested_before, limit)))
+        if stale:
+            self.db.execute(f"DELETE FROM subscribers WHERE address IN ({_marks(stale)})", stale)
+            self._erase(stale)
         return len(stale)
+
+    def forget_requests(self, made_before: float) -> int:
+        """Drop the client counts of the signup POSTs made before `made_before`; return how many."""
+        return self.db.execute("DELETE FROM signup_requests WHERE at < ?", (made_before,)).rowcount
 
 
 def mark_suppressed(db: sqlite3.Connection, address: str, source: str, reason: str | None, now: float) -> None:
