@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,10 +61,23 @@ def damage(data: bytes, how: str) -> bytes:
         return data[:len(data) // 2]
     if how == "header only":
         return data[:100]
-    # A page in the middle (a b-tree leaf of the deliveries) with part of its cells zeroed: SQLite still
-    # opens the file and counts rows; only a check of the pages finds it.
-    page = 4096 * (len(data) // 4096 // 2)
-    return data[:page + 100] + bytes(300) + data[page + 400:]
+    # A leaf page of an index (the subscriber ids' index of addresses) whose b-tree page type is no type:
+    # SQLite still opens the file and counts the deliveries, which never read that page; only a check of
+    # the pages finds it. The page is looked up (dbstat), as random ids place the b-tree's pages anew in
+    # every ledger made.
+    offset = 4096 * (index_leaf(data) - 1)
+    return data[:offset] + b"\xff" + data[offset + 1:]
+
+
+def index_leaf(data: bytes) -> int:
+    """Return the number of a leaf page of the subscriber ids' address index in the ledger `data`."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "copy.sqlite3"
+        path.write_bytes(data)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
+            return db.execute("SELECT pageno FROM dbstat WHERE name = 'sqlite_autoindex_subscriber_ids_1'"
+                              " AND pagetype = 'leaf' ORDER BY pageno LIMIT 1").fetchone()[0]
 
 
 COMMANDS = {
