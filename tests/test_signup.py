@@ -13,6 +13,7 @@ import os
 import re
 import select
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -70,11 +71,11 @@ signup:
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, *, mailer: bool = True) -> Iterator[int]:
-    """Serve the app for `settings` on a free port of 127.0.0.1 with its outbox, as `distributor serve`
-    does; yield the port."""
+def serving(settings: Settings, *, mailer: bool = True, listener: socket.socket | None = None) -> Iterator[int]:
+    """Serve the app for `settings` with its outbox, as `distributor serve` does, on `listener` (a socket
+    already bound, when the settings must name its port) or a free port of 127.0.0.1; yield the port."""
     app = create_app(settings)
-    server = serve.open_server(app, "127.0.0.1", 0)
+    server = serve.UnsubscribeServer(app, listener) if listener else serve.open_server(app, "127.0.0.1", 0)
     outbox = SignupMailer(settings, app.signup.wake) if mailer else None
     thread = serve_thread(server)
     if outbox:

@@ -10,7 +10,6 @@ import email
 import email.policy
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,14 +20,12 @@ import pytest
 from distributor.ledger.store import Ledger
 from distributor.ledger.subscribers import SubscriberStore
 from distributor.settings import load_settings
-from distributor.web.server import UnsubscribeServer
-from distributor.web.signup_mailer import SignupMailer
-from distributor.web.unsubscribe_app import create_app
 
 from .browser import chromium
 from .conftest import EXAMPLE
 from .publish_helpers import cli, fast_retry_and_ledger
 from .smtp_server import FaultySmtpServer
+from .test_signup import serving as signup_serving
 
 pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
 TIMEOUT = 20.0
@@ -71,27 +68,13 @@ smtp:
 
 @contextlib.contextmanager
 def serving(tmp_path: Path, smtp: FaultySmtpServer) -> Iterator[tuple[Path, int]]:
-    """Serve the pages and run the outbox as `distributor serve` does, on a port of 127.0.0.1 held from
-    before the settings are written (their links must name it); yield the settings file and the port."""
+    """Serve the pages and the outbox on a port of 127.0.0.1 held from before the settings are written
+    (their links must name it); yield the settings file and the port."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    settings_path = write_settings(tmp_path, smtp, port)
-    settings = load_settings(settings_path)
-    app = create_app(settings)
-    server = UnsubscribeServer(app, listener)
-    mailer = SignupMailer(settings, app.signup.wake)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    mailer.start()
-    thread.start()
-    try:
+    settings_path = write_settings(tmp_path, smtp, listener.getsockname()[1])
+    with signup_serving(load_settings(settings_path), listener=listener) as port:
         yield settings_path, port
-    finally:
-        server.stop()
-        thread.join(TIMEOUT)
-        mailer.stop(TIMEOUT)
-        app.close()
-    assert not thread.is_alive(), "the server did not stop"
 
 
 def publish(settings: Path, issue: Path) -> int:
