@@ -306,8 +306,9 @@ class SubscriberStore:
                 "SELECT s.address, s.email, s.name FROM subscribers s WHERE s.address > ? AND EXISTS"
                 f" (SELECT 1 FROM subscriptions p WHERE p.address = s.address AND p.status = 'active' AND"
                 f" ({' OR '.join(clauses)})) AND s.address NOT IN (SELECT address FROM suppressions)"
-                " AND s.address NOT IN (SELECT lower(d.recipient) FROM deliveries d WHERE d.issue_key = ?"
-                f" AND d.channel IN ({_marks(reached_by)}) AND d.status IN ('sent', 'uncertain'))"
+                # One lookup per reader through deliveries_by_address, not a scan of the issue's rows per page.
+                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE lower(d.recipient) = +s.address"
+                f" AND d.issue_key = ? AND d.channel IN ({_marks(reached_by)}) AND d.status IN ('sent', 'uncertain'))"
                 " ORDER BY s.address LIMIT ?", (last, *parameters, issue_key, *reached_by, _PAGE)).fetchall()
             if not page:
                 return
