@@ -92,12 +92,30 @@ class ChannelsSettings(Mapping[str, Any]):
 
 
 @dataclass(frozen=True)
+class DkimSettings:
+    """`smtp.dkim`: sign every mail in process (RFC 6376) for `domain`, with an RSA key and optionally an
+    Ed25519 key as a second signature (RFC 8463). Each key is a PEM file or the PEM text in an
+    environment variable, exactly one of the two."""
+
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        "domain": lambda value: domain_problem(value), "selector": lambda value: selector_problem(value),
+        "ed25519_selector": lambda value: selector_problem(value)}
+    domain: str = ""
+    selector: str = ""
+    private_key_file: str | None = None
+    private_key_env: str | None = None
+    ed25519_selector: str | None = None
+    ed25519_key_file: str | None = None
+    ed25519_key_env: str | None = None
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
         "host": hostname_problem, "ehlo_name": ehlo_name_problem}
     bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "port": (1, 65535), "pool_size": (1, 1000), "timeout_seconds": (0.01, None), "per_second": (0, None),
-        "hourly_cap": (1, None), "daily_cap": (1, None)}
+        "hourly_cap": (1, None), "daily_cap": (1, None), "policy_refusals_to_stop": (1, 1000)}
     host: str = "127.0.0.1"
     port: int = 25
     security: Literal["plain", "starttls", "tls"] = "starttls"
@@ -110,6 +128,9 @@ class SmtpSettings:
     daily_cap: int | None = None
     ca_file: str | None = None  # PEM certificates trusted in addition to the system's (a private CA)
     ehlo_name: str | None = None  # the name sent in EHLO; None: this machine's FQDN
+    dkim: DkimSettings | None = None  # None: leave signing to the relay
+    # Refusals about the sender (5.7.x: policy, DMARC, authentication) in a row that stop the channel.
+    policy_refusals_to_stop: int = 3
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,60 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """`bounces.imap`: the bounce mailbox on an IMAP server; the password is read from `password_env`."""
+
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        "host": hostname_problem, "folder": lambda value: mailbox_folder_problem(value),
+        "processed_folder": lambda value: mailbox_folder_problem(value)}
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "port": (1, 65535), "timeout_seconds": (0.01, 3600)}
+    host: str = ""
+    port: int = 993
+    security: Literal["tls", "starttls", "plain"] = "tls"   # plain: only for a loopback host
+    username: str = ""
+    password_env: str = "BOUNCES_IMAP_PASSWORD"
+    folder: str = "INBOX"
+    timeout_seconds: float = 30.0
+    ca_file: str | None = None
+    # What is done with a message once read: moved to `processed_folder`, or flagged where it is.
+    processed: Literal["move", "flag"] = "move"
+    processed_folder: str = "Processed"
+
+
+@dataclass(frozen=True)
+class BouncesSettings:
+    """`bounces`: where bounce and complaint mail arrives, and when a soft bounce suppresses an address."""
+
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {"maildir": lambda value: folder_problem(value)}
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "soft_bounces_to_suppress": (1, 1000), "soft_bounce_days": (1, 3650), "poll_minutes": (0.1, 1440),
+        "max_messages_per_run": (1, 1_000_000), "max_message_bytes": (1024, 100 << 20)}
+    imap: ImapSettings | None = None
+    maildir: str | None = None      # a local Maildir instead; read messages move to its .Processed folder
+    # An address is suppressed after this many soft bounces (4.x.x, mailbox full) within soft_bounce_days.
+    soft_bounces_to_suppress: int = 3
+    soft_bounce_days: float = 30.0
+    # How often `distributor worker` reads the mailbox.
+    poll_minutes: float = 5.0
+    max_messages_per_run: int = 10_000
+    max_message_bytes: int = 10 << 20
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """`dns`: the resolver `check --dns` asks; the system's (/etc/resolv.conf) unless nameservers are given."""
+
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        "nameservers": lambda value: ip_address_problem(value)}
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "port": (1, 65535), "timeout_seconds": (0.01, 60)}
+    nameservers: tuple[str, ...] = ()
+    port: int = 53
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     site: SiteSettings = field(default_factory=SiteSettings)
     channels: ChannelsSettings = field(default_factory=ChannelsSettings)
@@ -187,6 +262,8 @@ class Settings:
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
+    bounces: BouncesSettings = field(default_factory=BouncesSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
     unsubscribe_secret_env: str = "DISTRIBUTOR_UNSUBSCRIBE_SECRET"
 
 
@@ -344,6 +421,29 @@ def ip_address_problem(value: str) -> str | None:
         return None
     except ValueError:
         return f"{value!r} is not an IP address"
+
+
+def domain_problem(value: str) -> str | None:
+    """Say what is wrong with a mail domain: a host name of LDH labels with a dot, not an IP address."""
+    try:
+        ipaddress.ip_address(value)
+        return f"{value!r} is an IP address, not a domain"
+    except ValueError:
+        pass
+    return hostname_problem(value) or (None if "." in value else f"{value!r} is not a domain such as example.org")
+
+
+def selector_problem(value: str) -> str | None:
+    """Say what is wrong with a DKIM selector: one or more DNS labels (RFC 6376 3.1)."""
+    label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    return None if re.fullmatch(rf"{label}(?:\.{label})*", value) and len(value) <= 200 else \
+        f"{value!r} is not a DKIM selector (DNS labels such as s2026)"
+
+
+def mailbox_folder_problem(value: str) -> str | None:
+    """Say what is wrong with an IMAP folder name: printable ASCII without quotes, backslashes or wildcards."""
+    return None if re.fullmatch(r"[!#-\[\]-~ ]{1,200}", value) and "%" not in value and "*" not in value else \
+        f"{value!r} is not a folder name (printable ASCII without quotes, backslashes, % or *)"
 
 
 def folder_problem(value: str) -> str | None:

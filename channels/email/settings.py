@@ -30,6 +30,9 @@ class EmailSettings:
     reply_to: str | None = None
     # Envelope sender (Return-Path); the From address when unset.
     return_path: str | None = None
+    # One envelope sender per recipient (VERP): <local>+<subscriber id>@<domain> of the envelope sender,
+    # so a bounce names its recipient even when its report does not.
+    verp: bool = False
     list_id: str = "weekly.example.org"
     # {token} is replaced by the subscriber's signed unsubscribe token.
     unsubscribe_url: str = "https://example.org/unsubscribe/{token}"

@@ -51,6 +51,7 @@ class MessageTemplate:
         self.domain = settings.from_address.rpartition("@")[2] or "localhost"
         self.mailto = settings.unsubscribe_mailto
         self.envelope_from = settings.return_path or settings.from_address
+        self.verp = settings.verp
         self._boundary = "=_" + hashlib.sha256(f"{parts.issue_key}|{parts.channel}".encode()).hexdigest()[:32]
         self._head = _header_block(parts, settings, date)
         self._text = _EncodedBody(parts.text)
@@ -60,6 +61,14 @@ class MessageTemplate:
         """Return the Message-ID for `address`: the same on every attempt, so duplicates show."""
         digest = hashlib.sha256(f"{self.parts.issue_key}|{self.parts.channel}|{address.lower()}".encode())
         return f"<{digest.hexdigest()[:40]}@{self.domain}>"
+
+    def envelope_sender(self, recipient: Recipient) -> str:
+        """Return the envelope sender (Return-Path) for `recipient`: with VERP, `local+<subscriber id>@domain`
+        of the envelope sender, so that a bounce to it names the subscriber whatever its report says."""
+        if not self.verp or not recipient.subscriber_id:
+            return self.envelope_from
+        local, _, domain = self.envelope_from.rpartition("@")
+        return f"{local}+{recipient.subscriber_id}@{domain}"
 
     def test_copy_message_id(self) -> str:
         """Return a fresh Message-ID for a test copy (`publish --to`). It must differ from the real copy's:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from distributor.channel import PreparedMessage, Recipient
@@ -18,6 +19,13 @@ class MailTransport(Protocol):
     async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str: ...
 
 
+@dataclass(frozen=True)
+class MailMessage(PreparedMessage):
+    """A recipient's mail with its envelope sender, which differs per recipient with VERP."""
+
+    envelope_from: str = ""
+
+
 class MailSender:
     """Deliver one rendition as mail: `prepare` builds a recipient's message (before the ledger
     claims the row, so a bad value never leaves a row uncertain), `deliver` makes exactly one
@@ -30,14 +38,15 @@ class MailSender:
         self.transport = transport
         self.unsubscribe_url = unsubscribe_url
 
-    def prepare(self, recipient: Recipient, *, test_copy: bool = False) -> PreparedMessage:
+    def prepare(self, recipient: Recipient, *, test_copy: bool = False) -> MailMessage:
         """Build the recipient's message from the issue's template; a test copy gets a Message-ID of its
         own, so that it never stands for the recipient's real copy."""
         template = self.template
         message_id = template.test_copy_message_id() if test_copy else template.message_id(recipient.address)
         wire = template.render(recipient, self.unsubscribe_url(recipient), message_id=message_id)
-        return PreparedMessage(recipient.address, message_id, wire)
+        return MailMessage(recipient.address, message_id, wire, template.envelope_sender(recipient))
 
     async def deliver(self, message: PreparedMessage) -> str:
         """Hand the message to the transport; return the server's reply."""
-        return await self.transport.send(self.template.envelope_from, message.recipient, message.payload)
+        assert isinstance(message, MailMessage), "a mail sender delivers the messages it prepared"
+        return await self.transport.send(message.envelope_from, message.recipient, message.payload)
