@@ -196,12 +196,14 @@ class RowTransport(Protocol):
 @dataclass(frozen=True)
 class SendLimits:
     """How fast a row channel may send: messages per second (0: no spacing), hourly and daily caps
-    (counted over every channel's sends in the ledger), and how many hand-overs run at once."""
+    (counted over every channel's sends in the ledger), how many hand-overs run at once, and how many
+    refusals of the sender in a row (`SenderRefusedError`) stop the channel."""
 
     per_second: float = 0.0
     hourly_cap: int | None = None
     daily_cap: int | None = None
     concurrency: int = 1
+    sender_refusals_to_stop: int = 3
 
 
 # --- what a step channel exchanges with the step run ------------------------------------------------

@@ -10,6 +10,9 @@
         │   └── SenderThrottledError the relay limits the sender, not this recipient (450 4.7.1 at
         │                            MAIL FROM): slow the channel down, retry without blaming the row
         ├── PermanentDeliveryError   will fail again: recorded, never retried
+        │   └── SenderRefusedError   the receiver refused the sender, not the recipient (5.7.x: policy,
+        │                            DMARC, authentication): never suppresses; several in a row stop
+        │                            the channel
         ├── UncertainDeliveryError   handed over, outcome unknown: not retried automatically
         └── ChannelStoppedError      the channel cannot go on (relay refused the session, quota):
                                      stop it, leave the remaining deliveries untouched
@@ -85,6 +88,17 @@ class PermanentDeliveryError(DeliveryError):
     def __init__(self, message: str, *, reply: str | None = None, suppress: bool = False):
         super().__init__(message, reply=reply)
         self.suppress = suppress
+
+
+class SenderRefusedError(PermanentDeliveryError):
+    """The receiver refused the mail for who sent it (5.7.1 policy, 5.7.26 DMARC, 5.7.515 authentication):
+    the recipient is never suppressed for it, and `SendLimits.sender_refusals_to_stop` of them in a row
+    stop the channel, since every further message would be refused the same way. `meaning` says in a
+    line what such a refusal usually means."""
+
+    def __init__(self, message: str, *, reply: str | None = None, meaning: str = ""):
+        super().__init__(message, reply=reply, suppress=False)
+        self.meaning = meaning
 
 
 class UncertainDeliveryError(DeliveryError):

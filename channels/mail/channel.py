@@ -42,7 +42,8 @@ class MailChannel(RowChannel):
 
     def limits(self, settings: Settings) -> SendLimits:
         smtp = settings.smtp
-        return SendLimits(smtp.per_second, smtp.hourly_cap, smtp.daily_cap, concurrency=smtp.pool_size)
+        return SendLimits(smtp.per_second, smtp.hourly_cap, smtp.daily_cap, concurrency=smtp.pool_size,
+                          sender_refusals_to_stop=smtp.policy_refusals_to_stop)
 
     def sender(self, rendition: Any, issue: Issue, settings: Settings, transport: RowTransport,
                unsubscribe_url: Callable[[Recipient], str]) -> MailSender:

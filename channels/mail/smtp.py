@@ -32,10 +32,12 @@ from aiosmtplib.errors import (
     SMTPResponseException,
 )
 
+from distributor.channels.mail.refusals import meaning, sender_policy_status
 from distributor.errors import (
     ChannelStoppedError,
     DeliveryError,
     PermanentDeliveryError,
+    SenderRefusedError,
     SenderThrottledError,
     TransientDeliveryError,
     UncertainDeliveryError,
@@ -49,7 +51,6 @@ SECURITY_MODES = ("plain", "starttls", "tls")
 GREETING_TIMEOUT_SECONDS = 10.0
 _QUIT_TIMEOUT_SECONDS = 2.0
 _MAILBOX_UNKNOWN = re.compile(r"^5\.1\.\d{1,3}\b")
-_SENDER_POLICY = re.compile(r"^4\.7\.\d{1,3}\b")    # 4.7.x: rate or reputation limits on the sender
 _SERVICE_CLOSING = 421
 # What an envelope address may hold on the wire: printable ASCII without spaces or angle brackets.
 _ENVELOPE_ADDRESS = re.compile(rb"[!-;=?-~]{1,320}")
@@ -375,13 +376,18 @@ def _refusal(stage: str, recipient: str, code: int, message: str) -> DeliveryErr
     what = f"{stage} for {recipient} refused"
     if code == _SERVICE_CLOSING:
         return TransientDeliveryError(f"{what}: relay closing the session", reply=reply, reconnect=True)
+    policy = sender_policy_status(message)     # 5.7.x, 4.7.x: about the sender, never the recipient
     if 400 <= code < 500:
-        if stage == "MAIL FROM" and _SENDER_POLICY.match(message):
-            return SenderThrottledError(f"{what}: relay limits the sender for now", reply=reply)
+        if policy:
+            return SenderThrottledError(f"{what}: the receiver limits the sender for now ({meaning(policy)})",
+                                        reply=reply)
         return TransientDeliveryError(f"{what} for now", reply=reply)
     if 500 <= code < 600:
         if stage == "MAIL FROM":
-            return ChannelStoppedError(f"{what}: relay refuses the sender", reply=reply)
+            explained = f" ({meaning(policy)})" if policy else ""
+            return ChannelStoppedError(f"{what}: relay refuses the sender{explained}", reply=reply)
+        if policy:
+            return SenderRefusedError(f"{what}: the receiver refuses the sender", reply=reply, meaning=meaning(policy))
         suppress = stage == "RCPT TO" and _MAILBOX_UNKNOWN.match(message) is not None
         return PermanentDeliveryError(what, reply=reply, suppress=suppress)
     return TransientDeliveryError(f"{what} with an unexpected reply", reply=reply, reconnect=True)

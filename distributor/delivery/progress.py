@@ -42,6 +42,10 @@ class Progress:
     def failed(self, channel: str) -> None:
         self.counts(channel).failed += 1
 
+    def unfailed(self, channel: str) -> None:
+        """Take back a failure: the row went back to be sent later."""
+        self.counts(channel).failed -= 1
+
     def uncertain(self, channel: str) -> None:
         self.counts(channel).uncertain += 1
 

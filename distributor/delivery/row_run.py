@@ -5,7 +5,9 @@ Progress advances per recipient after the transport answered, never per batch. A
 process dies then, the row stays `uncertain` instead of being sent
 twice. A refused attempt puts the row back to `pending` with the reply while it waits for its
 retry, so dying then leaves it resendable. A relay throttling the sender slows the whole channel
-down through the rate limiter; those refusals count against no row's attempts.
+down through the rate limiter; those refusals count against no row's attempts. A receiver refusing
+the sender (5.7.x) fails that row without suppressing its address; `sender_refusals_to_stop` such
+refusals in a row stop the channel and put their rows back to `pending`, for the run after the fix.
 
 Ledger writes share commits (group commit): the writes made while the event loop runs one round
 are committed together at its end, and a message goes out only after its `uncertain` mark was
@@ -27,6 +29,7 @@ from distributor.delivery.run_report import ChannelOutcome
 from distributor.errors import (
     ChannelStoppedError,
     PermanentDeliveryError,
+    SenderRefusedError,
     SenderThrottledError,
     TransientDeliveryError,
     UncertainDeliveryError,
@@ -39,7 +42,8 @@ class RowRun:
 
     def __init__(self, channel: RowSender, ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
                  limiter: RateLimiter, progress: Progress, concurrency: int,
-                 interrupt: threading.Event | None = None, only_planned: bool = False):
+                 interrupt: threading.Event | None = None, only_planned: bool = False,
+                 sender_refusals_to_stop: int = 3):
         self.channel = channel
         self.ledger = ledger
         self.issue_key = issue_key
@@ -54,6 +58,9 @@ class RowRun:
         self.interrupt = interrupt or threading.Event()
         # Only the addresses of the subscriber file as the plan read it (`Ledger.plan`), resent rows too.
         self.only_planned = only_planned
+        self.sender_refusals_to_stop = sender_refusals_to_stop
+        self.refused_in_a_row: list[str] = []   # the rows of the refusals of the sender since the last success
+        self.stopped_by_refusals = False
 
     async def run(self, statuses: tuple[str, ...]) -> ChannelOutcome:
         """Deliver the rows and return the counts of this run."""
@@ -120,6 +127,12 @@ class RowRun:
             reply = await self.policy.run(attempts.make, on_retry=lambda *_: self.progress.retried(name))
         except _NotOurs:
             return                      # another run has moved this row on since it was read
+        except SenderRefusedError as exc:
+            self.record(address, "failed", reply=exc.reply, error=f"{exc}: {exc.meaning}")
+            self.progress.failed(name)
+            self.refused_in_a_row.append(address)
+            if self.stopped_by_refusals or len(self.refused_in_a_row) >= self.sender_refusals_to_stop:
+                self._stop_for_refusals(exc)
         except PermanentDeliveryError as exc:
             self.record(address, "failed", reply=exc.reply, error=str(exc))
             if exc.suppress:
@@ -145,6 +158,21 @@ class RowRun:
             self.record(address, "sent", reply=reply, error=None)
             self.limiter.succeeded()
             self.progress.sent(name)
+            self.refused_in_a_row.clear()
+
+    def _stop_for_refusals(self, last: SenderRefusedError) -> None:
+        """Stop the channel: the receiver refuses the sender, so every further message would fail the
+        same way. The refused rows go back to `pending` uncounted, to be sent once the sender is fixed.
+        A refusal of a message still in flight when the channel stopped goes back the same way."""
+        for address in self.refused_in_a_row:
+            self.record(address, "pending", reply=None, error=None, uncount=True)
+            self.progress.unfailed(self.channel.name)
+        if not self.stopped:
+            self.stopped = ChannelStoppedError(
+                f"{len(self.refused_in_a_row)} refusals of the sender in a row (smtp.policy_refusals_to_stop), "
+                f"the last: {last.reply or last}: {last.meaning}", reply=last.reply)
+        self.stopped_by_refusals = True
+        self.refused_in_a_row.clear()
 
     def record(self, address: str, status: str, *, reply: str | None, error: str | None,
                uncount: bool = False) -> None:

@@ -149,7 +149,7 @@ async def _send_rows(renditions: Renditions, plan: RowPlan, settings: Settings, 
             sender = channel.sender(renditions[channel.name], renditions.issue, settings, transport, links)
             run = RowRun(sender, ledger, renditions.issue.key, policy=policy, limiter=limiters[group],
                          progress=progress, concurrency=limits.concurrency, interrupt=interrupt,
-                         only_planned=True)
+                         only_planned=True, sender_refusals_to_stop=limits.sender_refusals_to_stop)
             outcomes.append(await run.run(plan.statuses))
             if outcomes[-1].stopped:
                 stopped.add(group)
