@@ -21,7 +21,7 @@ from .conftest import ROOT
 
 KEY = "/news/issue-1/"
 POLICY = RetryPolicy(attempts=3, base_delay_seconds=0.001, max_delay_seconds=0.01, deadline_seconds=5.0)
-CORE_ONLY = ("distributor.ledger", "distributor.delivery", "sqlite3")
+CORE_ONLY = ("distributor.ledger", "distributor.delivery", "distributor.feedback", "sqlite3")
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,8 @@ def test_the_import_check_sees_an_import_of_the_ledger(tmp_path: Path):
 def test_the_values_layer_imports_nothing_above_it():
     """render and audience turn files into values: they never reach the ledger, the runs, the drivers or
     the commands (ARCHITECTURE.md, "Layers")."""
-    above = ("distributor.ledger", "distributor.delivery", "distributor.web", "distributor.schedule",
-             "distributor.commands", "distributor.cli", "sqlite3")
+    above = ("distributor.ledger", "distributor.delivery", "distributor.feedback", "distributor.web",
+             "distributor.schedule", "distributor.commands", "distributor.cli", "sqlite3")
     for layer in ("render", "audience"):
         imports = channel_imports(ROOT / "distributor" / layer)
         offending = {path: sorted(name for name in names if name.startswith(above)) for path, names in imports.items()}
