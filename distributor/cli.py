@@ -7,6 +7,7 @@ import os
 import sys
 
 from distributor.commands import (
+    bounces,
     check,
     preview,
     publish,
@@ -21,7 +22,7 @@ from distributor.errors import EXIT_BAD_INPUT, EXIT_STOPPED, InputError, Storage
 from distributor.settings import load_settings
 
 # In the order `distributor --help` lists them; each module's convention is in distributor/commands/__init__.py.
-COMMANDS = (preview, publish, status, check, serve, subscribe_form, subscribers, schedule, worker)
+COMMANDS = (preview, publish, status, check, serve, subscribe_form, subscribers, bounces, schedule, worker)
 
 
 def main(argv: list[str] | None = None) -> int:

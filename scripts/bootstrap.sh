@@ -32,4 +32,14 @@ if [ "${1:-}" = "test" ] && ! command -v spamassassin >/dev/null && [ "$(id -u)"
         echo "bootstrap: could not install spamassassin; the spam score test will be skipped" >&2
 fi
 
+# The DKIM and DNS check tests ask a real DNS server (dnsmasq, started by the tests on a loopback
+# port); the bounce mailbox tests read a real IMAP server (dovecot, started by the tests with a
+# throwaway config). Only the binaries are needed: the packages' own services are never started.
+if [ "${1:-}" = "test" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
+    { [ ! -x /usr/sbin/dnsmasq ] || [ ! -x /usr/sbin/dovecot ]; }; then
+    { apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base dovecot-imapd >/dev/null; } ||
+        echo "bootstrap: could not install dnsmasq-base and dovecot-imapd; the DNS and IMAP tests will be skipped" >&2
+fi
+
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"

@@ -245,7 +245,7 @@ def test_a_ledger_of_the_previous_layout_gains_the_store(tmp_path: Path) -> None
     with Ledger.snapshot(path) as copy:
         assert list(SubscriberStore(copy).subscribers()) == []
     with Ledger(path) as ledger:
-        assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert ledger.counts("weekly") == {"email": {"pending": 1}}
         join(SubscriberStore(ledger), "b@example.org")
         assert SubscriberStore(ledger).subscriber("b@example.org") is not None

@@ -14,6 +14,7 @@ from typing import TextIO
 from distributor.channel import StepState
 from distributor.commands import TITLE_HELP
 from distributor.errors import EXIT_OK, InputError
+from distributor.ledger.feedback import FeedbackLedger
 from distributor.ledger.status import problems
 from distributor.ledger.store import Ledger
 from distributor.settings import Settings
@@ -61,10 +62,11 @@ def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
     steps = steps or {}
     counts = ledger.counts(issue_key)
     found = problems(ledger, issue_key, sorted(counts))
+    feedback = FeedbackLedger(ledger).counts(issue_key)
     if fmt == "json":
         shown = {name: asdict(state) if state else None for name, state in steps.items()}
-        json.dump({"issue": issue_key, "counts": counts, "problems": [asdict(p) for p in found], **shown},
-                  out, ensure_ascii=False, indent=2)
+        json.dump({"issue": issue_key, "counts": counts, "feedback": feedback, "problems": [asdict(p) for p in found],
+                   **shown}, out, ensure_ascii=False, indent=2)
         out.write("\n")
     elif fmt == "csv":
         writer = csv.writer(out)
@@ -80,6 +82,8 @@ def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
             summary = ", ".join(f"{by_status.get(status, 0)} {status}"
                                 for status in ("sent", "failed", "uncertain", "pending"))
             print(f"  {channel}: {summary}", file=out)
+            if channel in feedback:
+                print(f"  {channel}: {_feedback_line(feedback[channel])} (from the bounce mailbox)", file=out)
         for problem in found:
             print(f"  {problem.state:9} {problem.channel}: {problem.recipient}: "
                   f"{problem.reply or problem.error or ''}", file=out)
@@ -89,3 +93,10 @@ def write_status(ledger: Ledger, issue_key: str, fmt: str, out: TextIO, *,
             print(f"  {name}:", file=out)
             for line in state.lines():
                 print(f"    {line}", file=out)
+
+
+def _feedback_line(kinds: Mapping[str, int]) -> str:
+    """The bounces and complaints the mailbox gave back for a channel's mails of the issue, in words."""
+    words = (("hard", "hard bounces"), ("soft", "soft bounces"), ("complaint", "complaints"),
+             ("policy", "refusals of the sender"))
+    return ", ".join(f"{kinds[kind]} {label}" for kind, label in words if kinds.get(kind))

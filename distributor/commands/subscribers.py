@@ -1,6 +1,7 @@
 """`distributor subscribers`: the readers of the subscriber store (import a file into a list, list,
 add, remove, unsubscribe, resubscribe, show one reader's record, export), the old view of the
-subscriber file (`list --file`), and the suppression list (`export --suppressions`).
+subscriber file (`list --file`), the addresses bounces and complaints suppressed (`list --bounced`),
+and the suppression list (`export --suppressions`).
 
 `list`, `show` and `export` only read: they make no ledger file where there is none."""
 from __future__ import annotations
@@ -22,11 +23,13 @@ from distributor.audience.standing import LANGUAGES, READER_SOURCES, REFUSING, S
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.errors import InputError, StorageError
 from distributor.files import write_files
+from distributor.ledger.feedback import FeedbackLedger
 from distributor.ledger.importing import ImportResult, check_file, import_subscribers
 from distributor.ledger.store import Ledger, Suppression, open_ledger
 from distributor.ledger.subscribers import SubscriberStore, Subscription
 from distributor.settings import Settings, list_name_problem
 from distributor.validate.addresses import named_address_problem, text_problem
+from distributor.validate.addresses import shown as shown_text
 
 FILE_STATES = ("active", "unsubscribed", "bounced")
 EXPORT_COLUMNS = ("address", "reason", "source", "time")
@@ -52,8 +55,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="the readers and their status on each list")
     listing.add_argument("--list", metavar="NAME", help="only the readers of this list")
     listing.add_argument("--status", "--state", choices=STATUSES, help="only the readers with this status")
-    listing.add_argument("--file", action="store_true",
-                         help="the subscriber file's rows instead (channels.email.subscribers), each with its state")
+    shown = listing.add_mutually_exclusive_group()
+    shown.add_argument("--file", action="store_true",
+                       help="the subscriber file's rows instead (channels.email.subscribers), each with its state")
+    shown.add_argument("--bounced", action="store_true",
+                       help="the addresses a bounce or a complaint suppressed, with what the last report said")
     listing.set_defaults(run=run_list)
 
     add = actions.add_parser("add", help="put ADDRESS on a list, active")
@@ -141,6 +147,8 @@ def run_list(args: argparse.Namespace, settings: Settings, out: TextIO | None = 
     out = out or sys.stdout
     if args.file:
         return _list_file(args, settings, out)
+    if args.bounced:
+        return _list_bounced(args, settings, out)
     list_name = _list_name(args.list) if args.list else None
     shown = 0
     with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
@@ -179,6 +187,25 @@ def _list_file(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
                 print(f"{state:<13}{row.address}{'  ' + row.name if row.name else ''}", file=out)
     print(f"{sum(totals.values())} subscribers: " + ", ".join(f"{n} {state}" for state, n in totals.items()),
           file=out)
+    return 0
+
+
+def _list_bounced(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Print each address suppressed by a bounce or a complaint: since when, why, and the issue of the
+    last report read back for it (`distributor bounces`), whichever audience it came from."""
+    if args.list or args.status:
+        raise InputError("--bounced lists every suppressed address: leave out --list and --status")
+    shown = 0
+    with open_ledger(settings.ledger, create=False) as ledger, ledger.storage_errors():
+        feedback = FeedbackLedger(ledger)
+        for address, source, reason, since in feedback.bounced():
+            last = feedback.latest(address)
+            issue = f"  issue {last.issue_key}" if last and last.issue_key else ""
+            day = dt.datetime.fromtimestamp(since, dt.timezone.utc).strftime("%Y-%m-%d")
+            print(f"{'complained' if source == 'complaint' else 'bounced':<11}{address}  since {day}"
+                  f"{issue}  {shown_text(reason or '', 160)}", file=out)
+            shown += 1
+    print(f"{shown} addresses suppressed by bounces and complaints", file=out)
     return 0
 
 

@@ -1,16 +1,19 @@
 """`distributor run-due` and `distributor worker`: run the scheduled jobs that are due, once (for cron
 or a timer) or as they come due. One module, as they are the same runner (distributor.schedule.runner)
 with the same clock and the same stop: the first SIGTERM or Ctrl-C lets the message in flight finish
-and puts the job back to resume."""
+and puts the job back to resume. Where `bounces` names a mailbox, the worker also reads it every
+`bounces.poll_minutes`, as `distributor bounces` does."""
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
+import threading
 import time
 from collections.abc import Callable
 
 from distributor.commands import stop_on_signals
-from distributor.errors import EXIT_OK
+from distributor.errors import EXIT_OK, InputError, StorageError
 from distributor.settings import Settings
 
 Clock = Callable[[], float]
@@ -34,11 +37,38 @@ def run_due(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
 
 def run_worker(args: argparse.Namespace, settings: Settings, *, now: Clock) -> int:
     """`worker`: run jobs as they come due until SIGTERM or Ctrl-C."""
+    from distributor.feedback.run import mailbox_configured
     from distributor.schedule.runner import Scheduler
     interrupt = stop_on_signals("stopping after the message in flight")
     schedule = settings.schedule
     print(f"worker: running due jobs (poll {schedule.poll_seconds:g} s, lease {schedule.lease_seconds:g} s)",
           flush=True)
-    Scheduler(settings, now=now).work(interrupt)
+    reader = None
+    if mailbox_configured(settings):
+        print(f"worker: reading the bounce mailbox every {settings.bounces.poll_minutes:g} minutes", flush=True)
+        reader = _BounceReader(settings, interrupt)
+    Scheduler(settings, now=now).work(interrupt, between_polls=reader)
     print("worker: stopped", flush=True)
     return EXIT_OK
+
+
+class _BounceReader:
+    """Read the bounce mailbox when `bounces.poll_minutes` have passed since the last reading (the first at
+    once); print its summary, or a one-line warning when the mailbox or the ledger cannot be used."""
+
+    def __init__(self, settings: Settings, interrupt: threading.Event):
+        self.settings, self.interrupt = settings, interrupt
+        self.every = settings.bounces.poll_minutes * 60
+        self.next_at = time.monotonic()
+
+    def __call__(self) -> float:
+        from distributor.commands.bounces import summary
+        from distributor.feedback.run import read_mailbox
+        if time.monotonic() >= self.next_at:
+            try:
+                print("\n".join(summary(read_mailbox(self.settings, interrupt=self.interrupt))), flush=True)
+            except (InputError, StorageError) as exc:
+                print(f"distributor: warning: bounce mailbox: {exc}; trying again in "
+                      f"{self.settings.bounces.poll_minutes:g} minutes", file=sys.stderr, flush=True)
+            self.next_at = time.monotonic() + self.every
+        return max(0.0, self.next_at - time.monotonic())

@@ -1,7 +1,8 @@
 """The ledger: one SQLite file that remembers what was sent, to whom, and what must not be sent.
 
 It holds the deliveries (one row per issue key, channel and recipient), the suppression list,
-the subscriber store (readers, their lists and history: distributor/ledger/subscribers.py),
+the subscriber store (readers, their lists and history: distributor/ledger/subscribers.py), the
+bounces and complaints read back from the bounce mailbox (distributor/ledger/feedback.py),
 the opaque subscriber ids of unsubscribe links, the WeChat steps' checkpoints, caches (the
 access token, uploaded images), the scheduled jobs (distributor/schedule/jobs.py) and the leases that keep
 two runs from driving the same steps, and each issue key's identity (its date and title).
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from distributor.audience.standing import READER_SOURCES
 from distributor.errors import StorageError
-from distributor.ledger import subscribers
+from distributor.ledger import feedback, subscribers
 
 if TYPE_CHECKING:
     from distributor.settings import LedgerSettings
@@ -59,11 +60,12 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE TABLE IF NOT EXISTS issue_identities (
     issue_key TEXT PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, source_path TEXT NOT NULL,
     recorded_at REAL NOT NULL) WITHOUT ROWID;
-""" + subscribers.SCHEMA
+""" + subscribers.SCHEMA + feedback.SCHEMA
 STATUSES = ("pending", "uncertain", "sent", "failed")
 # The ledger's layout as this code writes it (PRAGMA user_version). 0: before versions, when the
 # uncertain state was called `sending`. 2: the subscriber store (distributor/ledger/subscribers.py).
-SCHEMA_VERSION = 2
+# 3: bounces and complaints (distributor/ledger/feedback.py).
+SCHEMA_VERSION = 3
 _PLAN_BATCH = 2000      # addresses inserted per statement while a plan streams the subscriber file
 _IN_PLAN = " AND EXISTS (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
 

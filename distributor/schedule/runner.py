@@ -132,11 +132,13 @@ class Scheduler:
                 worst = max(worst, self.run_job(ledger, jobs, job, interrupt).exit_status)
         return worst
 
-    def work(self, interrupt: threading.Event) -> None:
+    def work(self, interrupt: threading.Event, *, between_polls: Callable[[], float] | None = None) -> None:
         """Run due jobs as they come due until `interrupt` is set, sleeping until the next job's time
         but never longer than `schedule.poll_seconds` (jobs may be added meanwhile). The ledger is
         opened once per poll; a poll that finds it locked (a publish holding it a moment) or
-        otherwise unusable warns in one line and the next poll tries again."""
+        otherwise unusable warns in one line and the next poll tries again. `between_polls` (the
+        bounce mailbox's reader) runs after each poll and returns the seconds until it wants to run
+        again, which the sleep does not exceed."""
         poll = self.settings.schedule.poll_seconds
         while not interrupt.is_set():
             try:
@@ -146,6 +148,8 @@ class Scheduler:
             except StorageError as exc:
                 print(f"distributor: warning: {exc}; trying again in {poll:g} s", file=self.err, flush=True)
                 wait = poll
+            if between_polls is not None and not interrupt.is_set():
+                wait = min(wait, between_polls())
             interrupt.wait(wait)
 
     def seconds_until_next(self, ledger: Ledger | None = None) -> float:
