@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from distributor.channel import KeyValueCache, Recipient, RowChannel, RowTransport, SendLimits, ServiceCheck
 from distributor.channels.mail.console_sink import ConsoleSink
+from distributor.channels.mail.dkim import alignment_problem, signer_for
 from distributor.channels.mail.message import MessageParts, MessageTemplate
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.sender import MailSender
@@ -53,7 +54,7 @@ class MailChannel(RowChannel):
     def template(self, rendition: Any, issue: Issue, settings: Settings) -> MessageTemplate:
         """Prepare the channel's message once for the issue, dated now."""
         return MessageTemplate(self.message_parts(rendition, issue), settings.channels.email,
-                               date=dt.datetime.now(dt.timezone.utc))
+                               date=dt.datetime.now(dt.timezone.utc), signer=signer_for(settings.smtp.dkim))
 
     def sample_message(self, rendition: Any, issue: Issue, settings: Settings) -> bytes:
         """Return the whole message as the sample recipient would receive it."""
@@ -76,7 +77,14 @@ class MailChannel(RowChannel):
             return [f"{block}.subscribers and {block}.lists are both set: send to a file or to lists, not both"]
         if not (test_copy or self.recipients_file(settings) or self.recipient_lists(settings)):
             return [f"neither {block}.subscribers nor {block}.lists is set: no one to send the {self.name} channel to"]
+        problems = []
         if settings.smtp.username:
-            return missing_env(settings.smtp.password_env, "the SMTP password (smtp.username is set)")
-        return []
+            problems += missing_env(settings.smtp.password_env, "the SMTP password (smtp.username is set)")
+        if (dkim := settings.smtp.dkim) is not None:
+            if problem := alignment_problem(dkim.domain, settings.channels.email.from_address):
+                problems.append(problem)
+            for variable in (dkim.private_key_env, dkim.ed25519_key_env):
+                if variable:
+                    problems += missing_env(variable, "a DKIM private key, in PEM")
+        return problems
 

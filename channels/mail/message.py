@@ -20,6 +20,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 
 from distributor.channel import Recipient
 from distributor.channels.email.settings import EmailSettings
+from distributor.channels.mail.dkim import DkimSigner, parse_headers
 from distributor.errors import InputError
 from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER
 
@@ -42,7 +43,8 @@ class MessageParts:
 class MessageTemplate:
     """Prepare the message once per issue, then render it per recipient with `render()`."""
 
-    def __init__(self, parts: MessageParts, settings: EmailSettings, *, date: dt.datetime):
+    def __init__(self, parts: MessageParts, settings: EmailSettings, *, date: dt.datetime,
+                 signer: DkimSigner | None = None):
         for what, value in (("subject", parts.subject), ("from_name", settings.from_name),
                             ("from_address", settings.from_address), ("list_id", settings.list_id),
                             ("reply_to", settings.reply_to or "")):
@@ -56,6 +58,15 @@ class MessageTemplate:
         self._head = _header_block(parts, settings, date)
         self._text = _EncodedBody(parts.text)
         self._html = _EncodedBody(parts.html) if parts.html is not None else None
+        # The body up to the end of the text part's head is the same for every recipient.
+        self._prefix = self._text.head if self._html is None else \
+            b"--" + self._boundary.encode() + _CRLF + _part_head(b"text/plain") + self._text.head
+        self._signer = signer
+        if signer is not None:
+            # What a signature covers of it is hashed once: the header block parsed, and the body hash's
+            # state after the shared prefix, copied per recipient.
+            self._signed_head = parse_headers(self._head)
+            self._body_hash = signer.body_hash(self._prefix)
 
     def message_id(self, address: str) -> str:
         """Return the Message-ID for `address`: the same on every attempt, so duplicates show."""
@@ -88,19 +99,25 @@ class MessageTemplate:
             _line("Message-ID", message_id or self.message_id(recipient.address)),
             _list_unsubscribe(unsubscribe_url, self.mailto),
         ]
-        text = self._text.encode(shown_name, unsubscribe_url)
+        text_tail = self._text.encode_tail(shown_name, unsubscribe_url)
         if self._html is None:
             headers.append(b'Content-Type: text/plain; charset="utf-8"\r\n'
                            b"Content-Transfer-Encoding: base64\r\n")
-            return b"".join(headers) + _CRLF + text
-        page = self._html.encode(html.escape(shown_name), html.escape(unsubscribe_url))
-        boundary = self._boundary.encode()
-        headers.append(b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n')
-        return b"".join(headers) + _CRLF + b"".join((
-            b"--", boundary, _CRLF, _part_head(b"text/plain"), text,
-            b"--", boundary, _CRLF, _part_head(b"text/html"), page,
-            b"--", boundary, b"--", _CRLF,
-        ))
+            rest = text_tail
+        else:
+            page = self._html.encode(html.escape(shown_name), html.escape(unsubscribe_url))
+            boundary = self._boundary.encode()
+            headers.append(b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n')
+            rest = b"".join((text_tail, b"--", boundary, _CRLF, _part_head(b"text/html"), page,
+                             b"--", boundary, b"--", _CRLF))
+        head = b"".join(headers)
+        if self._signer is None:
+            return head + _CRLF + self._prefix + rest
+        body_hash = self._body_hash.copy()
+        body_hash.update(rest)
+        signatures = self._signer.signature_headers(self._signed_head + parse_headers(b"".join(headers[1:])),
+                                                    body_hash.digest())
+        return signatures + head + _CRLF + self._prefix + rest
 
 
 def require_single_line(value: str, what: str) -> None:
@@ -157,7 +174,11 @@ class _EncodedBody:
 
     def encode(self, name: str, unsubscribe_url: str) -> bytes:
         """Return the body with both values filled in, as base64 lines ending in CRLF."""
-        return self.head + _base64(_fill(self.tail, name, unsubscribe_url))
+        return self.head + self.encode_tail(name, unsubscribe_url)
+
+    def encode_tail(self, name: str, unsubscribe_url: str) -> bytes:
+        """Return the part of the body after `head`, with both values filled in."""
+        return _base64(_fill(self.tail, name, unsubscribe_url))
 
 
 def _split(body: str) -> list[bytes]:

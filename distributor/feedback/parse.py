@@ -37,7 +37,7 @@ def parse_report(raw: bytes, *, envelope_sender: str | None) -> FeedbackReport |
     parts = list(_walk(message))
     for part in parts:
         if part.get_content_type() == "multipart/report":
-            report_type = (part.get_param("report-type") or "").lower()
+            report_type = str(part.get_param("report-type") or "").lower()
             if report_type == "delivery-status" and (found := _delivery_status(parts)):
                 return FeedbackReport(source_key, found, verp_id, _returned_message_id(parts))
             if report_type == "feedback-report" and (complaint := _feedback(parts)) is not None:

@@ -153,7 +153,10 @@ class FeedbackLedger:
         row = self.db.execute(
             "SELECT address, kind, status, detail, issue_key, channel FROM feedback WHERE address = ?"
             " ORDER BY received_at DESC LIMIT 1", (address.lower(),)).fetchone()
-        return RecordedFailure(*row, suppressed=False) if row else None
+        if row is None:
+            return None
+        found, kind, status, detail, issue_key, channel = row
+        return RecordedFailure(found, kind, status, detail, issue_key, channel, suppressed=False)
 
     def bounced(self) -> Iterator[tuple[str, str, str | None, float]]:
         """Every address suppressed by a bounce or a complaint: (address, source, reason, since)."""
