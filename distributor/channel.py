@@ -93,6 +93,11 @@ class Channel(ABC):
         once."""
         return None
 
+    def dns_checks(self, settings: Settings) -> list[ServiceCheck]:
+        """Look up what receivers will find in DNS about this channel's deliveries (`check --dns`), one
+        check per record; [] for a channel DNS has no say in."""
+        return []
+
 
 class RowChannel(Channel):
     """A channel delivered one recipient at a time, each recipient a ledger row."""

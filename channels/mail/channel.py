@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from distributor.channel import KeyValueCache, Recipient, RowChannel, RowTransport, SendLimits, ServiceCheck
 from distributor.channels.mail.console_sink import ConsoleSink
 from distributor.channels.mail.dkim import alignment_problem, signer_for
+from distributor.channels.mail.dns_check import mail_dns_checks
 from distributor.channels.mail.message import MessageParts, MessageTemplate
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.sender import MailSender
@@ -70,6 +71,9 @@ class MailChannel(RowChannel):
             return ServiceCheck("smtp", True, asyncio.run(check_relay(smtp_config(settings))))
         except DeliveryError as exc:
             return ServiceCheck("smtp", False, f"{exc}" + (f": {exc.reply}" if exc.reply else ""))
+
+    def dns_checks(self, settings: Settings) -> list[ServiceCheck]:
+        return mail_dns_checks(settings)
 
     def configuration_problems(self, settings: Settings, *, test_copy: bool = False) -> list[str]:
         block = f"channels.{self.name}"

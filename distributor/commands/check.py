@@ -16,21 +16,23 @@ from distributor.settings import Settings
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `check` to the `distributor` command line."""
     check = subparsers.add_parser("check", help="connect and log in to the relay (and WeChat) without sending")
+    check.add_argument("--dns", action="store_true",
+                       help="also look up SPF, DKIM, DMARC and the bounce MX as receivers will (resolver: dns)")
     check.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print one line per service an enabled channel needs; exit 1 when one of them cannot be used."""
     healthy = True
-    for check in check_services(settings):
+    for check in check_services(settings, dns=args.dns):
         print(check.line())
         healthy = healthy and check.healthy
     return EXIT_OK if healthy else EXIT_FAILED
 
 
-def check_services(settings: Settings) -> Iterator[ServiceCheck]:
-    """Reach every service an enabled channel needs, one after the other (a transport group once);
-    yield how each went as soon as it is known."""
+def check_services(settings: Settings, *, dns: bool = False) -> Iterator[ServiceCheck]:
+    """Reach every service an enabled channel needs, one after the other (a transport group once), and
+    with `dns` look up its records; yield how each went as soon as it is known."""
     checked: set[str] = set()
     with ExitStack() as stack:
         cache = _LedgerOnDemand(settings, stack)
@@ -42,6 +44,8 @@ def check_services(settings: Settings) -> Iterator[ServiceCheck]:
             result = channel.check(settings, cache)
             if result is not None:
                 yield result
+            if dns:
+                yield from channel.dns_checks(settings)
 
 
 class _LedgerOnDemand:
