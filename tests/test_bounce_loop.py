@@ -14,12 +14,14 @@ from distributor.cli import main
 from distributor.ledger.store import Ledger
 
 from .conftest import EXAMPLE
+from .imap_server import imap_server
 from .publish_helpers import configure, received_by, run_publish
 from .smtp_server import FaultySmtpServer, ReceivedMessage
 from .test_scheduler import start, wait_for
 
 pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
 
+SAMPLES = Path(__file__).parent / "data" / "bounces"
 READERS = ["ana@example.net", "bo@example.net", "cy@example.net", "di@example.net"]
 
 
@@ -167,3 +169,33 @@ def test_the_worker_reads_the_mailbox_as_it_polls(tmp_path) -> None:
         assert f"suppressed: {READERS[2]} (hard 5.1.10" in out, out
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         assert ledger.is_suppressed(READERS[2])
+
+
+def test_bounces_read_over_imap_from_dovecot_leave_out_their_readers(tmp_path, monkeypatch) -> None:
+    with imap_server() as imap, FaultySmtpServer() as server:
+        monkeypatch.setenv("IMAP_TEST_PASSWORD", imap.password)
+        settings = configure(tmp_path, server, READERS, extra=f"bounces:\n{imap.settings_yaml(security='starttls')}")
+        assert run_publish(settings)[0] == 0
+        bounced, soft = READERS[0], READERS[1]
+        imap.append(
+            delivery_status_notification(for_recipient(server, bounced), "5.1.1", "550 5.1.1 User unknown"),
+            delivery_status_notification(for_recipient(server, soft), "4.2.2", "452 4.2.2 Mailbox full"),
+            *[(SAMPLES / name).read_bytes() for name in ("postfix_01.txt", "qmail_01.txt", "dumbass_01.txt")])
+
+        status, out = cli(settings, "bounces")
+        assert status == 0, out
+        assert out.startswith(f"bounces: read 5 messages from imap://bounces@127.0.0.1:{imap.port}/INBOX: "
+                              "1 hard bounces, 1 soft bounces"), out
+        assert f"suppressed: {bounced} (hard 5.1.1" in out, out
+        assert f"soft bounce: {soft} (1 within bounces.soft_bounce_days" in out, out
+        assert "unknown: xxxxx@local.ie" in out and "unknown: userx@example.de" in out, out
+        assert "left: 5: neither a bounce nor a complaint" in out, out
+        assert imap.count("Processed") == 4 and imap.count("INBOX") == 1
+
+        status, out = cli(settings, "bounces")        # only the message left is read again
+        assert "read 1 messages" in out and "0 hard bounces" in out, out
+
+        before = len(server.messages)
+        assert cli(settings, "publish", str(second_issue(tmp_path)), "--yes")[0] == 0
+        assert len(server.messages) - before == len(READERS) - 1     # the soft bounce is mailed still
+        assert received_by(server)[bounced] == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 from email.message import Message
@@ -27,6 +28,10 @@ _ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Retu
 # Feedback types (RFC 5965 7.3) that are a reader's complaint; `not-spam` is the opposite.
 _COMPLAINTS = {"abuse", "fraud", "virus", "other"}
 _MAX_TEXT = 300
+# flufl.bounce logs a detector's exception with its traceback before raising it; the exception is
+# handled below (the message is left and reported), so the log is not for the publisher's terminal.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
 
 
 def parse_report(raw: bytes, *, envelope_sender: str | None) -> FeedbackReport | None:
@@ -136,8 +141,12 @@ def _feedback(parts: list[Message]) -> tuple[Failure, ...] | None:
 
 
 def _detected(message: Message) -> tuple[Failure, ...]:
-    """What flufl.bounce's detectors find in a bounce of no standard form."""
-    temporary, permanent = all_failures(message)
+    """What flufl.bounce's detectors find in a bounce of no standard form; nothing when one of them
+    fails on the message (some assume a From header, say): it is then left in the mailbox."""
+    try:
+        temporary, permanent = all_failures(message)
+    except Exception:       # any detector's failure means the message was not understood
+        return ()
     found: list[Failure] = []
     for addresses, kind in ((permanent, "hard"), (temporary, "soft")):
         for raw in sorted(addresses):
