@@ -111,11 +111,15 @@ def run_bounces(folder: Path, deadline: float) -> tuple[float, float, float, int
     with output.open("wb") as sink:
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-        while process.poll() is None and time.monotonic() - started < deadline:
+        # wait4 (not Popen.poll, which would reap the child and lose its rusage), bounded by the deadline
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        while pid == 0 and time.monotonic() - started < deadline:
             time.sleep(0.05)
-        if process.poll() is None:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid == 0:
             process.send_signal(signal.SIGKILL)
-        _, status, usage = os.wait4(process.pid, 0)
+            _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)     # reaped here: Popen must not wait again
         seconds = time.monotonic() - started
     lines = output.read_text(encoding="utf-8", errors="replace").splitlines()
     return (seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),

@@ -6,6 +6,7 @@ pre-built message, and Postfix's C client `smtp-source -d` (the anchor, ratio 1.
     .venv/bin/python bench/send.py --count 5000 --sessions 10
     .venv/bin/python bench/send.py --memory         # peak RSS of publish for 1,000 and 100,000
     .venv/bin/python bench/send.py --memory --audience both   # the same, from a file and from the store
+    .venv/bin/python bench/send.py --dkim           # publish unsigned and DKIM-signed in the same run
 
 See bench/README.md for the columns. Installs Postfix (unconfigured, disabled) when smtp-sink
 or smtp-source is missing. Every process started here is stopped on exit, Ctrl-C included.
@@ -95,16 +96,30 @@ def fill_store(ledger_path: Path, count: int) -> float:
     return time.monotonic() - started
 
 
-def write_settings(path: Path, subscribers: Path | None, port: int, pool_size: int, ledger: Path) -> None:
+def write_settings(path: Path, subscribers: Path | None, port: int, pool_size: int, ledger: Path,
+                   dkim_key: Path | None = None) -> None:
     """Write a settings file sending only email, plainly, to the sink on `port`: to the subscriber file,
-    or (None) to the store's STORE_LIST."""
+    or (None) to the store's STORE_LIST; signed with `dkim_key` when given."""
     audience = {"subscribers": str(subscribers)} if subscribers else {"lists": [STORE_LIST]}
+    smtp: dict[str, object] = {"host": HOST, "port": port, "security": "plain", "pool_size": pool_size}
+    if dkim_key is not None:
+        smtp["dkim"] = {"domain": "example.org", "selector": "bench", "private_key_file": str(dkim_key)}
     path.write_text(json.dumps({   # JSON is YAML
         "channels": {"email": {**audience, "from_address": "newsletter@example.org"},
                      "text": {"enabled": False}, "wechat": {"enabled": False}},
-        "smtp": {"host": HOST, "port": port, "security": "plain", "pool_size": pool_size},
+        "smtp": smtp,
         "ledger": {"path": str(ledger)},
     }, indent=2))
+
+
+def write_dkim_key(path: Path) -> Path:
+    """A fresh RSA-2048 signing key, as `smtp.dkim.private_key_file` reads it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
 
 
 def run_smtp_source(sink: SmtpSink, message: Message, count: int, sessions: int, deadline: float,
@@ -133,23 +148,25 @@ def run_bare_aiosmtplib(sink: SmtpSink, message: Message, count: int, sessions: 
 
 
 def run_publish(sink: SmtpSink, message: Message, count: int, sessions: int, deadline: float,
-                workdir: Path, audience: str = "file") -> Row:
-    """Run `distributor publish` for `count` subscribers (in a file, or in the store of the fresh ledger)."""
+                workdir: Path, audience: str = "file", dkim_key: Path | None = None) -> Row:
+    """Run `distributor publish` for `count` subscribers (in a file, or in the store of the fresh ledger),
+    each mail DKIM-signed with `dkim_key` when given."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"publish-{audience}-{count}-", dir=workdir))
     subscribers, settings, ledger = run_dir / "subscribers.csv", run_dir / "settings.yaml", run_dir / "ledger.sqlite3"
     if audience == "store":
         seconds = fill_store(ledger, count)
         print(f"# store: {count:,} readers put in the ledger in {seconds:.1f} s", flush=True)
-        write_settings(settings, None, sink.port, sessions, ledger)
+        write_settings(settings, None, sink.port, sessions, ledger, dkim_key)
     else:
         write_subscribers(subscribers, count)
-        write_settings(settings, subscribers, sink.port, sessions, ledger)
+        write_settings(settings, subscribers, sink.port, sessions, ledger, dkim_key)
     command = [python_executable(), "-m", "distributor", "--settings", str(settings), "publish",
                str(message.issue), "--channel", "email", "--yes"]
     env = {**os.environ, "DISTRIBUTOR_UNSUBSCRIBE_SECRET": "bench-only-secret"}
     env.pop("DISTRIBUTOR_SETTINGS", None)
     run = run_client(command, sink, deadline, run_dir / "publish.log", env=env)
-    return Row(f"publish {audience} pool={sessions} n={count}", count, None, run)
+    signed = " dkim" if dkim_key is not None else ""
+    return Row(f"publish {audience}{signed} pool={sessions} n={count}", count, None, run)
 
 
 def throughput(args: argparse.Namespace, sink: SmtpSink, message: Message, workdir: Path) -> None:
@@ -159,9 +176,25 @@ def throughput(args: argparse.Namespace, sink: SmtpSink, message: Message, workd
     bare = run_bare_aiosmtplib(sink, message, args.count, args.sessions, args.deadline, workdir)
     publishes = [run_publish(sink, message, args.count, args.sessions, args.deadline, workdir, audience)
                  for audience in audiences(args)]
-    print(table([anchor, bare, *publishes], anchor, message.wire_bytes))
+    signed = [run_publish(sink, message, args.count, args.sessions, args.deadline, workdir, audience,
+                          write_dkim_key(workdir / "dkim.pem")) for audience in audiences(args)] if args.dkim else []
+    print(table([anchor, bare, *publishes, *signed], anchor, message.wire_bytes))
     for audience, publish in zip(audiences(args), publishes, strict=True):
         print(f"{targets(publish, anchor, bare)}  ({audience})")
+    for audience, unsigned, dkim in zip(audiences(args), publishes, signed, strict=False):
+        print(dkim_line(unsigned, dkim, anchor) + f"  ({audience})")
+
+
+def dkim_line(unsigned: Row, signed: Row, anchor: Row) -> str:
+    """Compare the signed publish with the unsigned one: the ratio of their rates to the anchor and the
+    CPU each message cost, against the target of at most 20 % slower."""
+    if not (unsigned.rate and signed.rate and anchor.rate) or unsigned.problems() or signed.problems():
+        return "dkim: NA (a publish row did not finish cleanly)"
+    cost = [1e6 * row.run.cpu_seconds / max(row.run.sink_messages, 1) for row in (unsigned, signed)]
+    slower = 1 - signed.rate / unsigned.rate
+    return (f"dkim: ratio to smtp-source {unsigned.rate / anchor.rate:.3f} unsigned, {signed.rate / anchor.rate:.3f} "
+            f"signed; signed is {100 * slower:.1f} % slower (<= 20 %: {'met' if slower <= 0.2 else 'NOT MET'}); "
+            f"cpu {cost[0]:.0f} -> {cost[1]:.0f} us/msg (+{cost[1] - cost[0]:.0f})")
 
 
 def memory(args: argparse.Namespace, sink: SmtpSink, message: Message, workdir: Path) -> None:
@@ -188,6 +221,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak RSS of publish for 1,000 and 100,000")
     parser.add_argument("--audience", choices=(*AUDIENCES, "both"), default="file",
                         help="publish to a subscriber file (default), to the store's list weekly, or both")
+    parser.add_argument("--dkim", action="store_true", help="a DKIM-signed publish row next to each unsigned one")
     parser.add_argument("--issue", type=Path, help="issue to send (default: largest TinyLab post)")
     parser.add_argument("--port", type=int, default=2525, help="first port to try for the sink")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds per client before TERM")

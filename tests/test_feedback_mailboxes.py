@@ -127,14 +127,22 @@ def test_plain_imap_is_for_loopback_only_and_the_password_must_be_set(monkeypatc
 def test_a_maildir_reads_new_and_cur_oldest_first_and_moves_what_is_done(tmp_path: Path) -> None:
     path = tmp_path / "Maildir"
     box = mailbox.Maildir(path, create=True)
-    keys = [box.add(raw) for raw in samples()[:3]]
+    first, second, third = samples()[:3]
+    (path / "new" / "1700000002.M1P1Q1.host").write_bytes(second)
+    (path / "cur" / "1700000001.M1P1Q1.host:2,S").write_bytes(first)     # read by a mail client already
+    (path / "new" / "1700000003.M1P1Q1.host").write_bytes(third)
+    (path / "new" / ".hidden").write_bytes(b"not a message")
     reader = MaildirMailbox(path, max_bytes=1 << 20)
     unread = list(reader.unread(10))
-    assert sorted(message.key for message in unread) == sorted(keys)
-    assert sorted(message.raw for message in unread) == sorted(samples()[:3])
+    assert [message.raw for message in unread] == [first, second, third]
+    assert unread[0].key == "cur/1700000001.M1P1Q1.host:2,S"
     reader.done(unread[0].key)
-    assert len(list(reader.unread(10))) == 2
-    assert len(box.get_folder("Processed")) == 1
+    reader.done(unread[1].key)
+    assert [message.raw for message in reader.unread(10)] == [third]
+    processed = box.get_folder("Processed")          # a Maildir++ folder any mail client opens
+    assert sorted(processed.get_bytes(key) for key in processed.iterkeys()) == sorted([first, second])
+    assert sorted(p.name for p in (path / ".Processed" / "cur").iterdir()) == [
+        "1700000001.M1P1Q1.host:2,S", "1700000002.M1P1Q1.host:2,"]
 
 
 def test_a_folder_that_is_not_a_maildir_is_one_line(tmp_path: Path) -> None:

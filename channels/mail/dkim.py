@@ -144,14 +144,20 @@ class DkimSigner:
         """The SHA-256 state after the part of the body all recipients share; copy it per recipient."""
         return hashlib.sha256(prefix)
 
-    def signature_headers(self, headers: Sequence[Header], body_hash: bytes, *, timestamp: int | None = None) -> bytes:
-        """The DKIM-Signature header lines (CRLF-terminated, folded) for a message with `headers` and a
-        body whose canonical (simple) form hashes to `body_hash`."""
-        canonical = _CANONICALIZATION.canonicalize_headers(list(headers))
-        present = {name.lower() for name, _ in headers}
+    @staticmethod
+    def canonical(headers: Sequence[Header]) -> list[Header]:
+        """`headers` in relaxed canonical form (RFC 6376 3.4.2); a template does its unchanging ones once."""
+        return _CANONICALIZATION.canonicalize_headers(list(headers))
+
+    def signature_headers(self, canonical: Sequence[Header], body_hash: bytes, *,
+                          timestamp: int | None = None) -> bytes:
+        """The DKIM-Signature header lines (CRLF-terminated, folded) for a message with the headers
+        `canonical` (see `canonical()`) and a body whose canonical (simple) form hashes to `body_hash`."""
+        present = {name for name, _ in canonical}
         include = tuple(name for name in SIGNED_HEADERS if name in present)
         stamp = str(int(time.time()) if timestamp is None else timestamp).encode("ascii")
-        return b"".join(self._one(key, canonical, include, base64.b64encode(body_hash), stamp) for key in self.keys)
+        return b"".join(self._one(key, list(canonical), include, base64.b64encode(body_hash), stamp)
+                        for key in self.keys)
 
     def _one(self, key: DkimKey, canonical: list[Header], include: tuple[bytes, ...], body_hash: bytes,
              stamp: bytes) -> bytes:
@@ -173,7 +179,7 @@ class DkimSigner:
         signatures first; `message` has CRLF line ends."""
         head, separator, body = message.partition(b"\r\n\r\n")
         canonical_body = _CANONICALIZATION.canonicalize_body(body if separator else b"")
-        return self.signature_headers(parse_headers(head + b"\r\n"),
+        return self.signature_headers(self.canonical(parse_headers(head + b"\r\n")),
                                       hashlib.sha256(canonical_body).digest()) + message
 
 

@@ -63,9 +63,9 @@ class MessageTemplate:
             b"--" + self._boundary.encode() + _CRLF + _part_head(b"text/plain") + self._text.head
         self._signer = signer
         if signer is not None:
-            # What a signature covers of it is hashed once: the header block parsed, and the body hash's
-            # state after the shared prefix, copied per recipient.
-            self._signed_head = parse_headers(self._head)
+            # What a signature covers of it is prepared once: the header block parsed and canonicalized,
+            # and the body hash's state after the shared prefix, copied per recipient.
+            self._signed_head = signer.canonical(parse_headers(self._head))
             self._body_hash = signer.body_hash(self._prefix)
 
     def message_id(self, address: str) -> str:
@@ -115,8 +115,8 @@ class MessageTemplate:
             return head + _CRLF + self._prefix + rest
         body_hash = self._body_hash.copy()
         body_hash.update(rest)
-        signatures = self._signer.signature_headers(self._signed_head + parse_headers(b"".join(headers[1:])),
-                                                    body_hash.digest())
+        signatures = self._signer.signature_headers(
+            self._signed_head + self._signer.canonical(parse_headers(b"".join(headers[1:]))), body_hash.digest())
         return signatures + head + _CRLF + self._prefix + rest
 
 

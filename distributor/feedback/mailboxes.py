@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import ipaddress
-import mailbox
 import os
 import re
 import ssl
@@ -25,6 +24,7 @@ from distributor.settings import BouncesSettings, ImapSettings, secret_from_env
 
 PROCESSED_KEYWORD = "$Distributor-Processed"
 _MAILDIR_PROCESSED = "Processed"
+_MAILDIR_SUBFOLDERS = ("cur", "new", "tmp")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d{1,12})")
 _MAX_UIDS = 1_000_000
 
@@ -62,43 +62,50 @@ def open_mailbox(bounces: BouncesSettings) -> Iterator[BounceMailbox]:
 
 
 class MaildirMailbox:
-    """A Maildir: unread messages are those in its new/ and cur/, oldest first (a Maildir file name
-    starts with its delivery time); a processed one moves to the Maildir++ folder `.Processed`."""
+    """A Maildir: unread messages are the files in its new/ and cur/, oldest first (a Maildir file name
+    starts with its delivery time); a processed one is renamed into the Maildir++ folder `.Processed`
+    (its cur/), which moves it atomically without copying it."""
 
     def __init__(self, path: Path, max_bytes: int):
         self.where = str(path)
-        if not all((path / sub).is_dir() for sub in ("cur", "new", "tmp")):
+        if not all((path / sub).is_dir() for sub in _MAILDIR_SUBFOLDERS):
             raise StorageError("bounces.maildir is not a Maildir (it needs cur, new and tmp folders)", path=str(path))
-        self._box = mailbox.Maildir(path, factory=None, create=False)
+        self._path = path
         self._max_bytes = max_bytes
-        self._processed: mailbox.Maildir | None = None
+        self._processed: Path | None = None
 
     def unread(self, limit: int) -> Iterator[MailboxMessage]:
         with self._errors():
-            keys = sorted(self._box.iterkeys())[:limit]
+            keys = sorted((f"{sub}/{entry.name}" for sub in ("new", "cur") for entry in os.scandir(self._path / sub)
+                           if entry.is_file() and not entry.name.startswith(".")), key=_delivery_order)[:limit]
         for key in keys:
-            with self._errors(), self._box.get_file(key) as file:
-                file.seek(0, os.SEEK_END)
-                size = file.tell()
-                file.seek(0)
-                raw = file.read() if size <= self._max_bytes else None
+            with self._errors(), open(self._path / key, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                raw = file.read(self._max_bytes + 1) if size <= self._max_bytes else None
             yield MailboxMessage(key, raw, size)
 
     def done(self, key: str) -> None:
-        """Move the message: added to `.Processed`, then removed here. A crash between leaves it in both;
-        read again, the ledger counts it once (by its bytes)."""
         with self._errors():
             if self._processed is None:
-                self._processed = self._box.add_folder(_MAILDIR_PROCESSED)
-            self._processed.add(self._box.get_bytes(key))
-            self._box.remove(key)
+                self._processed = self._path / f".{_MAILDIR_PROCESSED}"
+                for sub in _MAILDIR_SUBFOLDERS:
+                    (self._processed / sub).mkdir(parents=True, exist_ok=True)
+                (self._processed / "maildirfolder").touch()
+            name = key.partition("/")[2]
+            os.rename(self._path / key, self._processed / "cur" / (name if ":2," in name else name + ":2,"))
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (OSError, mailbox.Error, KeyError) as exc:
-            raise StorageError(f"bounce mailbox: {exc}", path=self.where) from exc
+        except OSError as exc:
+            raise StorageError(f"bounce mailbox: {exc.strerror}: {exc.filename}", path=self.where) from exc
+
+
+def _delivery_order(key: str) -> tuple[str, str]:
+    """A Maildir key ordered by its file name (delivery time first), whichever of new/ and cur/ holds it."""
+    folder, _, name = key.partition("/")
+    return name, folder
 
 
 class ImapMailbox:
