@@ -61,11 +61,14 @@ class MessageTemplate:
         # The body up to the end of the text part's head is the same for every recipient.
         self._prefix = self._text.head if self._html is None else \
             b"--" + self._boundary.encode() + _CRLF + _part_head(b"text/plain") + self._text.head
+        self._content_type = (b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n'
+                              if self._html is None else
+                              b'Content-Type: multipart/alternative; boundary="' + self._boundary.encode() + b'"\r\n')
         self._signer = signer
         if signer is not None:
-            # What a signature covers of it is prepared once: the header block parsed and canonicalized,
-            # and the body hash's state after the shared prefix, copied per recipient.
-            self._signed_head = signer.canonical(parse_headers(self._head))
+            # What the signatures cover of it is hashed once: the headers every recipient's mail shares,
+            # and the body up to the shared prefix's end; each mail copies both states and goes on.
+            self._signed_head = signer.head(parse_headers(self._head + self._content_type))
             self._body_hash = signer.body_hash(self._prefix)
 
     def message_id(self, address: str) -> str:
@@ -88,36 +91,30 @@ class MessageTemplate:
         return f"<test.{secrets.token_hex(8)}.{digest}@{self.domain}>"
 
     def render(self, recipient: Recipient, unsubscribe_url: str, *, message_id: str | None = None) -> bytes:
-        """Return the complete message for one recipient as SMTP-ready bytes (CRLF, no dot-stuffing needed);
-        its Message-ID is `message_id`, or the recipient's own stable one."""
+        """Return the complete message for one recipient as SMTP-ready bytes (CRLF, no dot-stuffing needed),
+        signed when the template signs; its Message-ID is `message_id`, or the recipient's own stable one."""
         require_single_line(recipient.address, "recipient address")
         require_single_line(unsubscribe_url, "unsubscribe URL")
         shown_name = recipient.name or recipient.address
-        headers = [
-            self._head,
+        own = b"".join((
             _line("To", recipient.address),
             _line("Message-ID", message_id or self.message_id(recipient.address)),
             _list_unsubscribe(unsubscribe_url, self.mailto),
-        ]
+        ))
         text_tail = self._text.encode_tail(shown_name, unsubscribe_url)
         if self._html is None:
-            headers.append(b'Content-Type: text/plain; charset="utf-8"\r\n'
-                           b"Content-Transfer-Encoding: base64\r\n")
             rest = text_tail
         else:
             page = self._html.encode(html.escape(shown_name), html.escape(unsubscribe_url))
             boundary = self._boundary.encode()
-            headers.append(b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n')
             rest = b"".join((text_tail, b"--", boundary, _CRLF, _part_head(b"text/html"), page,
                              b"--", boundary, b"--", _CRLF))
-        head = b"".join(headers)
+        message = b"".join((self._head, own, self._content_type, _CRLF, self._prefix, rest))
         if self._signer is None:
-            return head + _CRLF + self._prefix + rest
+            return message
         body_hash = self._body_hash.copy()
         body_hash.update(rest)
-        signatures = self._signer.signature_headers(
-            self._signed_head + self._signer.canonical(parse_headers(b"".join(headers[1:]))), body_hash.digest())
-        return signatures + head + _CRLF + self._prefix + rest
+        return self._signer.sign(self._signed_head, parse_headers(own), body_hash.digest()) + message
 
 
 def require_single_line(value: str, what: str) -> None:
