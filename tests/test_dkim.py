@@ -18,6 +18,7 @@ from .conftest import EXAMPLE
 from .dns_server import dns_server
 from .publish_helpers import cli, configure, run_publish
 from .smtp_server import FaultySmtpServer
+from .test_signup import post_signup, serving, wait_for, write_settings
 
 pytestmark = pytest.mark.usefixtures("unsubscribe_secret")
 
@@ -173,3 +174,19 @@ def test_publish_refuses_an_unaligned_domain_and_a_missing_key_variable_before_s
     assert "smtp.dkim.domain 'example.com' is not the From domain 'example.org' nor a parent of it" in result.stdout \
         + result.stderr
     assert "DKIM_TEST_KEY_UNSET" in result.stdout + result.stderr
+
+
+def test_the_signup_confirmation_mail_is_signed_too(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    key_file = write_key(tmp_path / "dkim.pem", rsa_key)
+    with FaultySmtpServer() as server:
+        settings = write_settings(tmp_path, server.port)
+        settings.write_text(settings.read_text(encoding="utf-8").replace(
+            "timeout_seconds: 2.0}", f"timeout_seconds: 2.0, dkim: {{domain: example.org, selector: s2026, "
+                                     f"private_key_file: {key_file}}}}}"), encoding="utf-8")
+        with serving(load_settings(settings)) as port:
+            assert post_signup(port, "new@example.net")[0] == 200
+            wait_for(lambda: len(server.messages) == 1, "the confirmation mail")
+    data = server.messages[0].data
+    assert data.startswith(b"DKIM-Signature: ")
+    with dns_server(txt={"s2026._domainkey.example.org": record(rsa_key, "s2026")}) as dns:
+        assert dkim.verify(data, dnsfunc=dns.dkimpy_dnsfunc)

@@ -40,6 +40,7 @@ import threading
 import time
 
 from distributor.audience.signup import DAY_SECONDS
+from distributor.channels.mail.dkim import signer_for
 from distributor.channels.mail.relay import smtp_config
 from distributor.channels.mail.smtp import SmtpConfig, SmtpPool, to_wire
 from distributor.delivery.retry import RetryPolicy
@@ -86,6 +87,7 @@ class SignupMailer:
         self.wake_seconds = wake_seconds
         self.policy = RetryPolicy.from_settings(settings.retry)
         self._config: SmtpConfig = dataclasses.replace(smtp_config(settings), pool_size=1)
+        self._signer = signer_for(settings.smtp.dkim)     # a bad key stops `serve` here, before a request
         self._stopping = threading.Event()
         self._not_before: dict[int, float] = {}   # mail id -> when a deferred mail may be tried again
         self._throttles = 0                       # sender refusals in a row, for the policy's backoff
@@ -199,6 +201,12 @@ class SignupMailer:
                 await pool.close()
             ledger.release_lease(LEASE, self._holder)
 
+    def _wire(self, message: bytes) -> bytes:
+        """The queued message as SMTP sends it, DKIM-signed (when `smtp.dkim` is set) at the hand-over."""
+        if self._signer is not None:
+            message = self._signer.sign_message(message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        return to_wire(message)
+
     def _claim(self, store: SubscriberStore, mail_id: int) -> MailClaim | None:
         """Renew the lease and claim the mail, in one committed transaction; None when this session
         ends before it: stopping, or the lease lost (this outbox stalled so long that another took over)."""
@@ -215,7 +223,7 @@ class SignupMailer:
         reader = store.subscriber(mail.address)
         recipient = reader.address if reader else mail.address
         try:
-            reply = await pool.send(mail.envelope_from, recipient, to_wire(mail.message))
+            reply = await pool.send(mail.envelope_from, recipient, self._wire(mail.message))
         except ChannelStoppedError as exc:
             _log.warning("the relay stopped the outbox: %s", exc)
             return Attempt(mail.id, "pending", str(exc), handed_over=False)
