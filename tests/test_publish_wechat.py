@@ -321,7 +321,8 @@ def test_unanswered_submit_is_not_made_again_until_a_publish_would_show(tmp_path
         run(settings, write_issue(tmp_path))
     again_at = datetime.fromtimestamp(started + 600).astimezone()
     assert "WeChat console" in str(caught.value) and f"re-run after {again_at:%Y-%m-%d %H:%M:%S}" in str(caught.value)
-    assert len(stub.requests("freepublish/submit")) == 1 and len(stub.requests("freepublish/batchget")) == 2
+    looks = [r for r in stub.requests("freepublish/batchget") if r.body_json["count"] != 1]   # not the permission probe
+    assert len(stub.requests("freepublish/submit")) == 1 and len(looks) == 2
     # Eleven minutes on, still nothing published: the submit never took effect, so it is made again.
     move_back(settings, "/news/issue-1/", "publish_started", 11 * 60)
     outcome = run(settings, write_issue(tmp_path))
@@ -650,7 +651,47 @@ def test_check_fetches_a_token_and_names_a_wrong_secret(tmp_path, stub):
         folder.mkdir()
         configure(folder, stub, extra="  email: {enabled: false}\n  text: {enabled: false}")
     good = cli(tmp_path / "good", "check")
-    assert good.returncode == 0 and good.stdout.splitlines() == [f"wechat: access token fetched for {stub.app_id}"], \
+    assert good.returncode == 0 and good.stdout.splitlines() == [
+        f"wechat: access token fetched for {stub.app_id}; may publish (freepublish): yes; may mass-send: yes"], \
         good.stdout + good.stderr
     bad = cli(tmp_path / "bad", "check", secret="not-the-secret")
     assert bad.returncode == 1 and bad.stdout.startswith("wechat: ") and "app secret" in bad.stdout, bad.stdout
+
+
+@pytest.mark.parametrize("mode", ["draft", "publish", "mass"])
+def test_check_says_whether_an_unverified_account_can_publish(tmp_path, stub, mode):
+    stub.verified = False
+    configure(tmp_path, stub, mode=mode, extra="  email: {enabled: false}\n  text: {enabled: false}")
+    result = cli(tmp_path, "check")
+    ways = "may publish (freepublish): no (errcode 48001); may mass-send: no (errcode 48001)"
+    if mode == "draft":
+        assert result.returncode == 0 and result.stdout.strip() == (
+            f"wechat: access token fetched for {stub.app_id}; {ways}"), result.stdout
+    else:
+        assert result.returncode == 1 and result.stdout.strip() == (
+            f"wechat: access token fetched for {stub.app_id}; {ways}: channels.wechat.mode {mode} cannot work "
+            "for this account, mode draft can"), result.stdout
+
+
+@pytest.mark.parametrize("mode", ["publish", "mass"])
+def test_publishing_on_an_unverified_account_stops_before_the_draft(tmp_path, stub, site, mode):
+    stub.verified = False
+    configure(tmp_path, stub, site_root=site, mode=mode)
+    result = publish_cli(tmp_path, write_issue(tmp_path))
+    assert result.returncode == 3, result.stdout + result.stderr
+    verb = "publish (freepublish)" if mode == "publish" else "mass-send"
+    assert (f"the account {stub.app_id} may not {verb} (errcode 48001, api unauthorized: since 2025 WeChat grants "
+            "it to verified accounts only); nothing was sent: set channels.wechat.mode: draft") in result.stdout
+    assert stub.requests("draft/add") == [] and stub.requests("media/uploadimg") == []
+    # In mode draft the same account makes its draft.
+    configure(tmp_path, stub, site_root=site, mode="draft")
+    assert publish_cli(tmp_path, write_issue(tmp_path)).returncode == 0
+    assert len(stub.drafts()) == 1
+
+
+def test_mass_mode_on_an_account_that_may_publish_names_mode_publish(tmp_path, stub, site):
+    stub.inject("message/mass/speed/get", Fault.errcode(48001, "api unauthorized"))
+    configure(tmp_path, stub, site_root=site, mode="mass")
+    result = publish_cli(tmp_path, write_issue(tmp_path))
+    assert result.returncode == 3 and "set channels.wechat.mode: publish" in result.stdout, result.stdout
+    assert stub.requests("draft/add") == []

@@ -175,7 +175,11 @@ class WechatApiState:
         "freepublish/submit": "_on_publish_submit", "freepublish/get": "_on_publish_get",
         "freepublish/batchget": "_on_published_batchget",
         "message/mass/sendall": "_on_sendall", "message/mass/preview": "_on_preview",
+        "message/mass/speed/get": "_on_mass_speed",
     }
+    # What an account without the publish and mass send permissions (`verified=False`) is refused:
+    # since 2025 WeChat grants them to verified accounts only.
+    VERIFIED_ONLY = ("freepublish/", "message/mass/sendall", "message/mass/speed/get")
 
     def __init__(self, app_id: str, app_secret: str, *, publish_polls: int, token_lifetime: int,
                  mass_send_quota: int | None):
@@ -185,6 +189,7 @@ class WechatApiState:
         self.publish_final_status = 0
         self.token_lifetime = token_lifetime
         self.mass_send_quota = mass_send_quota
+        self.verified = True
         self.lock = threading.RLock()
         self._clock_offset = 0.0
         self._tokens: dict[str, float] = {}
@@ -267,6 +272,8 @@ class WechatApiState:
                     raise _ApiError(43002 if method == "GET" else 43001, f"require {method} method")
                 if endpoint not in ("stable_token", "token"):
                     self._check_token(query.get("access_token"))
+                if not self.verified and endpoint.startswith(self.VERIFIED_ONLY):
+                    raise _ApiError(48001, "api unauthorized rid: 6a1b2c3d-stub")
                 body = {} if files or endpoint == "token" else _json_body(body_text)
                 payload = getattr(self, handler)(body, query, files)
             except _ApiError as exc:
@@ -455,6 +462,9 @@ class WechatApiState:
         self._mass_sends.append(send)
         return {"errcode": 0, "errmsg": "send job submission success",
                 "msg_id": send["msg_id"], "msg_data_id": send["msg_data_id"]}
+
+    def _on_mass_speed(self, body: dict, query: dict, files: tuple) -> dict:
+        return {"speed": 3, "realspeed": 15}
 
     def _on_preview(self, body: dict, query: dict, files: tuple) -> dict:
         media_id = self._known_media(body)

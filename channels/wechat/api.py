@@ -33,8 +33,14 @@ TOKEN_REJECTED = {40001, 40014, 42001}
 QUOTA_REACHED = {45009, 45028}
 CLIENTMSGID_ALREADY_SENT = 45065
 # Calls that change nothing on the server: a lost reply to one of them is merely transient.
-READ_ONLY = {"stable_token", "draft/batchget", "freepublish/get", "freepublish/batchget"}
+READ_ONLY = {"stable_token", "draft/batchget", "freepublish/get", "freepublish/batchget", "message/mass/speed/get"}
 CLIENTMSGID_TOO_FAST = 45066
+API_UNAUTHORIZED = 48001
+# A read-only call of each way a draft goes on, asked to learn whether the account may use it: since
+# 2025 WeChat grants freepublish and mass send to verified accounts only, and answers 48001 otherwise.
+PERMISSION_PROBES = {"publish": ("freepublish/batchget", {"offset": 0, "count": 1, "no_content": 1}),
+                     "mass": ("message/mass/speed/get", {})}
+MODE_VERBS = {"publish": "publish (freepublish)", "mass": "mass-send"}
 # Refusals of the account's credentials or of this machine, whatever the call: every later call would
 # be refused too, so the channel stops (exit 3) and a run after the fix resumes.
 SESSION_REFUSED = {40013, 40125, 40164, 41002, 41004}
@@ -48,7 +54,8 @@ HINTS = {
             "Development, Basic Configuration); a change takes a few minutes"),
     41002: "check the configured app_id (channels.wechat.app_id)",
     41004: "check the configured app secret (the variable named by channels.wechat.app_secret_env)",
-    48001: "the account lacks this API permission",
+    48001: ("the account lacks this API permission (since 2025 WeChat grants publishing and mass send to "
+            "verified accounts only)"),
     53503: "the draft did not pass the publish check; fix it in the draft box",
     53504: "the draft must be published from the mp.weixin.qq.com web console",
     53505: "save the draft manually in the web console, then publish it",
@@ -73,6 +80,10 @@ class TokenStore(Protocol):
     def save(self, app_id: str, token: str, expires_at: float) -> None: ...
 
     def drop(self, app_id: str) -> None: ...
+
+
+class ApiUnauthorizedError(PermanentDeliveryError):
+    """The account may not use this API (errcode 48001)."""
 
 
 class MemoryTokenStore:
@@ -186,6 +197,16 @@ class WechatApi:
         return self._post("message/mass/sendall", data=body,
                           success_codes=frozenset({CLIENTMSGID_ALREADY_SENT}))
 
+    def may_use(self, mode: str) -> bool:
+        """Say whether the account may send a draft on in `mode` (publish, mass), by a read-only call
+        of that API: False when WeChat answers 48001."""
+        endpoint, body = PERMISSION_PROBES[mode]
+        try:
+            self._post(endpoint, data=body)
+        except ApiUnauthorizedError:
+            return False
+        return True
+
     def send_preview(self, media_id: str, towxname: str) -> dict:
         """Send an article preview to one WeChat account name."""
         body = {"towxname": towxname, "mpnews": {"media_id": media_id}, "msgtype": "mpnews"}
@@ -238,6 +259,8 @@ class WechatApi:
         # On the token endpoint 40001 is a wrong secret too.
         if code in SESSION_REFUSED or (code == 40001 and endpoint == "stable_token"):
             return ChannelStoppedError(_with_hint(text, code), reply=reply)
+        if code == API_UNAUTHORIZED:
+            return ApiUnauthorizedError(_with_hint(text, code), reply=reply)
         return PermanentDeliveryError(_with_hint(text, code), reply=reply)
 
     def _resume_hint(self) -> str:

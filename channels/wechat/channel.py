@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from distributor.channel import KeyValueCache, LeaseTimes, RecordedSteps, RenditionSummary, ServiceCheck, StepChannel
+from distributor.channels.wechat.api import API_UNAUTHORIZED, MODE_VERBS, PERMISSION_PROBES
 from distributor.channels.wechat.article import WechatRendition, content_as_sent, limit_violations, render_wechat
 from distributor.channels.wechat.publisher import WechatSteps, wechat_api, wechat_steps
 from distributor.channels.wechat.settings import WechatSettings
@@ -40,11 +41,20 @@ class WechatChannel(StepChannel):
         app_id = settings.channels.wechat.app_id
         if not app_id:
             return None
+        mode = settings.channels.wechat.mode
         try:
-            wechat_api(settings, cache).access_token()
+            api = wechat_api(settings, cache)
+            api.access_token()
+            allowed = {way: api.may_use(way) for way in PERMISSION_PROBES}
         except DeliveryError as exc:
             return ServiceCheck("wechat", False, str(exc))
-        return ServiceCheck("wechat", True, f"access token fetched for {app_id}")
+        ways = "; ".join(f"may {MODE_VERBS[way]}: {'yes' if ok else f'no (errcode {API_UNAUTHORIZED})'}"
+                         for way, ok in allowed.items())
+        if mode != "draft" and not allowed[mode]:
+            works = "publish" if mode == "mass" and allowed["publish"] else "draft"
+            return ServiceCheck("wechat", False, f"access token fetched for {app_id}; {ways}: channels.wechat.mode "
+                                                 f"{mode} cannot work for this account, mode {works} can")
+        return ServiceCheck("wechat", True, f"access token fetched for {app_id}; {ways}")
 
     def describe(self, rendition: WechatRendition, settings: Settings) -> str:
         wechat = settings.channels.wechat

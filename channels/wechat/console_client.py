@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Iterator
 from typing import TextIO
 
+from distributor.channels.wechat.api import MODE_VERBS, PERMISSION_PROBES
 from distributor.channels.wechat.images import SIGNATURES
 from distributor.settings import Settings
 
@@ -72,6 +73,10 @@ class ConsoleWechatClient:
         target = "every follower" if tag_id is None else f"the followers tagged {tag_id}"
         self._show(f"would mass-send draft {media_id} to {target}, clientmsgid {clientmsgid} (message/mass/sendall)")
         return {"errcode": 0, "msg_id": f"dry-run-{next(self._numbers)}"}
+
+    def may_use(self, mode: str) -> bool:
+        self._show(f"would ask whether the account may {MODE_VERBS[mode]} ({PERMISSION_PROBES[mode][0]})")
+        return True
 
     def send_preview(self, media_id: str, towxname: str) -> dict:
         self._show(f"would send a preview of draft {media_id} to {towxname} (message/mass/preview)")

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Protocol, TextIO
 
 from distributor.channel import KeyValueCache, StepContext
-from distributor.channels.wechat.api import WechatApi, WechatApiConfig
+from distributor.channels.wechat.api import API_UNAUTHORIZED, MODE_VERBS, WechatApi, WechatApiConfig
 from distributor.channels.wechat.article import WechatRendition, limit_violations
 from distributor.channels.wechat.console_client import ConsoleWechatClient
 from distributor.channels.wechat.images import (
@@ -44,6 +44,7 @@ from distributor.channels.wechat.images import (
     replace_image_sources,
 )
 from distributor.errors import (
+    ChannelStoppedError,
     InputError,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -97,6 +98,8 @@ class WechatClient(Protocol):
     def send_to_all(self, media_id: str, *, tag_id: int | None, clientmsgid: str) -> dict: ...
 
     def send_preview(self, media_id: str, towxname: str) -> dict: ...
+
+    def may_use(self, mode: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,10 @@ class _WechatRun:
         self.context.step = "draft"
 
     async def steps(self) -> WechatOutcome:
-        draft = await self.draft()
         mode = "preview" if self.to_wechat else self.settings.channels.wechat.mode
+        if mode in ("publish", "mass") and not any(self.context.recorded(step) is not None for step in SENT_STEPS):
+            await self._require_permission(mode)
+        draft = await self.draft()
         if mode == "draft":
             return WechatOutcome(mode, draft.media_id, draft.detail, draft.resumed)
         if mode == "preview":
@@ -222,6 +227,20 @@ class _WechatRun:
         elif draft.updated:
             line = f"{draft.detail}; {line}"
         return WechatOutcome(mode, draft.media_id, line, draft.resumed or step_resumed)
+
+    async def _require_permission(self, mode: str) -> None:
+        """Stop before the draft when the account may not send it on in `mode`, naming the mode that works."""
+        self.context.step = mode
+        if await self.context.call(self.client.may_use, mode, repeatable=True):
+            return
+        may_publish = mode == "mass" and await self.context.call(self.client.may_use, "publish", repeatable=True)
+        works = "publish" if may_publish else "draft"
+        then = ("; in mode draft it is published from the web console (mp.weixin.qq.com)" if works == "draft"
+                else "")
+        raise ChannelStoppedError(
+            f"the account {self.client.app_id} may not {MODE_VERBS[mode]} (errcode {API_UNAUTHORIZED}, api "
+            f"unauthorized: since 2025 WeChat grants it to verified accounts only); nothing was sent: set "
+            f"channels.wechat.mode: {works}{then}")
 
     # --- draft ------------------------------------------------------------------------------
 
