@@ -206,7 +206,9 @@ def test_newsletter_content_next_to_hostile_content_survives(tmp_path):
     assert (image.get("src"), image.get("alt"), image.get("title")) == (
         "https://example.org/images/cover.png", "a cover", "The cover")
     code = content.xpath(".//pre/code")[0]
-    assert code.get("class") == "language-python" and code.text == 'print("<b>not markup</b>")\n'
+    assert code.get("class") == "language-python" and code.text_content() == 'print("<b>not markup</b>")\n'
+    # highlighted: the colours are inline styles the sanitizer let through, and nothing more
+    assert [span.get("style") for span in code.iter("span")] == ["color:#008000", "color:#BA2121"]
     links = [(a.get("href"), a.text_content()) for a in content.iter("a") if a.get("href")]
     assert links[:3] == [("https://example.org/a", "https link"), ("http://example.org/b", "http link"),
                          ("mailto:editor@example.org", "mail me")]

@@ -94,10 +94,20 @@ def check_table(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
     assert "border-collapse:collapse" in style_of(next(tree.iter("table")))
 
 
+def code_lines(pre: lxml.html.HtmlElement) -> str:
+    """A WeChat code block's text as the reader sees it: its <br>s as line ends, no-break spaces as spaces."""
+    copy = lxml.html.fromstring(lxml.html.tostring(pre))
+    for line_break in copy.iter("br"):
+        line_break.tail = "\n" + (line_break.tail or "")
+    return copy.text_content().replace("\u00a0", " ")
+
+
 def check_code(body: WechatBody, tree: lxml.html.HtmlElement) -> None:
     pre = next(tree.iter("pre"))
-    assert pre.text_content() == "fn main() {\n\n    let  x = 1;\t// <tag> & co\n}\n"
-    for part in ("white-space:pre-wrap", "overflow-x:auto", "monospace", "font-size:13px",
+    # Every space protected (the editor collapses runs of them), every line a <br>, a TAB four spaces.
+    assert " " not in pre.text_content() and "\n" not in pre.text_content()
+    assert code_lines(pre) == "fn main() {\n\n    let  x = 1;    // <tag> & co\n}"
+    for part in ("white-space:nowrap", "overflow-x:auto", "monospace", "font-size:13px",
                  "background:"):
         assert part in style_of(pre)
     inline = tree.xpath("//p/code")[0]
@@ -206,8 +216,8 @@ def test_corpus_issue(path: Path) -> None:
     output_text = text_of(tree)
     for link in source.iter("a"):
         assert text_of(link) in output_text
-    assert [pre.text_content() for pre in tree.iter("pre")] == [
-        pre.text_content() for pre in source.iter("pre")]
+    assert [code_lines(pre) for pre in tree.iter("pre")] == [
+        pre.text_content().replace("\t", "    ").removesuffix("\n") for pre in source.iter("pre")]
     sources = ((img.get("src") or "").strip() for img in source.iter("img"))
     assert body.image_urls == tuple(dict.fromkeys(src for src in sources if src))
 

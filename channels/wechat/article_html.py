@@ -31,9 +31,11 @@ TAG_STYLES = {
     "p": "margin:0 0 1em",
     "blockquote": "margin:1em 0;padding:8px 14px;border-left:4px solid #d0d7de;"
                   "background:#f6f8fa;color:#57606a",
+    # Lines are <br>s and spaces no-break spaces (`_protect_code`): nowrap keeps long lines whole,
+    # and the block scrolls sideways on a phone.
     "pre": "margin:1em 0;padding:12px 14px;background:#f6f8fa;border-radius:6px;color:#24292f;"
-           f"font-family:{MONO};font-size:13px;line-height:1.6;white-space:pre-wrap;"
-           "overflow-x:auto;word-break:normal;overflow-wrap:break-word;letter-spacing:0",
+           f"font-family:{MONO};font-size:13px;line-height:1.6;white-space:nowrap;"
+           "overflow-x:auto;letter-spacing:0",
     "code": "padding:1px 4px;background:#f0f1f2;color:#c7254e;font-family:monospace;font-size:13px",
     "table": "border-collapse:collapse;width:100%;margin:0;font-size:14px;line-height:1.6",
     "th": "border:1px solid #ddd;padding:4px 8px;background:#eef1f4",
@@ -106,6 +108,8 @@ def to_wechat_html(fragment: str) -> WechatBody:
     references = _replace_links(root)
     for element in list(root.iter()):
         _shape_block(element)
+    for block in root.iter("pre"):
+        _protect_code(block)
     root.set("style", BASE_STYLE)
     if references:
         _append_references(root, references)
@@ -122,6 +126,8 @@ def _drop_unwanted(root: lxml.html.HtmlElement) -> None:
 
 def _clean_attributes(element: lxml.html.HtmlElement) -> None:
     kept = KEPT_ATTRIBUTES.get(element.tag, set())
+    if element.tag == "span" and _in_code(element):
+        kept = {"style"}          # the highlighting's colours, which the sanitizer checked
     align = TEXT_ALIGN.search(element.get("style", "")) or TEXT_ALIGN.search(
         f"text-align:{element.get('align', '')}")
     values = {name: value.strip() for name, value in element.attrib.items() if name in kept}
@@ -196,6 +202,51 @@ def _drop_layout_whitespace(element: lxml.html.HtmlElement) -> None:
         beside_block = child.tag in BLOCKS or (following is not None and following.tag in BLOCKS)
         if _blank(child.tail) and (textless or beside_block):
             child.tail = None
+
+
+def _in_code(element: lxml.html.HtmlElement) -> bool:
+    return any(ancestor.tag == "pre" for ancestor in element.iterancestors())
+
+
+def _protect_code(block: lxml.html.HtmlElement) -> None:
+    """Keep a code block's lines as they are: WeChat's editor collapses runs of spaces and the line
+    breaks of a `<pre>`, so each line break becomes a `<br>` and each space or TAB a no-break space."""
+    for element in list(block.iter()):
+        if element.text:
+            lines = _protected(element.text).split("\n")
+            element.text = lines[0]
+            for position, line in enumerate(lines[1:]):
+                element.insert(position, _line_break(line))
+        if element.tail and element is not block:
+            lines = _protected(element.tail).split("\n")
+            element.tail = lines[0]
+            for line in reversed(lines[1:]):
+                element.addnext(_line_break(line))
+    last = _last_node(block)
+    if last is not None and last.tag == "br" and not last.tail:
+        last.drop_tree()          # the code's final line break: no empty line at the end
+
+
+def _protected(text: str) -> str:
+    return text.replace("\t", "    ").replace(" ", "\u00a0")
+
+
+def _line_break(tail: str) -> lxml.html.HtmlElement:
+    line_break = lxml.html.Element("br")
+    line_break.tail = tail or None
+    return line_break
+
+
+def _last_node(element: lxml.html.HtmlElement) -> lxml.html.HtmlElement | None:
+    """The last element in document order inside `element`, when no text follows it."""
+    while len(element):
+        child = element[-1]
+        if child.tail:
+            return None
+        if not len(child):
+            return child
+        element = child
+    return None
 
 
 def _blank(text: str | None) -> bool:
