@@ -18,13 +18,13 @@ BASE_STYLE = ("font-size:15px;line-height:1.75;color:#3f3f3f;letter-spacing:0.5p
               "overflow-wrap:break-word;word-break:break-word;text-align:left")
 HEADING_STYLES = {
     "h1": "margin:1.2em 0 0.8em;padding-bottom:6px;border-bottom:2px solid #2b7a78;"
-          "font-size:22px;font-weight:bold;line-height:1.4;color:#222222",
+          "font-size:22px;line-height:1.4;color:#222222",
     "h2": "margin:1.2em 0 0.8em;padding-bottom:4px;border-bottom:1px solid #2b7a78;"
-          "font-size:19px;font-weight:bold;line-height:1.4;color:#222222",
+          "font-size:19px;line-height:1.4;color:#222222",
     "h3": "margin:1.1em 0 0.7em;padding-left:10px;border-left:4px solid #2b7a78;"
-          "font-size:17px;font-weight:bold;line-height:1.4;color:#222222",
+          "font-size:17px;line-height:1.4;color:#222222",
 }
-MINOR_HEADING_STYLE = "margin:1em 0 0.6em;font-size:16px;font-weight:bold;line-height:1.4;color:#222222"
+MINOR_HEADING_STYLE = "margin:1em 0 0.6em;font-size:16px;line-height:1.4;color:#222222"
 TAG_STYLES = {
     **HEADING_STYLES,
     "h4": MINOR_HEADING_STYLE, "h5": MINOR_HEADING_STYLE, "h6": MINOR_HEADING_STYLE,
@@ -36,7 +36,7 @@ TAG_STYLES = {
     "pre": "margin:1em 0;padding:12px 14px;background:#f6f8fa;border-radius:6px;color:#24292f;"
            f"font-family:{MONO};font-size:13px;line-height:1.6;white-space:nowrap;"
            "overflow-x:auto;letter-spacing:0",
-    "code": "padding:1px 4px;background:#f0f1f2;color:#c7254e;font-family:monospace;font-size:13px",
+    "code": "padding:1px 4px;background:#f0f1f2;color:#c7254e;font-size:13px",
     "table": "border-collapse:collapse;width:100%;margin:0;font-size:14px;line-height:1.6",
     "th": "border:1px solid #ddd;padding:4px 8px;background:#eef1f4",
     "td": "border:1px solid #ddd;padding:4px 8px",
@@ -49,12 +49,10 @@ NESTED_LIST_STYLE = "margin:0.2em 0;padding-left:1.5em"
 BULLETS = ("disc", "circle", "square")
 PRE_CODE_STYLE = ("padding:0;margin:0;background:none;color:inherit;font-family:inherit;"
                   "font-size:inherit;white-space:inherit")
-LI_TEXT_STYLE = "margin:0"
 LI_PARAGRAPH_STYLE = "margin:0 0 0.5em"
 QUOTE_PARAGRAPH_STYLE = "margin:0.3em 0"
 TABLE_FRAME_STYLE = "margin:1em 0;overflow-x:auto"
 REFERENCES_STYLE = "margin-top:2em;font-size:13px;line-height:1.6;color:#888888;word-break:break-all"
-REFERENCE_STYLE = "margin:0 0 4px"
 REFERENCE_HEADING = "参考链接"
 
 # Tags with behaviour or media the article cannot carry: removed with their content.
@@ -113,6 +111,9 @@ def to_wechat_html(fragment: str) -> WechatBody:
     root.set("style", BASE_STYLE)
     if references:
         _append_references(root, references)
+    for element in root.iter():
+        if element.get("style"):
+            element.set("style", shortest_style(element.get("style")))
     image_urls = tuple(dict.fromkeys(img.get("src") for img in root.iter("img")))
     return WechatBody(lxml.html.tostring(root, encoding="unicode"), references, image_urls)
 
@@ -165,18 +166,29 @@ def _apply_style(element: lxml.html.HtmlElement) -> None:
 
 
 def _replace_links(root: lxml.html.HtmlElement) -> tuple[str, ...]:
-    """Turn each link into plain text, numbering outside URLs in order of first appearance."""
+    """Turn each link into plain text, numbering outside URLs in order of first appearance (but for a
+    link that shows its URL already)."""
     numbers: dict[str, int] = {}
     for link in list(root.iter("a")):
         href = link.attrib.pop("href", "")
         if not href.lower().startswith(("http://", "https://")):
             link.drop_tag()
             continue
-        number = numbers.setdefault(href, len(numbers) + 1)
         link.tag = "span"
+        if shows_its_url(link, href):
+            continue            # the reader sees the URL already: no number, no second copy in the list
+        number = numbers.setdefault(href, len(numbers) + 1)
         # The marker sits inside the link's span, so it takes the link colour without a style of its own.
         link.append(_new("sup", "", f"[{number}]"))
     return tuple(numbers)
+
+
+def shows_its_url(link: lxml.html.HtmlElement, href: str) -> bool:
+    """Whether a link's text is its own URL (`<a href="https://lwn.net/…">https://lwn.net/…</a>`), as
+    bare URLs in Markdown are, the scheme and a final slash aside."""
+    def bare(url: str) -> str:
+        return url.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+    return len(link) == 0 and bare(link.text or "") == bare(href)
 
 
 def _shape_block(element: lxml.html.HtmlElement) -> None:
@@ -202,6 +214,18 @@ def _drop_layout_whitespace(element: lxml.html.HtmlElement) -> None:
         beside_block = child.tag in BLOCKS or (following is not None and following.tag in BLOCKS)
         if _blank(child.tail) and (textless or beside_block):
             child.tail = None
+
+
+_LONG_HEX = re.compile(r"#([0-9a-fA-F])\1([0-9a-fA-F])\2([0-9a-fA-F])\3\b")
+_LEADING_ZERO = re.compile(r"(?<![\d.])0\.(\d)")
+
+
+def shortest_style(style: str) -> str:
+    """The same declarations in fewer characters: WeChat counts the article's markup, styles included,
+    against its limit. `#222222` is `#222`, `0.8em` is `.8em`, and no blanks around `:` and `;`."""
+    declarations = [part.strip() for part in style.split(";") if part.strip()]
+    compact = ";".join(":".join(side.strip() for side in part.split(":", 1)) for part in declarations)
+    return _LEADING_ZERO.sub(r".\1", _LONG_HEX.sub(r"#\1\2\3", compact))
 
 
 def _in_code(element: lxml.html.HtmlElement) -> bool:
@@ -265,7 +289,7 @@ def _wrap_loose_text(item: lxml.html.HtmlElement) -> None:
     for node in nodes:
         if isinstance(node, str) or node.tag not in BLOCKS:
             if run is None and (not isinstance(node, str) or node.strip()):
-                run = _new("section", LI_TEXT_STYLE)
+                run = _new("section", "")     # a section has no margin of its own
                 item.append(run)
             if run is not None:
                 _append_inline(run, node)
@@ -286,8 +310,13 @@ def _append_inline(run: lxml.html.HtmlElement, node: str | lxml.html.HtmlElement
 def _append_references(root: lxml.html.HtmlElement, references: tuple[str, ...]) -> None:
     listing = _new("section", REFERENCES_STYLE)
     listing.append(_new("h3", HEADING_STYLES["h3"], REFERENCE_HEADING))
+    # One paragraph, a line per reference: the list is most of a link-heavy issue's markup.
+    lines = _new("p", "margin:0")
     for number, url in enumerate(references, start=1):
-        listing.append(_new("p", REFERENCE_STYLE, f"[{number}] {url}"))
+        if number > 1:
+            lines.append(_line_break(""))
+        _append_inline(lines, f"[{number}] {url}")
+    listing.append(lines)
     root.append(listing)
 
 
