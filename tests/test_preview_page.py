@@ -203,7 +203,7 @@ def test_each_panel_lists_its_warnings(tmp_path: Path, site_root: Path) -> None:
             assert "Liquid left as text" in panel and "embedded frame replaced by a link" in panel
         assert "missing image https://example.org/images/missing.png" in panels["email"]
         assert "missing image https://example.org/images/missing-cover.png" in panels["wechat"]
-        assert "wechat title is" in panels["wechat"]
+        assert "WeChat takes 32" in panels["wechat"]          # the title, shortened
 
 
 def test_a_message_over_gmails_clip_limit_gets_a_warning_badge(tmp_path: Path) -> None:
@@ -214,6 +214,19 @@ def test_a_message_over_gmails_clip_limit_gets_a_warning_badge(tmp_path: Path) -
         page = get(preview.url)[2].decode()
         badge = re.search(r'<span class="badge badge-warn" id="email-size".*?</span>', page, re.S)
         assert badge and "over 102 KB" in badge.group(0)
+
+
+def test_a_split_issue_shows_each_wechat_article_under_its_title(tmp_path: Path) -> None:
+    issue = tmp_path / "long.md"
+    paragraphs = "\n\n".join(f"第 {number} 段：" + "内容很长的一段文字。" * 40 for number in range(120))
+    issue.write_text(f"---\ntitle: 长长的一期\n---\n\n{paragraphs}\n", encoding="utf-8")
+    with serve(issue, Settings()) as preview:
+        page = get(preview.url)[2].decode()
+        frame = re.search(r'<iframe[^>]+src="([^"]*wechat[^"]*)"', page).group(1)
+        document = get(preview.url.rstrip("/") + "/" + frame.lstrip("/"))[2].decode()
+    titles = re.findall(r'<h1 class="rich-media-title[^"]*">([^<]*)</h1>', document)
+    assert titles == ["长长的一期 (1/3)", "长长的一期 (2/3)", "长长的一期 (3/3)"]
+    assert document.count("第 119 段") == 1 and "本期分为 3 篇" in document
 
 
 def test_a_missing_issue_or_a_busy_port_is_an_input_error(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 from distributor.channels.wechat.api import MemoryTokenStore, WechatApi, WechatApiConfig
 from distributor.channels.wechat.article import content_as_sent
 from distributor.channels.wechat.images import replace_image_sources
-from distributor.channels.wechat.publisher import EDIT_NOT_SENT, WechatOutcome, wechat_steps
+from distributor.channels.wechat.publisher import EDIT_NOT_SENT, WechatOutcome, WechatSteps, wechat_api, wechat_steps
 from distributor.delivery.retry import RetryPolicy
 from distributor.delivery.step_run import run_steps
 from distributor.errors import (
@@ -36,6 +36,7 @@ from distributor.settings import Settings, load_settings
 from tests.wechat_stub import IMAGE_SOURCE, LINK_TARGET, Fault, WechatStub, sample_png
 
 from .conftest import EXAMPLE, ROOT
+from .corpus import corpus_files, corpus_params
 from .publish_helpers import fast_retry_and_ledger
 
 TITLE = "泰晓资讯·第一期"
@@ -408,7 +409,6 @@ def test_quota_stops_the_channel(tmp_path, stub, site, endpoint, errcode):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"title": "长" * 33}, "wechat title is 33 characters; the limit is 32"),
     ({"images": ("/images/missing.png",)}, "images/missing.png not found"),
     ({"images": ("/images/anim.gif",)}, "is a gif file; it must be jpg or png"),
     ({"images": ("/images/huge.png",)}, "too large: WeChat takes at most 1048575 bytes"),
@@ -422,6 +422,16 @@ def test_bad_input_is_refused_before_any_request(tmp_path, stub, site, change, m
         run(configure(tmp_path, stub, site_root=site), write_issue(tmp_path, **change))
     assert message in str(caught.value)
     assert stub.requests() == []
+
+
+def test_a_title_over_the_limit_is_shortened_with_a_warning(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site)
+    issue = write_issue(tmp_path, title="长" * 33)
+    renditions = render_issue(issue, settings, ["wechat"])
+    assert renditions["wechat"].title == "长" * 31 + "…"
+    assert any("the title has 33 characters, WeChat takes 32" in warning for warning in renditions["wechat"].warnings)
+    run(settings, issue)
+    assert the_draft(stub)["title"] == "长" * 31 + "…"
 
 
 def test_missing_image_on_the_served_site_is_refused_before_any_request(tmp_path, stub, site, image_server):
@@ -615,22 +625,28 @@ def filled_issue(folder: Path, settings: Settings, images: tuple[str, ...], meas
 FOUR_IMAGES = ("/images/a.png", "/images/b.png", "/images/c.png", "/images/d.png")
 
 
-def test_content_limit_counts_uploaded_urls_so_preview_dry_run_and_publish_agree(tmp_path, stub, site):
+def test_content_over_the_limit_once_uploaded_urls_count_is_split_the_same_by_preview_and_publish(
+        tmp_path, stub, site):
     for name in ("c", "d"):
         (site / "images" / f"{name}.png").write_bytes(sample_png(name.encode()))
     settings = configure(tmp_path, stub, site_root=site)
     # 19,913 characters as rendered, as in the report: under the limit before the images are uploaded,
-    # over it once their src are WeChat's URLs.
+    # over it once their src are WeChat's URLs: split in two, its images in the second article.
     issue = filled_issue(tmp_path, settings, FOUR_IMAGES, lambda article: len(article.content), 19_913)
+    rendition = render_issue(issue, settings, ["wechat"])["wechat"]
+    assert [part.title for part in rendition.articles] == [f"{TITLE} (1/2)", f"{TITLE} (2/2)"]
     preview = cli(tmp_path, "preview", str(issue), "--out", str(tmp_path / "preview"))
-    assert preview.returncode == 0, preview.stderr
-    assert "warning: wechat content is" in preview.stdout and "each of its 4 images to upload counted" in preview.stdout
-    for args in (("--dry-run",), ()):
-        refused = publish_cli(tmp_path, issue, *args)
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        (line,) = refused.stderr.strip().splitlines()
-        assert line.startswith(f"distributor: error: {issue}") and "the limit is under 20000" in line
+    assert preview.returncode == 0 and "warning: wechat" not in preview.stdout, preview.stdout
+    assert (tmp_path / "preview" / "wechat-2.html").exists()
+    dry = publish_cli(tmp_path, issue, "--dry-run")
+    assert dry.returncode == 0 and "would add a draft of 2 articles" in dry.stdout, dry.stdout + dry.stderr
     assert stub.requests() == []
+    published = publish_cli(tmp_path, issue)
+    assert published.returncode == 0, published.stdout + published.stderr
+    (articles,) = stub.drafts().values()
+    assert [article["title"] for article in articles] == [part.title for part in rendition.articles]
+    assert all(len(article["content"]) < 20_000 for article in articles)
+    assert "本期分为 2 篇" in articles[0]["content"] and "本期分为" not in articles[1]["content"]
 
 
 def test_content_just_under_the_limit_with_the_longest_urls_is_published(tmp_path, stub, site):
@@ -695,3 +711,58 @@ def test_mass_mode_on_an_account_that_may_publish_names_mode_publish(tmp_path, s
     result = publish_cli(tmp_path, write_issue(tmp_path))
     assert result.returncode == 3 and "set channels.wechat.mode: publish" in result.stdout, result.stdout
     assert stub.requests("draft/add") == []
+
+
+def long_issue(folder: Path, paragraphs: int, *, marker: str = "") -> Path:
+    """An issue of `paragraphs` paragraphs of some 400 characters each, with one site image."""
+    body = "\n\n".join(f"第 {number} 段{marker}：" + "内容很长的一段文字。" * 40 for number in range(paragraphs))
+    path = folder / "long.md"
+    path.write_text(f"---\ntitle: {TITLE}\npermalink: /news/long/\ncover: /images/cover.png\n---\n\n{body}\n\n"
+                    "![图](/images/b.png)\n", encoding="utf-8")
+    return path
+
+
+def test_a_long_issue_is_one_draft_of_several_articles_updated_in_place_after_an_edit(tmp_path, stub, site):
+    settings = configure(tmp_path, stub, site_root=site)
+    issue = long_issue(tmp_path, 120)
+    outcome = run(settings, issue)
+    assert "3 articles: the issue did not fit one" in outcome.detail
+    (media_id, articles), = stub.drafts().items()
+    assert [article["title"] for article in articles] == [f"{TITLE} ({n}/3)" for n in (1, 2, 3)]
+    assert len({article["thumb_media_id"] for article in articles}) == 1
+    assert all(len(article["content"]) < 20_000 for article in articles)
+    assert "".join(article["content"] for article in articles).count("段：") == 120     # each paragraph once
+    # An edit of the same length: the three articles are updated in place, one draft still.
+    long_issue(tmp_path, 120, marker="（改）")
+    outcome = run(settings, issue)
+    updates = stub.requests("draft/update")
+    assert sorted(request.body_json["index"] for request in updates) == [0, 1, 2]
+    assert list(stub.drafts()) == [media_id] and "段（改）" in stub.drafts()[media_id][2]["content"]
+    # An edit that needs fewer articles: the draft is made anew and the old one deleted.
+    long_issue(tmp_path, 60)
+    outcome = run(settings, issue)
+    (new_id, articles), = stub.drafts().items()
+    assert new_id != media_id and len(articles) == 2 and "replacing draft" in outcome.detail
+    assert [request.body_json["media_id"] for request in stub.requests("draft/delete")] == [media_id]
+
+
+def any_image(url: str, settings: Settings, what: str, limit: int) -> bytes:
+    """Every remote image of a corpus issue, as a small PNG: the tests reach no other host."""
+    return sample_png(url.encode())
+
+
+@pytest.mark.parametrize("path", corpus_params(corpus_files()))
+def test_every_corpus_issue_fits_a_draft(tmp_path, stub, path):
+    settings = configure(tmp_path, stub, extra="    default_cover: /images/cover.png")
+    renditions = render_issue(path, settings, ["wechat"])
+    assert not [warning for warning in renditions["wechat"].warnings if "limit" in warning]
+    ledger = Ledger(settings.ledger.path)
+    try:
+        steps = WechatSteps(renditions["wechat"], renditions.issue, settings, wechat_api(settings, ledger), any_image)
+        policy = RetryPolicy.from_settings(settings.retry)
+        asyncio.run(run_steps(steps, ledger, renditions.issue.key, channel="wechat", label="WeChat", policy=policy,
+                              lease_seconds=30, lease_wait_seconds=5))
+    finally:
+        ledger.close()
+    (articles,) = stub.drafts().values()
+    assert len(articles) == len(renditions["wechat"].articles) <= 8

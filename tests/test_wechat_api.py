@@ -101,7 +101,7 @@ def test_add_cover_returns_a_media_id_the_stub_keeps(stub):
 
 def test_chinese_draft_goes_out_as_utf8_not_escaped(stub):
     api = make_api(stub)
-    media_id = api.add_draft(article(api))
+    media_id = api.add_draft([article(api)])
     sent = stub.requests("draft/add")[0].body_text
     assert CHINESE_TITLE in sent and CHINESE_CONTENT in sent
     assert "\\u" not in sent
@@ -122,15 +122,15 @@ REFUSED_DRAFTS = [
 def test_stub_refuses_drafts_the_real_api_refuses(stub, fields, errcode):
     api = make_api(stub)
     with pytest.raises(PermanentDeliveryError, match=errcode):
-        api.add_draft(article(api, **fields))
+        api.add_draft([article(api, **fields)])
     assert stub.drafts() == {}
 
 
 def test_update_draft_replaces_the_article_in_place(stub):
     api = make_api(stub)
-    media_id = api.add_draft(article(api))
+    media_id = api.add_draft([article(api)])
     corrected = "<p>本周 Linux 内核动态：调度器、内存管理与文件系统的新补丁。</p>"
-    api.update_draft(media_id, article(api, content=corrected))
+    api.update_draft(media_id, 0, article(api, content=corrected))
     assert list(stub.drafts()) == [media_id] and stub.drafts()[media_id][0]["content"] == corrected
     sent = stub.requests("draft/update")[0]
     assert (sent.body_json["media_id"], sent.body_json["index"]) == (media_id, 0)
@@ -140,22 +140,22 @@ def test_update_draft_replaces_the_article_in_place(stub):
 @pytest.mark.parametrize(("fields", "errcode"), REFUSED_DRAFTS)
 def test_stub_refuses_draft_updates_the_real_api_refuses(stub, fields, errcode):
     api = make_api(stub)
-    media_id = api.add_draft(article(api))
+    media_id = api.add_draft([article(api)])
     kept = stub.drafts()
     with pytest.raises(PermanentDeliveryError, match=errcode):
-        api.update_draft(media_id, article(api, **fields))
+        api.update_draft(media_id, 0, article(api, **fields))
     assert stub.drafts() == kept
 
 
 def test_update_of_an_unknown_draft_is_permanent(stub):
     api = make_api(stub)
     with pytest.raises(PermanentDeliveryError, match="40007"):
-        api.update_draft("no-such-draft", article(api))
+        api.update_draft("no-such-draft", 0, article(api))
 
 
 def test_publish_job_completes_after_the_configured_polls(stub):
     api = make_api(stub)
-    media_id = api.add_draft(article(api))
+    media_id = api.add_draft([article(api)])
     publish_id = api.submit_publish(media_id)
     assert api.publish_status(publish_id)["publish_status"] == 1
     done = api.publish_status(publish_id)
@@ -169,7 +169,7 @@ def test_publish_job_completes_after_the_configured_polls(stub):
 def test_failed_publish_keeps_the_draft(stub):
     stub.publish_final_status = 3
     api = make_api(stub)
-    media_id = api.add_draft(article(api))
+    media_id = api.add_draft([article(api)])
     publish_id = api.submit_publish(media_id)
     api.publish_status(publish_id)
     failed = api.publish_status(publish_id)
@@ -178,7 +178,7 @@ def test_failed_publish_keeps_the_draft(stub):
 
 def test_send_to_all_builds_the_sendall_body_and_a_repeat_counts_as_sent(stub):
     api = make_api(stub)
-    media_id = api.add_draft(article(api))
+    media_id = api.add_draft([article(api)])
     first = api.send_to_all(media_id, tag_id=None, clientmsgid="issue-1")
     again = api.send_to_all(media_id, tag_id=None, clientmsgid="issue-1")
     assert again["errcode"] == 45065 and again["msg_id"] == first["msg_id"]
@@ -192,7 +192,7 @@ def test_send_to_all_builds_the_sendall_body_and_a_repeat_counts_as_sent(stub):
 
 def test_send_preview_reaches_the_named_account(stub):
     api = make_api(stub)
-    media_id = api.add_draft(article(api))
+    media_id = api.add_draft([article(api)])
     assert api.send_preview(media_id, "tinylab_editor")["errcode"] == 0
     assert stub.previews()[0]["towxname"] == "tinylab_editor"
 
@@ -210,7 +210,7 @@ def test_faults_are_classified(stub, fault, error, acted):
     draft = article(api)
     stub.inject("draft/add", fault)
     with pytest.raises(error) as caught:
-        api.add_draft(draft)
+        api.add_draft([draft])
     assert type(caught.value) is error
     assert stub.requests("draft/add")[0].fault == fault.kind
     assert stub.pending_faults("draft/add") == 0
@@ -228,7 +228,7 @@ def test_slow_reply_past_the_timeout_is_uncertain(stub):
     draft = article(api)
     stub.inject("draft/add", Fault.slow(1.0))
     with pytest.raises(UncertainDeliveryError, match="ReadTimeout"):
-        api.add_draft(draft)
+        api.add_draft([draft])
 
 
 @pytest.mark.parametrize("fault", [Fault.slow(1.0), Fault.drop()])
@@ -351,7 +351,7 @@ def test_no_token_or_secret_down_the_exception_chain(stub):
                 Fault.http_status(502), Fault.drop(), Fault.html_page(), Fault.slow(1.0))
     stub.inject("draft/add", Fault.lost_reply(), Fault.slow(1.0), Fault.http_status(404))
     errors = []
-    for call in [lambda: api.list_drafts(0, 10)] * 5 + [lambda: api.add_draft(draft)] * 3:
+    for call in [lambda: api.list_drafts(0, 10)] * 5 + [lambda: api.add_draft([draft])] * 3:
         with pytest.raises(Exception) as caught:
             call()
         errors.append(caught.value)

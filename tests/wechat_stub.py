@@ -171,7 +171,7 @@ class WechatApiState:
         "stable_token": "_on_stable_token", "token": "_on_plain_token",
         "media/uploadimg": "_on_upload_image", "material/add_material": "_on_add_material",
         "draft/add": "_on_draft_add", "draft/update": "_on_draft_update", "draft/get": "_on_draft_get",
-        "draft/batchget": "_on_draft_batchget",
+        "draft/batchget": "_on_draft_batchget", "draft/delete": "_on_draft_delete",
         "freepublish/submit": "_on_publish_submit", "freepublish/get": "_on_publish_get",
         "freepublish/batchget": "_on_published_batchget",
         "message/mass/sendall": "_on_sendall", "message/mass/preview": "_on_preview",
@@ -362,6 +362,11 @@ class WechatApiState:
         self._check_article(article)
         draft["news_item"][index] = copy.deepcopy(article)
         draft["update_time"] = int(self.now())
+        return {"errcode": 0, "errmsg": "ok"}
+
+    def _on_draft_delete(self, body: dict, query: dict, files: tuple) -> dict:
+        if self._drafts.pop(str(body.get("media_id")), None) is None:
+            raise _ApiError(40007, "invalid media_id")
         return {"errcode": 0, "errmsg": "ok"}
 
     def _check_article(self, article: Any) -> None:

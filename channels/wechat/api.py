@@ -36,6 +36,7 @@ CLIENTMSGID_ALREADY_SENT = 45065
 READ_ONLY = {"stable_token", "draft/batchget", "freepublish/get", "freepublish/batchget", "message/mass/speed/get"}
 CLIENTMSGID_TOO_FAST = 45066
 API_UNAUTHORIZED = 48001
+INVALID_MEDIA_ID = 40007
 # A read-only call of each way a draft goes on, asked to learn whether the account may use it: since
 # 2025 WeChat grants freepublish and mass send to verified accounts only, and answers 48001 otherwise.
 PERMISSION_PROBES = {"publish": ("freepublish/batchget", {"offset": 0, "count": 1, "no_content": 1}),
@@ -161,14 +162,18 @@ class WechatApi:
                            files={"media": (name, data, mime)})
         return _field(reply, "media_id", "material/add_material")
 
-    def add_draft(self, article: dict) -> str:
-        """Add a one-article draft and return the draft's media_id."""
-        reply = self._post("draft/add", data={"articles": [article]})
+    def add_draft(self, articles: list[dict]) -> str:
+        """Add a draft of one or more articles (one news item) and return the draft's media_id."""
+        reply = self._post("draft/add", data={"articles": articles})
         return _field(reply, "media_id", "draft/add")
 
-    def update_draft(self, media_id: str, article: dict) -> None:
-        """Replace the one article of a draft in place, so the draft keeps its media_id."""
-        self._post("draft/update", data={"media_id": media_id, "index": 0, "articles": article})
+    def update_draft(self, media_id: str, index: int, article: dict) -> None:
+        """Replace the article at `index` of a draft in place, so the draft keeps its media_id."""
+        self._post("draft/update", data={"media_id": media_id, "index": index, "articles": article})
+
+    def delete_draft(self, media_id: str) -> None:
+        """Delete a draft; one already gone (a repeat after a lost reply) counts as deleted."""
+        self._post("draft/delete", data={"media_id": media_id}, success_codes=frozenset({INVALID_MEDIA_ID}))
 
     def list_drafts(self, offset: int, count: int) -> list[dict]:
         """Return one page of drafts, without their content."""

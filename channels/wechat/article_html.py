@@ -6,8 +6,10 @@ plain-text references listed at the end, and each list item's loose text sits in
 """
 from __future__ import annotations
 
+import html
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lxml.html
@@ -80,6 +82,7 @@ BLOCKS = {"section", "p", "ul", "ol", "blockquote", "pre", "table", "hr",
 TEXTLESS = {"ul", "ol", "table", "thead", "tbody", "tfoot", "tr", "colgroup"}
 KEPT_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt"}, "ol": {"start"},
                    "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan"}}
+_CITATION = re.compile(r"<sup>\[(\d{1,6})\]</sup>")
 TEXT_ALIGN = re.compile(r"text-align\s*:\s*(left|right|center|justify)\b", re.I)
 
 
@@ -90,6 +93,7 @@ class WechatBody:
     html: str                        # the article content for draft/add's `content`
     references: tuple[str, ...]      # distinct outside link URLs, in order; [1] is references[0]
     image_urls: tuple[str, ...]      # every <img src> in the content, in order, deduplicated
+    blocks: tuple[str, ...] = ()     # the body's top-level blocks, serialised: where it may be split
 
 
 def to_wechat_html(fragment: str) -> WechatBody:
@@ -108,14 +112,51 @@ def to_wechat_html(fragment: str) -> WechatBody:
         _shape_block(element)
     for block in root.iter("pre"):
         _protect_code(block)
-    root.set("style", BASE_STYLE)
-    if references:
-        _append_references(root, references)
     for element in root.iter():
         if element.get("style"):
             element.set("style", shortest_style(element.get("style")))
     image_urls = tuple(dict.fromkeys(img.get("src") for img in root.iter("img")))
-    return WechatBody(lxml.html.tostring(root, encoding="unicode"), references, image_urls)
+    lead = html.escape(root.text or "", quote=False)
+    blocks = tuple(lxml.html.tostring(child, encoding="unicode") for child in root)
+    blocks = ((lead + blocks[0],) + blocks[1:]) if blocks and lead.strip() else blocks
+    numbered = tuple(enumerate(references, start=1))
+    return WechatBody(compose(blocks, numbered), references, image_urls, blocks)
+
+
+def compose(blocks: Sequence[str], references: Sequence[tuple[int, str]]) -> str:
+    """An article body: `blocks` in the root section with the article's base style, then the list of
+    the `references` (number, URL) they cite."""
+    return f'<section style="{shortest_style(BASE_STYLE)}">{"".join(blocks)}{references_listing(references)}</section>'
+
+
+def references_listing(references: Sequence[tuple[int, str]]) -> str:
+    """The list of numbered outside links at an article's end (one paragraph, a line per reference: the
+    list is most of a link-heavy issue's markup); "" when there are none."""
+    if not references:
+        return ""
+    listing = _new("section", shortest_style(REFERENCES_STYLE))
+    listing.append(_new("h3", shortest_style(HEADING_STYLES["h3"]), REFERENCE_HEADING))
+    lines = _new("p", "margin:0")
+    for position, (number, url) in enumerate(references):
+        if position:
+            lines.append(_line_break(""))
+        _append_inline(lines, f"[{number}] {url}")
+    listing.append(lines)
+    return lxml.html.tostring(listing, encoding="unicode")
+
+
+def parts_listing(titles: Sequence[str], heading: str) -> str:
+    """The list of a split issue's articles, at the top of the first."""
+    listing = _new("section", "margin:0 0 1.5em;padding:8px 12px;background:#f6f8fa;font-size:14px;color:#57606a")
+    _append_inline(listing, heading)
+    for title in titles:
+        listing.append(_line_break(title))
+    return lxml.html.tostring(listing, encoding="unicode")
+
+
+def cited_numbers(block: str) -> list[int]:
+    """The reference numbers a serialised block cites, in order (its `<sup>[n]</sup>` markers)."""
+    return [int(number) for number in _CITATION.findall(block)]
 
 
 def _drop_unwanted(root: lxml.html.HtmlElement) -> None:
@@ -305,19 +346,6 @@ def _append_inline(run: lxml.html.HtmlElement, node: str | lxml.html.HtmlElement
         run[-1].tail = (run[-1].tail or "") + node
     else:
         run.text = (run.text or "") + node
-
-
-def _append_references(root: lxml.html.HtmlElement, references: tuple[str, ...]) -> None:
-    listing = _new("section", REFERENCES_STYLE)
-    listing.append(_new("h3", HEADING_STYLES["h3"], REFERENCE_HEADING))
-    # One paragraph, a line per reference: the list is most of a link-heavy issue's markup.
-    lines = _new("p", "margin:0")
-    for number, url in enumerate(references, start=1):
-        if number > 1:
-            lines.append(_line_break(""))
-        _append_inline(lines, f"[{number}] {url}")
-    listing.append(lines)
-    root.append(listing)
 
 
 def _new(tag: str, style: str, text: str | None = None) -> lxml.html.HtmlElement:

@@ -26,7 +26,12 @@ class WechatChannel(StepChannel):
         return RenditionSummary(len(rendition.content.encode()), len(rendition.references), len(rendition.images))
 
     def preview_files(self, rendition: WechatRendition, issue: Issue, settings: Settings) -> dict[str, bytes]:
-        return {"wechat.html": rendition.content.encode("utf-8")}
+        """The article as one page; a split issue's articles also one file each, as the draft holds them."""
+        files = {"wechat.html": rendition.content.encode("utf-8")}
+        if len(rendition.articles) > 1:
+            files.update({f"wechat-{index}.html": part.content.encode("utf-8")
+                          for index, part in enumerate(rendition.articles, start=1)})
+        return files
 
     def refusals(self, rendition: WechatRendition) -> list[str]:
         return limit_violations(rendition)
@@ -59,8 +64,11 @@ class WechatChannel(StepChannel):
     def describe(self, rendition: WechatRendition, settings: Settings) -> str:
         wechat = settings.channels.wechat
         content, uploads = content_as_sent(rendition)
-        return (f"a {wechat.mode} article {rendition.title!r} for account {wechat.app_id or '(app_id not set)'}, "
-                f"at most {len(content)} characters as sent, {uploads} images to upload")
+        count = len(rendition.articles)
+        what = f"article {rendition.title!r}" if count == 1 else f"draft of {count} articles {rendition.title!r}"
+        longest = "at most" if count == 1 else "the longest"
+        return (f"a {wechat.mode} {what} for account {wechat.app_id or '(app_id not set)'}, "
+                f"{longest} {len(content)} characters as sent, {uploads} images to upload")
 
     def steps(self, rendition: WechatRendition, issue: Issue, settings: Settings, cache: KeyValueCache, *,
               sink: TextIO | None = None, preview_to: str | None = None) -> WechatSteps:

@@ -46,12 +46,21 @@ class ConsoleWechatClient:
         self._show(f"would add cover {self._source(name, data)} as permanent material (material/add_material)")
         return f"dry-run-cover-{next(self._numbers)}"
 
-    def add_draft(self, article: dict) -> str:
-        self._show(f"would add a draft {article['title']!r}, {len(article['content'])} characters (draft/add)")
+    def add_draft(self, articles: list[dict]) -> str:
+        if len(articles) == 1:
+            self._show(f"would add a draft {articles[0]['title']!r}, {len(articles[0]['content'])} characters "
+                       "(draft/add)")
+        else:
+            shown = "; ".join(f"{article['title']!r}, {len(article['content'])} characters" for article in articles)
+            self._show(f"would add a draft of {len(articles)} articles: {shown} (draft/add)")
         return f"dry-run-draft-{next(self._numbers)}"
 
-    def update_draft(self, media_id: str, article: dict) -> None:
-        self._show(f"would update draft {media_id} with {len(article['content'])} characters (draft/update)")
+    def update_draft(self, media_id: str, index: int, article: dict) -> None:
+        self._show(f"would update article {index} of draft {media_id} with {len(article['content'])} characters "
+                   "(draft/update)")
+
+    def delete_draft(self, media_id: str) -> None:
+        self._show(f"would delete draft {media_id} (draft/delete)")
 
     def list_drafts(self, offset: int, count: int) -> list[dict]:
         self._show("would look among the account's drafts (draft/batchget)")

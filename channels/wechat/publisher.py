@@ -83,9 +83,11 @@ class WechatClient(Protocol):
 
     def add_cover(self, name: str, data: bytes, mime: str) -> str: ...
 
-    def add_draft(self, article: dict) -> str: ...
+    def add_draft(self, articles: list[dict]) -> str: ...
 
-    def update_draft(self, media_id: str, article: dict) -> None: ...
+    def update_draft(self, media_id: str, index: int, article: dict) -> None: ...
+
+    def delete_draft(self, media_id: str) -> None: ...
 
     def list_drafts(self, offset: int, count: int) -> list[dict]: ...
 
@@ -254,6 +256,8 @@ class _WechatRun:
             return _Draft(media_id, True, f"draft already created: media_id {media_id}")
         if any(self.context.recorded(step) is not None for step in SENT_STEPS):
             return _Draft(media_id, True, f"{EDIT_NOT_SENT}: media_id {media_id}", edit_not_sent=True)
+        if self.context.recorded("parts") not in (None, str(len(self.rendition.articles))):
+            return await self._replace_draft(media_id)
         return await self._update_draft(media_id, "draft updated with the edited issue")
 
     async def _make_draft(self) -> _Draft:
@@ -266,27 +270,40 @@ class _WechatRun:
             if self.context.recorded("draft_hash") == self.content_hash:
                 return _Draft(found, True, f"draft found from an interrupted run: media_id {found}")
             return await self._update_draft(found, "draft found from an interrupted run and updated", media)
-        article = await self._article(*media)
+        articles = await self._articles(*media)
         self.context.step = "draft"
         self.context.record("draft_hash", self.content_hash)
+        self.context.record("parts", str(len(articles)))
         started = self.context.start("draft")
         try:
-            media_id, how = await self.context.call(self.client.add_draft, article), "draft created"
+            media_id, how = await self.context.call(self.client.add_draft, articles), "draft created"
         except UncertainDeliveryError:
             found = await self._find_draft(started)
             media_id, how = ((found, "draft found after a lost reply") if found is not None
-                             else (await self.context.call(self.client.add_draft, article), "draft created"))
+                             else (await self.context.call(self.client.add_draft, articles), "draft created"))
         self.context.record("draft", media_id)
-        return _Draft(media_id, False, f"{how}: media_id {media_id}")
+        return _Draft(media_id, False, f"{how}: media_id {media_id}{_articles_note(len(articles))}")
 
     async def _update_draft(self, media_id: str, how: str,
                             media: tuple[list[LoadedImage], LoadedImage] | None = None) -> _Draft:
-        article = await self._article(*(media or await self._media()))
+        articles = await self._articles(*(media or await self._media()))
         # Putting the same article twice changes nothing, so a lost reply may be retried.
         self.context.step = "draft"
-        await self.context.call(self.client.update_draft, media_id, article, repeatable=True)
+        for index, article in enumerate(articles):
+            await self.context.call(self.client.update_draft, media_id, index, article, repeatable=True)
         self.context.record("draft_hash", self.content_hash)
-        return _Draft(media_id, True, f"{how}: media_id {media_id}", updated=True)
+        return _Draft(media_id, True, f"{how}: media_id {media_id}{_articles_note(len(articles))}", updated=True)
+
+    async def _replace_draft(self, media_id: str) -> _Draft:
+        """The edit changed how many articles the issue is split into, which draft/update cannot: make
+        the draft anew, then delete the old one, so the account still holds one draft of the issue."""
+        self.context.forget("draft")
+        self.context.forget("draft_started")
+        made = await self._make_draft()
+        self.context.step = "draft"
+        await self.context.call(self.client.delete_draft, media_id, repeatable=True)
+        return replace(made, detail=f"{made.detail}, replacing draft {media_id} (the edit changed the number "
+                                    "of articles)", updated=True)
 
     async def _media(self) -> tuple[list[LoadedImage], LoadedImage]:
         """Load and check every image and the cover, before anything is uploaded."""
@@ -300,7 +317,8 @@ class _WechatRun:
                   for url in self.rendition.images if needs_upload(url)]
         return images, load_cover(self.rendition.cover or "", self.settings, self.fetch)
 
-    async def _article(self, images: list[LoadedImage], cover: LoadedImage) -> dict:
+    async def _articles(self, images: list[LoadedImage], cover: LoadedImage) -> list[dict]:
+        """The draft's articles (the issue, or its parts), their images uploaded and the cover added."""
         self.context.step = "images"
         uploaded: dict[str, str] = {}
         for image in images:
@@ -308,20 +326,21 @@ class _WechatRun:
             self.context.record("images", f"{len(uploaded)}/{len(images)}")
         if not images:
             self.context.record("images", "0/0")
-        content = replace_image_sources(self.rendition.content, uploaded)
+        parts = [replace(part, content=replace_image_sources(part.content, uploaded))
+                 for part in self.rendition.articles]
         # Checked before any upload with every URL at its longest; this is the content as it goes out.
-        problems = limit_violations(replace(self.rendition, content=content, images=tuple(uploaded.values())))
+        problems = limit_violations(replace(self.rendition, parts=tuple(parts), images=tuple(uploaded.values())))
         if problems:
             raise InputError("; ".join(problems), path=self.source)
         self.context.step = "cover"
         thumb_media_id = await self._upload_cover(cover)
         self.context.record("cover", thumb_media_id)
         wechat = self.settings.channels.wechat
-        return {"title": self.rendition.title, "author": self.rendition.author, "digest": self.rendition.digest,
-                "content": content, "content_source_url": self.rendition.content_source_url,
-                "thumb_media_id": thumb_media_id,
-                "need_open_comment": int(wechat.need_open_comment),
-                "only_fans_can_comment": int(wechat.only_fans_can_comment)}
+        return [{"title": part.title, "author": self.rendition.author, "digest": part.digest,
+                 "content": part.content, "content_source_url": self.rendition.content_source_url,
+                 "thumb_media_id": thumb_media_id,
+                 "need_open_comment": int(wechat.need_open_comment),
+                 "only_fans_can_comment": int(wechat.only_fans_can_comment)} for part in parts]
 
     async def _upload_image(self, image: LoadedImage) -> str:
         url = self.context.cache.cached(IMAGE_KIND, image.sha256)
@@ -472,7 +491,7 @@ class _WechatRun:
     def _is_ours(self, item: dict, since: float) -> bool:
         article = _first_article(item)
         updated = item.get("update_time") or (item.get("content") or {}).get("update_time")
-        return (article.get("title") == self.rendition.title
+        return (article.get("title") == self.rendition.articles[0].title
                 and article.get("content_source_url", "") == self.rendition.content_source_url
                 and (updated is None or float(updated) >= since - CLOCK_SKEW_SECONDS))
 
@@ -490,6 +509,10 @@ def _unknown_submit(what: str, started: float, *, reply: str | None = None) -> U
 
 def _published_line(how: str, url: str) -> str:
     return f"{how}: {url or 'no article URL given'}"
+
+
+def _articles_note(count: int) -> str:
+    return f" ({count} articles: the issue did not fit one)" if count > 1 else ""
 
 
 def _first_article(item: dict) -> dict:

@@ -14,11 +14,11 @@ _LABELS = {
     "zh": {"view_in_browser": "在浏览器中阅读", "unsubscribe": "退订", "original": "原文链接",
            "why": "你收到这封邮件，是因为订阅了 {site}。", "sent_to": "本邮件发送给",
            "license": "许可协议", "author": "作者",
-           "references": "参考链接"},
+           "references": "参考链接", "parts": "本期分为 {count} 篇："},
     "en": {"view_in_browser": "View in browser", "unsubscribe": "Unsubscribe", "original": "Original",
            "why": "You receive this because you subscribed to {site}.", "sent_to": "This copy was sent to",
            "license": "Licence",
-           "author": "Author", "references": "References"},
+           "author": "Author", "references": "References", "parts": "This issue comes in {count} parts:"},
 }
 _LICENCE_NAMES = {
     "cc-by-4.0": "CC BY 4.0", "cc-by-sa-4.0": "CC BY-SA 4.0", "cc-by-nc-4.0": "CC BY-NC 4.0",

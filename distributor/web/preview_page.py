@@ -8,6 +8,8 @@ from importlib.resources import files
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from markupsafe import Markup
+
 # The page shows the three built-in channels side by side; `preview` writes every channel's files.
 from distributor.channels.email.channel import EmailChannel
 from distributor.channels.email.rendition import GMAIL_CLIP_BYTES
@@ -164,11 +166,13 @@ def _wechat_panel(wechat: WechatRendition, settings: Settings) -> WechatPanel:
 
 
 def _wechat_document(wechat: WechatRendition, issue: Issue, settings: Settings) -> str:
-    """Wrap the article in a page that looks like the WeChat reader, with its title and byline."""
+    """Wrap the article in a page that looks like the WeChat reader, with its title and byline; a split
+    issue's articles one after the other, each under its own title, as the draft holds them."""
+    articles = wechat.articles
     return environment(None).get_template("preview/wechat.html").render(
-        language=settings.site.language, site_name=settings.site.name, title=wechat.title, author=wechat.author,
-        date=issue.date.strftime("%Y-%m-%d") if issue.date else "",
-        content=rewrite_site_images(wechat.content, settings))
+        language=settings.site.language, site_name=settings.site.name, title=articles[0].title,
+        author=wechat.author, date=issue.date.strftime("%Y-%m-%d") if issue.date else "",
+        parts=[(part.title, Markup(rewrite_site_images(part.content, settings))) for part in articles])
 
 
 def _kilobytes(size: int) -> str:
