@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
@@ -17,6 +19,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from distributor.channels.wechat.api import MemoryTokenStore, WechatApi, WechatApiConfig
 from distributor.channels.wechat.article import content_as_sent
@@ -410,14 +413,14 @@ def test_quota_stops_the_channel(tmp_path, stub, site, endpoint, errcode):
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"images": ("/images/missing.png",)}, "images/missing.png not found"),
-    ({"images": ("/images/anim.gif",)}, "is a gif file; it must be jpg or png"),
-    ({"images": ("/images/huge.png",)}, "too large: WeChat takes at most 1048575 bytes"),
+    ({"images": ("/images/anim.gif",)}, "anim.gif cannot be read as an image"),
+    ({"images": ("/images/notes.txt",)}, "notes.txt not an image this distributor can read"),
     ({"cover": "/images/missing-cover.png"}, "cover https://example.org/images/missing-cover.png not found"),
     ({"cover": None}, "WeChat needs a cover"),
 ])
 def test_bad_input_is_refused_before_any_request(tmp_path, stub, site, change, message):
-    (site / "images" / "anim.gif").write_bytes(b"GIF89a" + b"\x00" * 32)
-    (site / "images" / "huge.png").write_bytes(sample_png(b"x" * 1024 * 1024))
+    (site / "images" / "anim.gif").write_bytes(b"GIF89a" + b"\x00" * 32)       # a GIF's signature, no image
+    (site / "images" / "notes.txt").write_bytes(b"just text")
     with pytest.raises(InputError) as caught:
         run(configure(tmp_path, stub, site_root=site), write_issue(tmp_path, **change))
     assert message in str(caught.value)
@@ -766,3 +769,77 @@ def test_every_corpus_issue_fits_a_draft(tmp_path, stub, path):
         ledger.close()
     (articles,) = stub.drafts().values()
     assert len(articles) == len(renditions["wechat"].articles) <= 8
+
+
+def picture(kind: str, size: tuple[int, int] = (320, 200), *, noise: bool = False, frames: int = 1,
+            colour: tuple[int, int, int] = (40, 120, 200)) -> bytes:
+    """An image made with Pillow: `noise` makes one that does not compress (a screenshot's worst case)."""
+    out = io.BytesIO()
+    first = (Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)) if noise
+             else Image.new("RGB", size, colour))
+    if kind == "gif":
+        more = [Image.new("RGB", size, (200, 40, 40)) for _ in range(frames - 1)]
+        first.save(out, "GIF", save_all=True, append_images=more, duration=100, loop=0)
+    elif kind == "webp":
+        first.convert("RGBA").save(out, "WEBP", lossless=True)
+    else:
+        first.save(out, kind.upper())
+    return out.getvalue()
+
+
+SVG = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="600" height="300">'
+       b'<rect width="600" height="300" fill="#2b7a78"/><circle cx="300" cy="150" r="100" fill="#fff"/></svg>')
+
+
+def test_gif_webp_svg_and_a_3_mb_png_become_uploads_under_1_mb_and_a_rerun_uploads_nothing(tmp_path, stub, site):
+    (site / "images" / "anim.gif").write_bytes(picture("gif", frames=3))
+    (site / "images" / "logo.webp").write_bytes(picture("webp", colour=(250, 200, 0)))
+    (site / "images" / "diagram.svg").write_bytes(SVG)
+    (site / "images" / "shot.png").write_bytes(picture("png", (1600, 1000), noise=True))
+    assert (site / "images" / "shot.png").stat().st_size > 3 * 1024 * 1024
+    (site / "images" / "cover.webp").write_bytes(picture("webp", (900, 500)))
+    settings = configure(tmp_path, stub, site_root=site)
+    issue = write_issue(tmp_path, images=("/images/anim.gif", "/images/logo.webp", "/images/diagram.svg",
+                                          "/images/shot.png"), cover="/images/cover.webp")
+    run(settings, issue)
+    uploads = list(stub.images().values())
+    assert len(uploads) == 4 and all(len(data) < 1024 * 1024 for data in uploads)
+    opened = [Image.open(io.BytesIO(data)) for data in uploads]
+    assert {image.format for image in opened} <= {"JPEG", "PNG"}
+    assert opened[2].size == (600, 300)                          # the SVG drawn at its own size
+    assert opened[3].width <= 1080                               # the screenshot scaled to a phone's width
+    (cover,) = stub.materials().values()
+    assert Image.open(io.BytesIO(cover)).format in ("JPEG", "PNG")
+    before = len(stub.requests("media/uploadimg"))
+    write_issue(tmp_path, title="泰晓资讯·第一期（修订）", images=("/images/anim.gif", "/images/logo.webp",
+                "/images/diagram.svg", "/images/shot.png"), cover="/images/cover.webp")
+    run(settings, issue)                                         # an edit: the draft is updated
+    assert len(stub.requests("media/uploadimg")) == before       # the same conversions: nothing uploaded again
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("bomb.png", None, "has more than 40000000 pixels"),
+    ("broken.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><rect", "is an SVG that cannot be read"),
+    ("laughs.svg", b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a0 "aaaaaaaaaa">'
+                   + b"".join(b'<!ENTITY a%d "%s">' % (i, b"&a%d;" % (i - 1) * 10) for i in range(1, 10))
+                   + b']><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><text>&a9;</text></svg>',
+     "is an SVG that cannot be read"),
+])
+def test_a_hostile_image_is_refused_in_one_line_before_any_request(tmp_path, stub, site, name, data, message):
+    if data is None:
+        # A PNG whose header claims 100,000 x 100,000 pixels, over 1 MB (a text chunk), so it is converted.
+        small = io.BytesIO()
+        Image.new("L", (1, 1)).save(small, "PNG")
+        raw = bytearray(small.getvalue())
+        raw[16:24] = (100_000).to_bytes(4, "big") * 2
+        raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")
+        text = b"tEXt" + b"Comment\x00" + b"x" * (1100 * 1024)
+        chunk = (len(text) - 4).to_bytes(4, "big") + text + zlib.crc32(text).to_bytes(4, "big")
+        data = bytes(raw[:33]) + chunk + bytes(raw[33:])
+    (site / "images" / name).write_bytes(data)
+    settings = configure(tmp_path, stub, site_root=site)
+    issue = write_issue(tmp_path, images=(f"/images/{name}",))
+    with pytest.raises(InputError, match=message) as caught:
+        run(settings, issue)
+    assert "\n" not in str(caught.value) and name in str(caught.value)
+    assert stub.requests() == []

@@ -1,5 +1,5 @@
-"""The images of a WeChat article: read or fetch each one, check its type and size, and point
-the article's `<img src>` at the uploaded copies.
+"""The images of a WeChat article: read or fetch each one, make it a type and size WeChat takes
+(`convert`), and point the article's `<img src>` at the uploaded copies.
 
 Site images (URLs under `site.base_url`) are read from `site.site_root` when it is set, so a
 publish works before the site is deployed; every other image is fetched, over HTTP by
@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import lxml.html
 import requests
 
+from distributor.channels.wechat.convert import ConversionError, fit
 from distributor.errors import InputError, TransientDeliveryError
 from distributor.settings import Settings
 
@@ -26,6 +27,8 @@ CONTENT_IMAGE_KINDS = ("jpg", "png")
 CONTENT_IMAGE_MAX_BYTES = 1024 * 1024 - 1
 COVER_KINDS = ("jpg", "png", "gif", "bmp")
 COVER_MAX_BYTES = 10 * 1024 * 1024
+# What is read of an image before it is converted to fit (a 3 MB screenshot, say); more is refused.
+SOURCE_MAX_BYTES = 20 * 1024 * 1024
 SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"))
 MIME_TYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp"}
 # Images already on WeChat's own hosts need no upload.
@@ -60,12 +63,12 @@ def needs_upload(url: str) -> bool:
 
 
 def load_content_image(url: str, settings: Settings, fetch: Fetch) -> LoadedImage:
-    """Load an article image and check it is a jpg or png under 1 MB, or raise InputError."""
+    """Load an article image as a jpg or png under 1 MB, converted when it is not one, or raise InputError."""
     return _load(url, settings, fetch, "image", CONTENT_IMAGE_KINDS, CONTENT_IMAGE_MAX_BYTES)
 
 
 def load_cover(url: str, settings: Settings, fetch: Fetch) -> LoadedImage:
-    """Load the cover image and check it is a jpg, png, gif or bmp of at most 10 MB."""
+    """Load the cover image as a jpg, png, gif or bmp of at most 10 MB, converted when it is not one."""
     return _load(url, settings, fetch, "cover", COVER_KINDS, COVER_MAX_BYTES)
 
 
@@ -85,15 +88,17 @@ def replace_image_sources(content: str, uploaded: dict[str, str]) -> str:
 
 
 def _load(url: str, settings: Settings, fetch: Fetch, what: str, kinds: tuple[str, ...], limit: int) -> LoadedImage:
+    """Read the image (at most SOURCE_MAX_BYTES) and make it one WeChat takes (`convert`)."""
     local = _local_path(url, settings)
-    data = _read_file(url, local, what, limit) if local else fetch(url, settings, what, limit)
-    kind = next((name for signature, name in SIGNATURES if data.startswith(signature)), None)
-    if kind not in kinds:
-        found = f"a {kind} file" if kind else "not a recognised image"
-        raise InputError(f"WeChat {what} {url} is {found}; it must be {' or '.join(kinds)}")
-    if len(data) > limit:
-        raise InputError(f"WeChat {what} {url} is too large: WeChat takes at most {limit} bytes")
-    return LoadedImage(url, data, kind, hashlib.sha256(data).hexdigest())
+    data = _read_file(url, local, what, SOURCE_MAX_BYTES) if local else fetch(url, settings, what, SOURCE_MAX_BYTES)
+    if len(data) > SOURCE_MAX_BYTES:
+        raise InputError(f"WeChat {what} {url} is larger than {SOURCE_MAX_BYTES // (1024 * 1024)} MB, more than "
+                         "any image worth converting")
+    try:
+        fitted, kind = fit(data, kinds, limit)
+    except ConversionError as exc:
+        raise InputError(f"WeChat {what} {url} {exc}") from None
+    return LoadedImage(url, fitted, kind, hashlib.sha256(fitted).hexdigest())
 
 
 def _local_path(url: str, settings: Settings) -> Path | None:
