@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from distributor.errors import InputError, SettingsError
+from distributor.render.themes import css_file_problem
 from distributor.validate.addresses import (
     ehlo_name_problem,
     explained_address_problem,
@@ -43,12 +44,16 @@ MAX_SETTINGS_BYTES = 1024 * 1024
 class SiteSettings:
     text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
         "name": text_problem, "base_url": http_url_problem, "site_root": lambda value: folder_problem(value),
-        "language": lambda value: language_problem(value)}
+        "language": lambda value: language_problem(value), "theme_css": lambda value: css_file_problem(value)}
     name: str = "Example Weekly"
     base_url: str = "https://example.org"
     language: str = "zh"
     # Local checkout of the site, to read site-relative images from (WeChat uploads, preview).
     site_root: str | None = None
+    # The look of the email and the WeChat article (distributor.render.themes), and a CSS file of the
+    # publisher's own inlined over it.
+    theme: Literal["classic", "tinylab", "ink"] = "classic"
+    theme_css: str | None = None
 
 
 class ChannelsSettings(Mapping[str, Any]):

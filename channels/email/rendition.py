@@ -11,6 +11,7 @@ from premailer import Premailer
 from distributor.channels.text.rendition import TextRendition
 from distributor.models import NAME_PLACEHOLDER, UNSUBSCRIBE_PLACEHOLDER, Body, Issue
 from distributor.render.templating import common_context, render_template
+from distributor.render.themes import publisher_css, with_publisher_css
 from distributor.settings import Settings
 
 # Gmail shows only the first 102 KB of a message's HTML and hides the rest behind a link.
@@ -33,8 +34,9 @@ class EmailRendition:
 def render_email(issue: Issue, body: Body, text: TextRendition, settings: Settings) -> EmailRendition:
     """Render the email for `issue` once; per-recipient values stay as placeholders."""
     context = common_context(issue, settings, body.page_url)
+    body_html = with_publisher_css(body.html, publisher_css(settings.site.theme_css))
     document = render_template(
-        settings, "email/issue.html", **context, body_html=body.html, preheader=body.summary,
+        settings, "email/issue.html", **context, body_html=body_html, preheader=body.summary,
         unsubscribe_url=UNSUBSCRIBE_PLACEHOLDER, recipient_name=NAME_PLACEHOLDER)
     html = inline_styles(document)
     warnings = list(body.warnings) + list(text.warnings)

@@ -14,6 +14,7 @@ from distributor.channels.wechat.images import needs_upload, replace_image_sourc
 from distributor.channels.wechat.split import MAX_ARTICLES, ArticlePart, cited, part_title, split_body
 from distributor.models import Body, Issue
 from distributor.render.templating import common_context, render_template
+from distributor.render.themes import Theme, publisher_css, theme_named
 from distributor.settings import Settings
 
 # Limits of the draft API (draft/add), in characters unless the name says bytes.
@@ -62,7 +63,8 @@ def render_wechat(issue: Issue, body: Body, settings: Settings) -> WechatRenditi
     """Render the article, split into several when it does not fit one; a field over its limit is a
     warning here and an error at publish."""
     wechat = settings.channels.wechat
-    converted = to_wechat_html(body.html)
+    theme = theme_named(settings.site.theme)
+    converted = to_wechat_html(body.html, theme, publisher_css(settings.site.theme_css))
     context = common_context(issue, settings, body.page_url)
 
     def wrap(html: str) -> str:
@@ -86,22 +88,22 @@ def render_wechat(issue: Issue, body: Body, settings: Settings) -> WechatRenditi
         references=converted.references,
         images=converted.image_urls,
         warnings=body.warnings + shortened,
-        parts=_parts(converted.blocks, converted.references, wrap, issue.title, digest, context["labels"]),
+        parts=_parts(converted.blocks, converted.references, wrap, issue.title, digest, context["labels"], theme),
     )
     return replace(rendition, warnings=rendition.warnings + tuple(limit_violations(rendition)))
 
 
 def _parts(blocks: tuple[str, ...], references: tuple[str, ...], wrap: Callable[[str], str], title: str,
-           digest: str, labels: dict[str, str]) -> tuple[ArticlePart, ...]:
+           digest: str, labels: dict[str, str], theme: Theme) -> tuple[ArticlePart, ...]:
     """The articles of the draft when the issue does not fit one (empty when it does); the first has
     less room, for the list of the parts."""
     groups = split_body(blocks, references, budget=SPLIT_BUDGET, first_budget=SPLIT_BUDGET - PARTS_LISTING_BOUND,
-                        measure=sent_length, wrap=wrap)
-    return () if len(groups) == 1 else _finish(groups, references, wrap, title, digest, labels)
+                        measure=sent_length, wrap=wrap, theme=theme)
+    return () if len(groups) == 1 else _finish(groups, references, wrap, title, digest, labels, theme)
 
 
 def _finish(groups: list[list[str]], references: tuple[str, ...], wrap: Callable[[str], str], title: str,
-            digest: str, labels: dict[str, str]) -> tuple[ArticlePart, ...]:
+            digest: str, labels: dict[str, str], theme: Theme) -> tuple[ArticlePart, ...]:
     count = len(groups)
     titles = [part_title(title, index, count, TITLE_LIMIT) for index in range(1, count + 1)]
     listing = parts_listing(titles, labels["parts"].format(count=count))
@@ -109,7 +111,7 @@ def _finish(groups: list[list[str]], references: tuple[str, ...], wrap: Callable
     for index, group in enumerate(groups):
         shown = [listing, *group] if index == 0 else group
         part_digest = digest if index == 0 else _shorten(_text_of(group), DIGEST_LIMIT)
-        parts.append(ArticlePart(titles[index], part_digest, wrap(compose(shown, cited(group, references)))))
+        parts.append(ArticlePart(titles[index], part_digest, wrap(compose(shown, cited(group, references), theme))))
     return tuple(parts)
 
 

@@ -6,6 +6,7 @@ plain-text references listed at the end, and each list item's loose text sits in
 """
 from __future__ import annotations
 
+import functools
 import html
 import itertools
 import re
@@ -14,38 +15,46 @@ from dataclasses import dataclass
 
 import lxml.html
 
+from distributor.render.themes import DEFAULT_THEME, Theme, with_publisher_css
+
 MONO = "Menlo,Monaco,Consolas,'Courier New',monospace"
-LINK_COLOR = "#576b95"
-BASE_STYLE = ("font-size:15px;line-height:1.75;color:#3f3f3f;letter-spacing:0.5px;"
-              "overflow-wrap:break-word;word-break:break-word;text-align:left")
-HEADING_STYLES = {
-    "h1": "margin:1.2em 0 0.8em;padding-bottom:6px;border-bottom:2px solid #2b7a78;"
-          "font-size:22px;line-height:1.4;color:#222222",
-    "h2": "margin:1.2em 0 0.8em;padding-bottom:4px;border-bottom:1px solid #2b7a78;"
-          "font-size:19px;line-height:1.4;color:#222222",
-    "h3": "margin:1.1em 0 0.7em;padding-left:10px;border-left:4px solid #2b7a78;"
-          "font-size:17px;line-height:1.4;color:#222222",
-}
-MINOR_HEADING_STYLE = "margin:1em 0 0.6em;font-size:16px;line-height:1.4;color:#222222"
-TAG_STYLES = {
-    **HEADING_STYLES,
-    "h4": MINOR_HEADING_STYLE, "h5": MINOR_HEADING_STYLE, "h6": MINOR_HEADING_STYLE,
-    "p": "margin:0 0 1em",
-    "blockquote": "margin:1em 0;padding:8px 14px;border-left:4px solid #d0d7de;"
-                  "background:#f6f8fa;color:#57606a",
-    # Lines are <br>s and spaces no-break spaces (`_protect_code`): nowrap keeps long lines whole,
-    # and the block scrolls sideways on a phone.
-    "pre": "margin:1em 0;padding:12px 14px;background:#f6f8fa;border-radius:6px;color:#24292f;"
-           f"font-family:{MONO};font-size:13px;line-height:1.6;white-space:nowrap;"
-           "overflow-x:auto;letter-spacing:0",
-    "code": "padding:1px 4px;background:#f0f1f2;color:#c7254e;font-size:13px",
-    "table": "border-collapse:collapse;width:100%;margin:0;font-size:14px;line-height:1.6",
-    "th": "border:1px solid #ddd;padding:4px 8px;background:#eef1f4",
-    "td": "border:1px solid #ddd;padding:4px 8px",
-    "img": "max-width:100%;height:auto;display:block;margin:12px auto",
-    "hr": "margin:1.5em 0;height:0;border:0;border-top:1px solid #dddddd",
-    "a": f"color:{LINK_COLOR}",
-}
+
+
+@functools.lru_cache(maxsize=8)
+def tag_styles(theme: Theme) -> dict[str, str]:
+    """The inline style of each tag in `theme`: what the editor keeps of the look, the reader's own
+    defaults (bold headings, monospace code) left out."""
+    minor = f"margin:1em 0 0.6em;font-size:16px;line-height:1.4;color:{theme.heading}"
+    quote_background = f";background:{theme.quote_background}" if theme.quote_background else ""
+    block_border = f";border:1px solid {theme.block_border}" if theme.block_border else ""
+    return {
+        "base": (f"font-size:15px;line-height:1.75;color:{theme.text};letter-spacing:0.5px;"
+                 "overflow-wrap:break-word;word-break:break-word;text-align:left"),
+        "h1": (f"margin:1.2em 0 0.8em;padding-bottom:6px;border-bottom:2px solid {theme.accent};"
+               f"font-size:22px;line-height:1.4;color:{theme.heading}"),
+        "h2": (f"margin:1.2em 0 0.8em;padding-bottom:4px;border-bottom:1px solid {theme.accent};"
+               f"font-size:19px;line-height:1.4;color:{theme.heading}"),
+        "h3": (f"margin:1.1em 0 0.7em;padding-left:10px;border-left:4px solid {theme.accent};"
+               f"font-size:17px;line-height:1.4;color:{theme.heading}"),
+        "h4": minor, "h5": minor, "h6": minor,
+        "p": "margin:0 0 1em",
+        "blockquote": (f"margin:1em 0;padding:8px 14px;border-left:4px solid {theme.quote_border}"
+                       f"{quote_background};color:{theme.quote_text}"),
+        # Lines are <br>s and spaces no-break spaces (`_protect_code`): nowrap keeps long lines whole,
+        # and the block scrolls sideways on a phone.
+        "pre": (f"margin:1em 0;padding:12px 14px;background:{theme.block_background}{block_border};"
+                f"border-radius:6px;color:#24292f;font-family:{MONO};font-size:13px;line-height:1.6;"
+                "white-space:nowrap;overflow-x:auto;letter-spacing:0"),
+        "code": f"padding:1px 4px;background:{theme.code_background};color:{theme.code_text};font-size:13px",
+        "table": "border-collapse:collapse;width:100%;margin:0;font-size:14px;line-height:1.6",
+        "th": "border:1px solid #ddd;padding:4px 8px;background:#eef1f4",
+        "td": "border:1px solid #ddd;padding:4px 8px",
+        "img": "max-width:100%;height:auto;display:block;margin:12px auto",
+        "hr": "margin:1.5em 0;height:0;border:0;border-top:1px solid #dddddd",
+        "a": f"color:{theme.link}",
+    }
+
+
 LIST_STYLE = "margin:0.5em 0 1em;padding-left:1.8em"
 NESTED_LIST_STYLE = "margin:0.2em 0;padding-left:1.5em"
 BULLETS = ("disc", "circle", "square")
@@ -96,17 +105,20 @@ class WechatBody:
     blocks: tuple[str, ...] = ()     # the body's top-level blocks, serialised: where it may be split
 
 
-def to_wechat_html(fragment: str) -> WechatBody:
+def to_wechat_html(fragment: str, theme: Theme = DEFAULT_THEME, css: str = "") -> WechatBody:
     """Rewrite an HTML fragment (an issue body rendered from Markdown and cleaned; URLs already absolute)
-    into HTML that the WeChat article editor keeps."""
+    into HTML that the WeChat article editor keeps, in `theme`, with the publisher's `css` inlined over it."""
     root = (lxml.html.fragment_fromstring(fragment, create_parent="section") if fragment.strip()
             else lxml.html.Element("section"))
     _drop_unwanted(root)
     for element in list(root.iter()):
         _clean_attributes(element)
         _rename(element)
+    if css:
+        root = lxml.html.fragment_fromstring(with_publisher_css(lxml.html.tostring(root, encoding="unicode"), css))
+    styles = tag_styles(theme)
     for element in root.iter():
-        _apply_style(element)
+        _apply_style(element, styles)
     references = _replace_links(root)
     for element in list(root.iter()):
         _shape_block(element)
@@ -120,22 +132,23 @@ def to_wechat_html(fragment: str) -> WechatBody:
     blocks = tuple(lxml.html.tostring(child, encoding="unicode") for child in root)
     blocks = ((lead + blocks[0],) + blocks[1:]) if blocks and lead.strip() else blocks
     numbered = tuple(enumerate(references, start=1))
-    return WechatBody(compose(blocks, numbered), references, image_urls, blocks)
+    return WechatBody(compose(blocks, numbered, theme), references, image_urls, blocks)
 
 
-def compose(blocks: Sequence[str], references: Sequence[tuple[int, str]]) -> str:
-    """An article body: `blocks` in the root section with the article's base style, then the list of
-    the `references` (number, URL) they cite."""
-    return f'<section style="{shortest_style(BASE_STYLE)}">{"".join(blocks)}{references_listing(references)}</section>'
+def compose(blocks: Sequence[str], references: Sequence[tuple[int, str]], theme: Theme) -> str:
+    """An article body: `blocks` in the root section with the theme's base style, then the list of the
+    `references` (number, URL) they cite."""
+    base = shortest_style(tag_styles(theme)["base"])
+    return f'<section style="{base}">{"".join(blocks)}{references_listing(references, theme)}</section>'
 
 
-def references_listing(references: Sequence[tuple[int, str]]) -> str:
+def references_listing(references: Sequence[tuple[int, str]], theme: Theme) -> str:
     """The list of numbered outside links at an article's end (one paragraph, a line per reference: the
     list is most of a link-heavy issue's markup); "" when there are none."""
     if not references:
         return ""
     listing = _new("section", shortest_style(REFERENCES_STYLE))
-    listing.append(_new("h3", shortest_style(HEADING_STYLES["h3"]), REFERENCE_HEADING))
+    listing.append(_new("h3", shortest_style(tag_styles(theme)["h3"]), REFERENCE_HEADING))
     lines = _new("p", "margin:0")
     for position, (number, url) in enumerate(references):
         if position:
@@ -188,7 +201,7 @@ def _rename(element: lxml.html.HtmlElement) -> None:
         element.drop_tag()
 
 
-def _apply_style(element: lxml.html.HtmlElement) -> None:
+def _apply_style(element: lxml.html.HtmlElement, styles: dict[str, str]) -> None:
     parent = element.getparent()
     parent_tag = parent.tag if parent is not None else None
     if element.tag in ("ul", "ol"):
@@ -200,7 +213,7 @@ def _apply_style(element: lxml.html.HtmlElement) -> None:
     elif element.tag == "p" and parent_tag in ("li", "blockquote"):
         style = LI_PARAGRAPH_STYLE if parent_tag == "li" else QUOTE_PARAGRAPH_STYLE
     else:
-        style = TAG_STYLES.get(element.tag, "")
+        style = styles.get(element.tag, "")
     combined = ";".join(filter(None, (style, element.get("style"))))
     if combined:
         element.set("style", combined)
@@ -263,9 +276,15 @@ _LEADING_ZERO = re.compile(r"(?<![\d.])0\.(\d)")
 
 def shortest_style(style: str) -> str:
     """The same declarations in fewer characters: WeChat counts the article's markup, styles included,
-    against its limit. `#222222` is `#222`, `0.8em` is `.8em`, and no blanks around `:` and `;`."""
-    declarations = [part.strip() for part in style.split(";") if part.strip()]
-    compact = ";".join(":".join(side.strip() for side in part.split(":", 1)) for part in declarations)
+    against its limit. `#222222` is `#222`, `0.8em` is `.8em`, no blanks around `:` and `;`, and of a
+    property declared twice only the later, which wins."""
+    declarations: dict[str, str] = {}
+    for part in style.split(";"):
+        name, _, value = part.partition(":")
+        if name.strip() and value.strip():
+            declarations.pop(name.strip().lower(), None)     # a later declaration of a property wins
+            declarations[name.strip().lower()] = value.strip()
+    compact = ";".join(f"{name}:{value}" for name, value in declarations.items())
     return _LEADING_ZERO.sub(r".\1", _LONG_HEX.sub(r"#\1\2\3", compact))
 
 

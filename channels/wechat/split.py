@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import lxml.html
 
 from distributor.channels.wechat.article_html import cited_numbers, compose
+from distributor.render.themes import Theme
 
 MAX_ARTICLES = 8          # draft/add: at most eight articles in one news item
 Measure = Callable[[str], int]
@@ -32,11 +33,11 @@ class ArticlePart:
 
 
 def split_body(blocks: Sequence[str], references: Sequence[str], *, budget: int, first_budget: int,
-               measure: Measure, wrap: Callable[[str], str]) -> list[list[str]]:
+               measure: Measure, wrap: Callable[[str], str], theme: Theme) -> list[list[str]]:
     """Group `blocks` into articles each measuring under `budget` once wrapped (`wrap` adds the template
     around a body), the first under `first_budget`; one group when everything fits in one article."""
     def size(group: Sequence[str]) -> int:
-        return measure(wrap(compose(group, cited(group, references))))
+        return measure(wrap(compose(group, cited(group, references), theme)))
 
     if size(blocks) < budget:
         return [list(blocks)]

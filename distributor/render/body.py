@@ -25,6 +25,7 @@ from distributor.models import Body, Issue
 from distributor.render.highlight import highlighted
 from distributor.render.markup import render_markdown
 from distributor.render.sanitizer import Removal, browser_url, sanitise, url_scheme
+from distributor.render.themes import theme_named
 from distributor.settings import SiteSettings
 
 _UNREPRESENTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -44,14 +45,14 @@ def render_body(issue: Issue, site: SiteSettings) -> Body:
     markup = _UNREPRESENTABLE.sub("", render_markdown(issue.body_markdown))
     container = lxml.html.fragment_fromstring(markup, create_parent="div")
     removals = _replace_iframes(container) + _absolutise(container, site_root, page_url)
-    _highlight_code(container)
+    _highlight_code(container, theme_named(site.theme).code_style)
     html, dropped = sanitise(container)
     warnings += [f"{_where(issue, removal.needle)}: {removal.message}" for removal in removals + dropped]
     summary = issue.description or _first_paragraph(container)
     return Body(html=html, summary=summary, page_url=page_url, warnings=tuple(dict.fromkeys(warnings)))
 
 
-def _highlight_code(container: lxml.html.HtmlElement) -> None:
+def _highlight_code(container: lxml.html.HtmlElement, style: str) -> None:
     """Colour each fenced code block that names a language (`<pre><code class="language-x">`, text only),
     before the sanitizer, which checks the spans' styles like any others."""
     for code in container.iter("code"):
@@ -60,7 +61,7 @@ def _highlight_code(container: lxml.html.HtmlElement) -> None:
                          if name.startswith("language-")), "")
         if parent is None or parent.tag != "pre" or not language or len(code):
             continue
-        coloured = highlighted(code.text or "", language)
+        coloured = highlighted(code.text or "", language, style=style)
         if coloured is not None:
             code.text = None
             spans = lxml.html.fragment_fromstring(f"<code>{coloured}</code>")

@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 
 from distributor.models import Issue
+from distributor.render.themes import theme_named
 from distributor.settings import Settings
 
 _LABELS = {
@@ -72,4 +73,5 @@ def common_context(issue: Issue, settings: Settings, page_url: str | None) -> di
         "page_url": page_url,
         "license_line": licence_line,
         "labels": words,
+        "theme": theme_named(settings.site.theme),
     }
