@@ -37,7 +37,6 @@ PARTS_LISTING_BOUND = 120 + MAX_ARTICLES * (TITLE_LIMIT + 10)
 _IMAGE_SOURCE = re.compile(r'<img[^>]*?\ssrc="([^"]*)"')
 
 
-
 @dataclass(frozen=True)
 class WechatRendition:
     """The article for the draft API: its fields, and the content with links as numbered references;
