@@ -437,6 +437,16 @@ def test_a_title_over_the_limit_is_shortened_with_a_warning(tmp_path, stub, site
     assert the_draft(stub)["title"] == "长" * 31 + "…"
 
 
+def test_a_missing_image_names_the_file_and_line_that_reference_it(tmp_path, stub, site):
+    issue = write_issue(tmp_path, images=("/images/b.png", "/images/missing.png"))
+    line = next(number for number, text in enumerate(issue.read_text(encoding="utf-8").splitlines(), start=1)
+                if "missing.png" in text)
+    configure(tmp_path, stub, site_root=site)
+    result = publish_cli(tmp_path, issue)
+    assert result.returncode == 2 and result.stderr.startswith(f"distributor: error: {issue}:{line}: ")
+    assert "images/missing.png not found" in result.stderr and stub.requests() == []
+
+
 def test_missing_image_on_the_served_site_is_refused_before_any_request(tmp_path, stub, site, image_server):
     base_url, served = image_server
     with pytest.raises(InputError, match="images/gone.png not found: HTTP 404"):

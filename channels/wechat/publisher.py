@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, TextIO
+from urllib.parse import urlsplit
 
 from distributor.channel import KeyValueCache, StepContext
 from distributor.channels.wechat.api import API_UNAUTHORIZED, MODE_VERBS, WechatApi, WechatApiConfig
@@ -207,6 +208,7 @@ class _WechatRun:
         self.rendition, self.settings, self.client = steps.rendition, steps.settings, steps.client
         self.fetch, self.to_wechat = steps.fetch, steps.to_wechat
         self.key, self.content_hash, self.source = steps.key, steps.content_hash, steps.source
+        self.issue = steps.issue
         self.context = context
         self.context.step = "draft"
 
@@ -313,9 +315,23 @@ class _WechatRun:
         return await self.context.call(self._load_media)
 
     def _load_media(self) -> tuple[list[LoadedImage], LoadedImage]:
-        images = [load_content_image(url, self.settings, self.fetch)
-                  for url in self.rendition.images if needs_upload(url)]
+        images = []
+        for url in self.rendition.images:
+            if needs_upload(url):
+                try:
+                    images.append(load_content_image(url, self.settings, self.fetch))
+                except InputError as exc:
+                    raise InputError(exc.args[0], path=self.source, line=self._line_of(url)) from None
         return images, load_cover(self.rendition.cover or "", self.settings, self.fetch)
+
+    def _line_of(self, url: str) -> int | None:
+        """The line of the issue file that names the image (as written: absolute, or its path)."""
+        issue = self.issue
+        for needle in (url, urlsplit(url).path):
+            index = issue.body_markdown.find(needle) if needle else -1
+            if index >= 0:
+                return issue.body_first_line + issue.body_markdown.count("\n", 0, index)
+        return None
 
     async def _articles(self, images: list[LoadedImage], cover: LoadedImage) -> list[dict]:
         """The draft's articles (the issue, or its parts), their images uploaded and the cover added."""
