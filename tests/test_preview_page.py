@@ -206,10 +206,16 @@ def test_each_panel_lists_its_warnings(tmp_path: Path, site_root: Path) -> None:
         assert "WeChat takes 32" in panels["wechat"]          # the title, shortened
 
 
-def test_a_message_over_gmails_clip_limit_gets_a_warning_badge(tmp_path: Path) -> None:
-    issue = tmp_path / "long.md"
+def long_issue(folder: Path) -> Path:
+    """120 paragraphs of some 400 characters: over Gmail's clip limit, and three WeChat articles."""
+    issue = folder / "long.md"
     paragraphs = "\n\n".join(f"第 {number} 段：" + "内容很长的一段文字。" * 40 for number in range(120))
     issue.write_text(f"---\ntitle: 长长的一期\n---\n\n{paragraphs}\n", encoding="utf-8")
+    return issue
+
+
+def test_a_message_over_gmails_clip_limit_gets_a_warning_badge(tmp_path: Path) -> None:
+    issue = long_issue(tmp_path)
     with serve(issue, Settings()) as preview:
         page = get(preview.url)[2].decode()
         badge = re.search(r'<span class="badge badge-warn" id="email-size".*?</span>', page, re.S)
@@ -217,9 +223,7 @@ def test_a_message_over_gmails_clip_limit_gets_a_warning_badge(tmp_path: Path) -
 
 
 def test_a_split_issue_shows_each_wechat_article_under_its_title(tmp_path: Path) -> None:
-    issue = tmp_path / "long.md"
-    paragraphs = "\n\n".join(f"第 {number} 段：" + "内容很长的一段文字。" * 40 for number in range(120))
-    issue.write_text(f"---\ntitle: 长长的一期\n---\n\n{paragraphs}\n", encoding="utf-8")
+    issue = long_issue(tmp_path)
     with serve(issue, Settings()) as preview:
         page = get(preview.url)[2].decode()
         frame = re.search(r'<iframe[^>]+src="([^"]*wechat[^"]*)"', page).group(1)

@@ -42,6 +42,12 @@ INVALID_MEDIA_ID = 40007
 PERMISSION_PROBES = {"publish": ("freepublish/batchget", {"offset": 0, "count": 1, "no_content": 1}),
                      "mass": ("message/mass/speed/get", {})}
 MODE_VERBS = {"publish": "publish (freepublish)", "mass": "mass-send"}
+
+
+def mode_that_works(mode: str, *, may_publish: bool) -> str:
+    """The mode to name for an account that may not use `mode`: publish for one that may publish but not
+    mass-send, else draft (whose article is published from the web console)."""
+    return "publish" if mode == "mass" and may_publish else "draft"
 # Refusals of the account's credentials or of this machine, whatever the call: every later call would
 # be refused too, so the channel stops (exit 3) and a run after the fix resumes.
 SESSION_REFUSED = {40013, 40125, 40164, 41002, 41004}

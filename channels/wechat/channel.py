@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from distributor.channel import KeyValueCache, LeaseTimes, RecordedSteps, RenditionSummary, ServiceCheck, StepChannel
-from distributor.channels.wechat.api import API_UNAUTHORIZED, MODE_VERBS, PERMISSION_PROBES
+from distributor.channels.wechat.api import API_UNAUTHORIZED, MODE_VERBS, PERMISSION_PROBES, mode_that_works
 from distributor.channels.wechat.article import WechatRendition, content_as_sent, limit_violations, render_wechat
 from distributor.channels.wechat.publisher import WechatSteps, wechat_api, wechat_steps
 from distributor.channels.wechat.settings import WechatSettings
@@ -56,7 +56,7 @@ class WechatChannel(StepChannel):
         ways = "; ".join(f"may {MODE_VERBS[way]}: {'yes' if ok else f'no (errcode {API_UNAUTHORIZED})'}"
                          for way, ok in allowed.items())
         if mode != "draft" and not allowed[mode]:
-            works = "publish" if mode == "mass" and allowed["publish"] else "draft"
+            works = mode_that_works(mode, may_publish=allowed["publish"])
             return ServiceCheck("wechat", False, f"access token fetched for {app_id}; {ways}: channels.wechat.mode "
                                                  f"{mode} cannot work for this account, mode {works} can")
         return ServiceCheck("wechat", True, f"access token fetched for {app_id}; {ways}")

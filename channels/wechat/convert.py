@@ -61,7 +61,7 @@ def fit(data: bytes, kinds: tuple[str, ...], limit: int) -> tuple[bytes, str]:
     if picture.width > MAX_WIDTH:
         picture = picture.resize((MAX_WIDTH, max(1, round(picture.height * MAX_WIDTH / picture.width))),
                                  Image.Resampling.LANCZOS)
-    transparent = picture.mode in ("RGBA", "LA") or "transparency" in picture.info
+    transparent = picture.mode == "RGBA"          # `_decoded` gives RGBA where there is transparency, else RGB
     for _ in range(_MAX_STEPS):
         encoded = _encode(picture, transparent)
         if len(encoded) <= limit:

@@ -32,7 +32,7 @@ from typing import Protocol, TextIO
 from urllib.parse import urlsplit
 
 from distributor.channel import KeyValueCache, StepContext
-from distributor.channels.wechat.api import API_UNAUTHORIZED, MODE_VERBS, WechatApi, WechatApiConfig
+from distributor.channels.wechat.api import API_UNAUTHORIZED, MODE_VERBS, WechatApi, WechatApiConfig, mode_that_works
 from distributor.channels.wechat.article import WechatRendition, limit_violations
 from distributor.channels.wechat.console_client import ConsoleWechatClient
 from distributor.channels.wechat.images import (
@@ -238,7 +238,7 @@ class _WechatRun:
         if await self.context.call(self.client.may_use, mode, repeatable=True):
             return
         may_publish = mode == "mass" and await self.context.call(self.client.may_use, "publish", repeatable=True)
-        works = "publish" if may_publish else "draft"
+        works = mode_that_works(mode, may_publish=may_publish)
         then = ("; in mode draft it is published from the web console (mp.weixin.qq.com)" if works == "draft"
                 else "")
         raise ChannelStoppedError(

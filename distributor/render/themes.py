@@ -7,6 +7,7 @@ A publisher's own CSS file (`site.theme_css`) is inlined after the theme, so its
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -64,11 +65,15 @@ def theme_named(name: str) -> Theme:
 
 
 def publisher_css(path: str | None) -> str:
-    """The CSS of `site.theme_css` (checked by `css_file_problem` when the settings were read); "" when
-    none is set."""
+    """The CSS of `site.theme_css` (checked by `css_file_problem` when the settings were read, and again
+    here, as the file may have changed since); "" when none is set."""
     if path is None:
         return ""
-    text, problem = _read_css(path)
+    try:
+        found = Path(path).expanduser().stat()
+        text, problem = _read_css_once(path, found.st_mtime_ns, found.st_size)
+    except OSError:
+        text, problem = _read_css(path)
     if problem:
         raise SettingsError(f"site.theme_css: {problem}")
     return text
@@ -91,6 +96,12 @@ def css_file_problem(path: str) -> str | None:
     """What is wrong with a CSS file for `site.theme_css`: it must be a regular UTF-8 file of at most
     64 KB that loads nothing and runs nothing."""
     return _read_css(path)[1]
+
+
+@functools.lru_cache(maxsize=4)
+def _read_css_once(path: str, mtime_ns: int, size: int) -> tuple[str, str | None]:
+    """`_read_css`, once per version of the file: the email and the article of an issue both inline it."""
+    return _read_css(path)
 
 
 def _read_css(path: str) -> tuple[str, str | None]:
