@@ -9,6 +9,7 @@ import sys
 from distributor.commands import (
     bounces,
     check,
+    migrate,
     preview,
     publish,
     schedule,
@@ -22,7 +23,7 @@ from distributor.errors import EXIT_BAD_INPUT, EXIT_STOPPED, InputError, Storage
 from distributor.settings import load_settings
 
 # In the order `distributor --help` lists them; each module's convention is in distributor/commands/__init__.py.
-COMMANDS = (preview, publish, status, check, serve, subscribe_form, subscribers, bounces, schedule, worker)
+COMMANDS = (preview, publish, status, check, serve, subscribe_form, subscribers, bounces, schedule, worker, migrate)
 
 
 def main(argv: list[str] | None = None) -> int:

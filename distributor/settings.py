@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -115,7 +116,9 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
-class SmtpSettings:
+class SmtpConnection:
+    """What the distributor needs to hand mail to one relay: where, how, how fast."""
+
     text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
         "host": hostname_problem, "ehlo_name": ehlo_name_problem}
     bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
@@ -136,6 +139,26 @@ class SmtpSettings:
     dkim: DkimSettings | None = None  # None: leave signing to the relay
     # Refusals about the sender (5.7.x: policy, DMARC, authentication) in a row that stop the channel.
     policy_refusals_to_stop: int = 3
+
+
+@dataclass(frozen=True)
+class RelaySettings(SmtpConnection):
+    """One of `smtp.relays`: a relay with its own pool, rate and caps, sending the mail to `domains`
+    (the recipient's domain after @), or, with no domains, to every domain no other relay names."""
+
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {
+        **SmtpConnection.text_checks, "name": lambda value: relay_name_problem(value),
+        "domains": lambda value: domain_problem(value)}
+    name: str = ""
+    domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SmtpSettings(SmtpConnection):
+    """`smtp`: the relay mail goes through; with `relays`, the workers share the mail out among several,
+    by recipient domain (the keys of `smtp` itself then serve only the signup and operator mails)."""
+
+    relays: tuple[RelaySettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,10 +192,35 @@ class ScheduleSettings:
 
 @dataclass(frozen=True)
 class LedgerSettings:
+    """`ledger`: the SQLite file `path` (the default), or the PostgreSQL database `url` that workers on
+    several machines share (postgresql://user@host:port/database; its password, if the server asks
+    for one, in the environment variable `password_env`, never in the file)."""
+
+    text_checks: ClassVar[dict[str, Callable[[str], str | None]]] = {"url": lambda value: postgres_url_problem(value)}
     bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {"lock_timeout_seconds": (0.01, 3600)}
     path: str = "~/.local/share/distributor/ledger.sqlite3"
+    url: str | None = None
+    password_env: str = "DISTRIBUTOR_LEDGER_PASSWORD"
     # How long a command waits for another process's write lock on the ledger before it stops (exit 3).
     lock_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class WorkersSettings:
+    """`workers`: how `distributor worker` shares out the rows that `publish --via-workers` planned."""
+
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "lease_seconds": (1, 3600), "batch_size": (1, 10_000), "relay_pause_seconds": (0.1, 86400),
+        "poll_seconds": (0.01, 3600)}
+    # How long a worker's claim on a batch of rows lasts unless renewed (it renews every third of it):
+    # a worker that dies loses its rows to the others this long after its last renewal.
+    lease_seconds: float = 30.0
+    # Rows claimed at a time.
+    batch_size: int = 200
+    # How long no worker sends through a relay that refused the session or could not be reached.
+    relay_pause_seconds: float = 60.0
+    # How often a worker with nothing to send looks for new work.
+    poll_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +313,7 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    workers: WorkersSettings = field(default_factory=WorkersSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
     bounces: BouncesSettings = field(default_factory=BouncesSettings)
@@ -295,7 +344,48 @@ def load_settings(path: str | Path | None) -> Settings:
         raise SettingsError(f"invalid YAML: {problem}", path=str(path), line=line) from exc
     if data is None:
         return Settings()
-    return _build(Settings, data, "", str(path))
+    settings = _build(Settings, data, "", str(path))
+    _check_relays(settings.smtp.relays, str(path))
+    return settings
+
+
+def _check_relays(relays: tuple[RelaySettings, ...], path: str) -> None:
+    """Every relay has a name of its own, a domain goes to one relay at most, and exactly one relay (the
+    one without domains) takes the rest: no recipient is left without a relay, none has two."""
+    if not relays:
+        return
+    names: set[str] = set()
+    routed: dict[str, str] = {}         # domain -> the relay it goes to
+    for number, relay in enumerate(relays):
+        if not relay.name:
+            raise SettingsError(f"smtp.relays[{number}].name is missing", path=path)
+        if relay.name in names:
+            raise SettingsError(f"smtp.relays[{number}].name: {relay.name!r} names two relays", path=path)
+        names.add(relay.name)
+        for domain in relay.domains:
+            if domain.lower() in routed:
+                raise SettingsError(f"smtp.relays[{number}].domains: {domain} is routed to relay "
+                                    f"{routed[domain.lower()]!r} already", path=path)
+            routed[domain.lower()] = relay.name
+    defaults = [relay.name for relay in relays if not relay.domains]
+    if len(defaults) != 1:
+        raise SettingsError("smtp.relays: exactly one relay must have no domains (it takes every other domain); "
+                            f"found {len(defaults)}", path=path)
+
+
+def relay_routes(settings: Settings) -> tuple[RelaySettings, ...]:
+    """Return the relays that row mail goes through: `smtp.relays`, or `smtp` itself as the one relay."""
+    if settings.smtp.relays:
+        return settings.smtp.relays
+    smtp = settings.smtp
+    return (RelaySettings(**{name.name: getattr(smtp, name.name) for name in dataclasses.fields(SmtpConnection)},
+                          name="smtp"),)
+
+
+def through_relay(settings: Settings, relay: SmtpConnection) -> Settings:
+    """Return `settings` with `relay` as the `smtp` section, for the transport that sends through it."""
+    return dataclasses.replace(settings, smtp=SmtpSettings(
+        **{name.name: getattr(relay, name.name) for name in dataclasses.fields(SmtpConnection)}))
 
 
 def secret_from_env(variable: str, what: str) -> str:
@@ -353,7 +443,7 @@ def _convert(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: st
         (inner,) = [option for option in options if option is not type(None)]
         return _convert(owner, key, inner, raw, key_path, path)
     if origin is tuple:
-        return _text_tuple(owner, key, hint, raw, key_path, path)
+        return _list(owner, key, hint, raw, key_path, path)
     if origin is Literal:
         choices = typing.get_args(hint)
         if raw not in choices:
@@ -372,12 +462,15 @@ def _convert(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: st
 MAX_LIST_ITEMS = 100
 
 
-def _text_tuple(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: str) -> tuple[str, ...]:
-    """Read a list of text (the only kind of list a settings key holds), each item checked as text."""
-    if typing.get_args(hint) != (str, ...):
-        raise TypeError(f"{owner.__name__}.{key}: only tuple[str, ...] is read from settings")
+def _list(owner: type, key: str, hint: Any, raw: Any, key_path: str, path: str) -> tuple[Any, ...]:
+    """Read a list of text, each item checked as text, or of blocks (`smtp.relays`), each built as its class."""
+    item_type = typing.get_args(hint)[0]
     if not isinstance(raw, list) or len(raw) > MAX_LIST_ITEMS:
         raise SettingsError(f"{key_path} must be a list of at most {MAX_LIST_ITEMS} items", path=path)
+    if isinstance(item_type, type) and dataclasses.is_dataclass(item_type):
+        return tuple(_build(item_type, item, f"{key_path}[{number}].", path) for number, item in enumerate(raw))
+    if typing.get_args(hint) != (str, ...):
+        raise TypeError(f"{owner.__name__}.{key}: only tuple[str, ...] is read from settings")
     for number, item in enumerate(raw):
         if type(item) is not str:
             raise SettingsError(f"{key_path}[{number}] must be str, not {type(item).__name__}", path=path)
@@ -418,6 +511,21 @@ def public_url_problem(value: str) -> str | None:
     """Say what is wrong with the public URL of `distributor serve`: absolute http(s), ending in /."""
     return http_url_problem(value) or (None if value.endswith("/") and "?" not in value and "#" not in value
                                        else "must end with / and hold no ? or #, e.g. https://example.org/")
+
+
+def relay_name_problem(value: str) -> str | None:
+    return None if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value) else \
+        f"{value!r} is not a relay name (lower-case letters, digits, - and _, such as primary)"
+
+
+def postgres_url_problem(value: str) -> str | None:
+    """Say what is wrong with a PostgreSQL URL: postgresql://[user@]host[:port]/database, no password."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        return "must be postgresql://user@host:port/database"
+    if parts.password is not None:
+        return "holds a password: put it in the environment variable ledger.password_env names"
+    return None
 
 
 def ip_address_problem(value: str) -> str | None:

@@ -42,4 +42,12 @@ if [ "${1:-}" = "test" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 
         echo "bootstrap: could not install dnsmasq-base and dovecot-imapd; the DNS and IMAP tests will be skipped" >&2
 fi
 
+# The PostgreSQL ledger's tests start a throwaway cluster (initdb and pg_ctl on a loopback port);
+# only the server programs are needed: the package's own cluster is never used.
+if [ "${1:-}" = "test" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
+    ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } ||
+        echo "bootstrap: could not install postgresql; the PostgreSQL ledger tests will be skipped" >&2
+fi
+
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,28 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_test_ledger(request: pytest.FixtureRequest, tmp_path: Path):
+    """Open a new, empty ledger on each engine the ledger runs on: a SQLite file in tmp_path, and a
+    database of its own on the session's throwaway PostgreSQL server (tests/postgres_server.py;
+    skipped with a message where PostgreSQL is missing). Call it with the ledger's clock."""
+    from distributor.ledger.store import Ledger, migrate_ledger
+    from distributor.settings import LedgerSettings
+    opened: list[Ledger] = []
+
+    def make(clock: Callable[[], float] = time.time) -> Ledger:
+        if request.param == "sqlite":
+            ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+        else:
+            from .postgres_server import postgres_server
+            url = postgres_server().new_database()
+            migrate_ledger(LedgerSettings(url=url))
+            ledger = Ledger.on_postgres(url, clock=clock)
+        opened.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in opened:
+        ledger.db.close()

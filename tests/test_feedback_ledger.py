@@ -3,8 +3,6 @@ suppresses (hard at once, soft after N in M days, complaints at once, refusals o
 that a report read twice counts once."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from distributor.feedback.reports import Failure, FeedbackReport
@@ -31,8 +29,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, clock: Clock):
-    with Ledger(tmp_path / "ledger.sqlite3", clock=clock) as ledger:
+def ledger(open_test_ledger, clock: Clock):
+    with open_test_ledger(clock) as ledger:
         ledger.plan("weekly-1", "email", "hash", [(READER, None), ("other@example.net", None)])
         for address, message_id in ((READER, "<m1@example.org>"), ("other@example.net", "<m2@example.org>")):
             ledger.subscriber_id(address)

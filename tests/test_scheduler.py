@@ -26,7 +26,7 @@ from distributor.ledger.store import Ledger
 from distributor.schedule.jobs import MAX_TRIES, Job, JobStore
 from distributor.schedule.runner import LeaseKeeper, Scheduler
 from distributor.schedule.timezones import read_local_time
-from distributor.settings import load_settings
+from distributor.settings import LedgerSettings, load_settings
 
 from .conftest import EXAMPLE, ROOT
 from .publish_helpers import SECRET, configure, ledger_rows, received_by
@@ -391,7 +391,7 @@ def test_lease_that_cannot_be_renewed_in_time_is_lost(tmp_path):
         jobs = JobStore.of(ledger)
         jobs.add(str(EXAMPLE), ("email",), time.time() - 1, "UTC")
         claimed = jobs.claim("runner-a", time.time(), 0.6)
-        with LeaseKeeper(str(path), claimed.id, "runner-a", 0.6, claimed.lease_until, time.time,
+        with LeaseKeeper(LedgerSettings(path=str(path)), claimed.id, "runner-a", 0.6, claimed.lease_until, time.time,
                          threading.Event()) as keeper:
             assert not keeper.job_stop.wait(0.8)           # renewed while the ledger is free
             renewed = jobs.job(claimed.id).lease_until
@@ -470,12 +470,10 @@ def test_ledger_made_before_job_retries_gains_their_columns(tmp_path):
         created_at REAL NOT NULL);
         INSERT INTO jobs (issue_path, channels, run_at, zone, created_at) VALUES ('a.md', 'email', 5, 'UTC', 1);""")
     old.close()
-    jobs = JobStore.open(path)
-    try:
+    with Ledger(path) as ledger:
+        jobs = JobStore.of(ledger)
         kept = jobs.job(1)
         claimed = jobs.claim("runner-a", 10, 60)
-    finally:
-        jobs.close()
     assert (kept.issue_path, kept.channels, kept.early_stops, kept.retry_at) == ("a.md", ("email",), 0, None)
     assert claimed.id == 1 and claimed.state == "running"
 

@@ -25,8 +25,8 @@ class Clock:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path):
-    with Ledger(tmp_path / "ledger.sqlite3", clock=Clock()) as opened:
+def ledger(open_test_ledger):
+    with open_test_ledger(Clock()) as opened:
         yield opened
 
 
@@ -245,7 +245,7 @@ def test_a_ledger_of_the_previous_layout_gains_the_store(tmp_path: Path) -> None
     with Ledger.snapshot(path) as copy:
         assert list(SubscriberStore(copy).subscribers()) == []
     with Ledger(path) as ledger:
-        assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert ledger.counts("weekly") == {"email": {"pending": 1}}
         join(SubscriberStore(ledger), "b@example.org")
         assert SubscriberStore(ledger).subscriber("b@example.org") is not None
@@ -322,12 +322,16 @@ def test_the_purge_goes_a_batch_at_a_time_and_keeps_the_id_an_issue_mailed(ledge
     ledger.plan("weekly", "email", "hash", [("Stranger3@example.net", None)])
     mailed_id = ledger.subscriber_id("stranger3@example.net")
     cutoff, statements = ledger.clock(), []
-    ledger.db.set_trace_callback(statements.append)
+    sqlite = ledger.dialect == "sqlite"
+    if sqlite:
+        ledger.db.set_trace_callback(statements.append)
     assert [store.purge_unconfirmed(cutoff, limit=2) for _ in range(4)] == [2, 2, 1, 0]
-    ledger.db.set_trace_callback(None)
     assert list(store.subscribers()) == []
     assert [row[0] for row in ledger.db.execute("SELECT address FROM subscriber_ids")] == ["stranger3@example.net"]
     assert ledger.address_for(mailed_id) == "stranger3@example.net"
+    if not sqlite:
+        return                  # what follows reads SQLite's query plan
+    ledger.db.set_trace_callback(None)
     # The look for an issue's delivery is an index lookup, not a scan of every delivery per address.
     (erase_ids, *_) = [statement for statement in statements if "FROM deliveries" in statement]
     plan = [row[3] for row in ledger.db.execute(f"EXPLAIN QUERY PLAN {erase_ids}")]

@@ -25,6 +25,7 @@ from distributor.channel import ServiceCheck
 from distributor.channels.mail.dkim import DkimKey, alignment_problem, load_keys
 from distributor.errors import SettingsError
 from distributor.settings import DnsSettings, Settings
+from distributor.validate.addresses import domain_of
 
 _SPF_LOOKUPS = 10            # RFC 7208 4.6.4
 _SPF_VOID_LOOKUPS = 2
@@ -38,10 +39,6 @@ class _Unanswered(Exception):
 
 class _Unevaluated(Exception):
     """The SPF record needs more than this check evaluates (macros, exists, ptr, too many lookups)."""
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".")
 
 
 def mail_dns_checks(settings: Settings) -> list[ServiceCheck]:

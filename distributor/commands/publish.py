@@ -33,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     publish.add_argument("--resend-failed", action="store_true", help="try recipients recorded as failed again")
     publish.add_argument("--resend-uncertain", action="store_true",
                          help="send again to recipients whose delivery is uncertain (may duplicate)")
+    publish.add_argument("--via-workers", action="store_true",
+                         help="plan the rows and leave them to `distributor worker` processes, showing their progress")
     publish.set_defaults(run=run)
 
 
@@ -41,9 +43,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from distributor.delivery.publish import PublishOptions  # the delivery stack loads only when needed
     if args.to is not None and (problem := explained_address_problem(args.to)):
         raise InputError(f"--to: {problem}")
+    if args.via_workers and (args.dry_run or args.to or args.to_wechat):
+        raise InputError("--via-workers leaves a real send to the workers: not with --dry-run, --to or --to-wechat")
     options = PublishOptions(issue=args.issue, channels=tuple(args.channel or ()), dry_run=args.dry_run,
                              to=args.to, yes=args.yes, force=args.force, resend_failed=args.resend_failed,
-                             resend_uncertain=args.resend_uncertain, to_wechat=args.to_wechat, title=args.title)
+                             resend_uncertain=args.resend_uncertain, to_wechat=args.to_wechat, title=args.title,
+                             via_workers=args.via_workers)
     interrupt = stop_on_signals("stopping after the messages in flight (again to stop at once)")
     return publish_and_report(options, settings, interrupt=interrupt)
 

@@ -95,7 +95,7 @@ def _validate(issue: Path, channels: tuple[str, ...], settings: Settings, title:
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
     """Print every job with its time in the display zone, its state and why it is in it."""
-    if not Path(settings.ledger.path).expanduser().exists():
+    if not settings.ledger.url and not Path(settings.ledger.path).expanduser().exists():
         print("no jobs")
         return EXIT_OK
     with open_ledger(settings.ledger) as ledger, ledger.storage_errors():

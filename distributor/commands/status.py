@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from distributor.delivery.step_run import recorded_steps
     from distributor.ledger.store import open_ledger
     from distributor.render.issue import load_issue
-    if not Path(settings.ledger.path).expanduser().exists():
+    if not settings.ledger.url and not Path(settings.ledger.path).expanduser().exists():
         raise InputError("no ledger yet: nothing has been published", path=settings.ledger.path)
     with open_ledger(settings.ledger) as ledger:
         issue = load_issue(args.issue, settings.site, title=args.title)

@@ -2,7 +2,8 @@
 or a timer) or as they come due. One module, as they are the same runner (distributor.schedule.runner)
 with the same clock and the same stop: the first SIGTERM or Ctrl-C lets the message in flight finish
 and puts the job back to resume. Where `bounces` names a mailbox, the worker also reads it every
-`bounces.poll_minutes`, as `distributor bounces` does."""
+`bounces.poll_minutes`, as `distributor bounces` does, and between polls sends the rows that `publish
+--via-workers` left to the workers (distributor/workers/)."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction, now: Clock = time.time) -
     (seconds since the epoch)."""
     due = subparsers.add_parser("run-due", help="run every job that is due, then exit (for cron or a timer)")
     due.set_defaults(run=functools.partial(run_due, now=now))
-    worker = subparsers.add_parser("worker", help="keep running jobs as they come due; SIGTERM stops it cleanly")
+    worker = subparsers.add_parser("worker", help="keep running jobs as they come due and sending the rows left to"
+                                   " the workers (publish --via-workers); SIGTERM stops it cleanly")
     worker.set_defaults(run=functools.partial(run_worker, now=now))
 
 
@@ -43,13 +45,38 @@ def run_worker(args: argparse.Namespace, settings: Settings, *, now: Clock) -> i
     schedule = settings.schedule
     print(f"worker: running due jobs (poll {schedule.poll_seconds:g} s, lease {schedule.lease_seconds:g} s)",
           flush=True)
-    reader = None
+    tasks: list[Callable[[], float]] = [_Drainer(settings, interrupt)]
     if mailbox_configured(settings):
         print(f"worker: reading the bounce mailbox every {settings.bounces.poll_minutes:g} minutes", flush=True)
-        reader = _BounceReader(settings, interrupt)
-    Scheduler(settings, now=now).work(interrupt, between_polls=reader)
+        tasks.append(_BounceReader(settings, interrupt))
+    Scheduler(settings, now=now).work(interrupt, between_polls=lambda: min(task() for task in tasks))
     print("worker: stopped", flush=True)
     return EXIT_OK
+
+
+class _Drainer:
+    """Send what can be claimed of the open drains (distributor/workers/worker.py), printing what each
+    pass did; return how soon to look again (at once while there was work, else `workers.poll_seconds`)."""
+
+    def __init__(self, settings: Settings, interrupt: threading.Event):
+        from distributor.ledger.store import open_ledger
+        from distributor.workers.worker import DrainWorker
+        self.settings = settings
+        self.worker = DrainWorker(settings, lambda: open_ledger(settings.ledger), interrupt)
+        print(f"worker: {self.worker.holder}: sending the rows left to the workers "
+              f"(lease {settings.workers.lease_seconds:g} s, batches of {settings.workers.batch_size})", flush=True)
+
+    def __call__(self) -> float:
+        try:
+            report = self.worker.run_pass(sys.stderr)
+        except StorageError as exc:
+            print(f"distributor: warning: {exc}; trying again in {self.settings.workers.poll_seconds:g} s",
+                  file=sys.stderr, flush=True)
+            return self.settings.workers.poll_seconds
+        for line in report.lines():
+            print(line, flush=True)
+        busy = any(outcome.sent or outcome.failed or outcome.uncertain for _, outcome in report.outcomes)
+        return 0.0 if busy else self.settings.workers.poll_seconds
 
 
 class _BounceReader:

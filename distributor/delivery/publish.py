@@ -19,13 +19,13 @@ from distributor import registry
 from distributor.audience.lists import lists_by_channel, routes, sharing
 from distributor.audience.subscriber_files import BadRow, read_subscribers
 from distributor.channel import RowChannel, StepChannel, StepState
-from distributor.delivery.run_report import PublishResult, standing
-from distributor.delivery.send import RowPlan, StepPlan, Transports, deliver_issue, send_test_copy
+from distributor.delivery.run_report import ChannelOutcome, PublishResult, standing
+from distributor.delivery.send import RowPlan, StepPlan, Transports, deliver_issue, deliver_steps, send_test_copy
 from distributor.delivery.step_run import recorded_steps
 from distributor.errors import InputError
 from distributor.files import write_files
 from distributor.ledger.identity import check_identity, record_identity, take_over_legacy_rows
-from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.store import Ledger, open_ledger, snapshot_ledger
 from distributor.ledger.subscribers import SubscriberStore
 from distributor.models import Issue
 from distributor.render.renditions import Renditions, render_issue
@@ -46,6 +46,7 @@ class PublishOptions:
     resend_uncertain: bool = False
     to_wechat: str | None = None
     title: str | None = None           # --title: replaces the file's title (the only one a file without a header has)
+    via_workers: bool = False          # leave the rows to `distributor worker` processes, watching their progress
 
     def statuses(self) -> tuple[str, ...]:
         """The ledger states this run sends to: new rows, plus those the operator asked again."""
@@ -87,8 +88,7 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
     mail = [channel.name for channel in with_recipients]
     for path in subscriber_files.values():     # every file read to its end before the ledger is touched
         _warn_bad_rows(check_subscribers(path), err)
-    ledger = Ledger.snapshot(settings.ledger.path, lock_timeout_seconds=settings.ledger.lock_timeout_seconds) \
-        if options.dry_run else open_ledger(settings.ledger)
+    ledger = snapshot_ledger(settings.ledger) if options.dry_run else open_ledger(settings.ledger)
     with ledger.storage_errors(), ledger:
         steps = tuple(StepPlan(channel, channel.steps(renditions[channel.name], renditions.issue, settings, ledger,
                                                       sink=out if options.dry_run else None,
@@ -111,13 +111,35 @@ def publish(options: PublishOptions, settings: Settings, *, out: TextIO | None =
             return PublishResult(key, (), declined=True)
         if not options.to_wechat:       # the run commits to this issue: its key is its from now on
             record_identity(ledger, claim)
-        plan = RowPlan(with_recipients, totals, options.statuses(), transports, secret,
-                       live_progress=err.isatty() and not options.dry_run)
-        outcomes = asyncio.run(deliver_issue(steps, plan, renditions, settings, ledger, err, interrupt=interrupt))
+        if not options.dry_run and (options.via_workers or settings.smtp.relays):
+            outcomes = asyncio.run(deliver_steps(steps, key, settings, ledger))
+            outcomes += _send_by_drains(options, renditions, with_recipients, totals, ledger, settings, err, interrupt)
+        else:
+            plan = RowPlan(with_recipients, totals, options.statuses(), transports, secret,
+                           live_progress=err.isatty() and not options.dry_run)
+            outcomes = asyncio.run(deliver_issue(steps, plan, renditions, settings, ledger, err, interrupt=interrupt))
         states = {plan.channel.name: _step_state(plan.channel, ledger, renditions.issue, settings, options.issue)
                   for plan in steps}
         return PublishResult(key, tuple(outcomes), tuple(mail), standing(ledger, key, mail), states,
                              dry_run=options.dry_run)
+
+
+def _send_by_drains(options: PublishOptions, renditions: Renditions, channels: tuple[RowChannel, ...],
+                    totals: dict[str, int], ledger: Ledger, settings: Settings, err: TextIO,
+                    interrupt: threading.Event | None) -> list[ChannelOutcome]:
+    """Send the rows through drains (distributor/workers/publishing.py): by the workers, or by this
+    process's own worker when the settings name several relays. Rows asked again (--resend-*) go back
+    to pending first, as only pending rows are claimed."""
+    from distributor.workers.publishing import DrainPlan, send_by_drains
+    again = tuple(status for status in options.statuses() if status != "pending")
+    with ledger.transaction():
+        for channel in channels:
+            ledger.requeue(renditions.issue.key, channel.name, again)
+    plan = DrainPlan(options.issue, tuple(channel.name for channel in channels if totals.get(channel.name)),
+                     options.title, send_here=not options.via_workers)
+    if not plan.channels:
+        return []
+    return send_by_drains(plan, renditions, ledger, settings, err, interrupt or threading.Event())
 
 
 def _step_state(channel: StepChannel, ledger: Ledger, issue: Issue, settings: Settings,

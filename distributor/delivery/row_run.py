@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
 
 from distributor.channel import PreparedMessage, Recipient, RowSender
 from distributor.delivery.progress import Progress
@@ -43,7 +44,7 @@ class RowRun:
     def __init__(self, channel: RowSender, ledger: Ledger, issue_key: str, *, policy: RetryPolicy,
                  limiter: RateLimiter, progress: Progress, concurrency: int,
                  interrupt: threading.Event | None = None, only_planned: bool = False,
-                 sender_refusals_to_stop: int = 3):
+                 sender_refusals_to_stop: int = 3, rows: Iterable[DeliveryRow] | None = None):
         self.channel = channel
         self.ledger = ledger
         self.issue_key = issue_key
@@ -61,6 +62,9 @@ class RowRun:
         self.sender_refusals_to_stop = sender_refusals_to_stop
         self.refused_in_a_row: list[str] = []   # the rows of the refusals of the sender since the last success
         self.stopped_by_refusals = False
+        # Where the rows come from: the ledger's rows in `statuses` (one process sends the issue), or a
+        # worker's claimed batches (distributor/workers/drain_run.py).
+        self.source = rows
 
     async def run(self, statuses: tuple[str, ...]) -> ChannelOutcome:
         """Deliver the rows and return the counts of this run."""
@@ -68,7 +72,9 @@ class RowRun:
         queue: asyncio.Queue[DeliveryRow | None] = asyncio.Queue(maxsize=self.concurrency * 4)
 
         async def produce() -> None:
-            for row in self.ledger.rows(self.issue_key, self.channel.name, statuses, only_planned=self.only_planned):
+            source = self.source if self.source is not None else \
+                self.ledger.rows(self.issue_key, self.channel.name, statuses, only_planned=self.only_planned)
+            for row in source:
                 if self.interrupt.is_set() and not self.stopped:
                     self.stopped = ChannelStoppedError("interrupted; publish again to send the rest")
                 if self.stopped:

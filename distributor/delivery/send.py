@@ -98,8 +98,14 @@ async def deliver_issue(steps: tuple[StepPlan, ...], rows: RowPlan, renditions: 
                   ledger: Ledger, err: TextIO, *, interrupt: threading.Event | None = None) -> list[ChannelOutcome]:
     """Deliver the step channels first (WeChat loads and checks every image before its first call, so
     bad input stops the run before any mail went out), then the row channels."""
-    outcomes = [await _run_steps(plan, renditions.issue.key, settings, ledger) for plan in steps]
+    outcomes = await deliver_steps(steps, renditions.issue.key, settings, ledger)
     return outcomes + await _send_rows(renditions, rows, settings, ledger, err, interrupt)
+
+
+async def deliver_steps(steps: tuple[StepPlan, ...], issue_key: str, settings: Settings,
+                        ledger: Ledger) -> list[ChannelOutcome]:
+    """Deliver the step channels, one after another."""
+    return [await _run_steps(plan, issue_key, settings, ledger) for plan in steps]
 
 
 async def _run_steps(plan: StepPlan, issue_key: str, settings: Settings, ledger: Ledger) -> ChannelOutcome:

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,7 +33,7 @@ from distributor.errors import (
     TransientDeliveryError,
     UncertainDeliveryError,
 )
-from distributor.ledger.store import Ledger
+from distributor.ledger.store import DATABASE_ERRORS, Ledger
 
 T = TypeVar("T")
 # How often a run waiting for another run's lease asks for it again.
@@ -120,7 +119,7 @@ class StepsLease:
             until = self.ledger.clock() + self.seconds
             try:
                 renewed = self.ledger.renew_lease(self.name, self.holder, self.seconds)
-            except (sqlite3.Error, StorageError):
+            except (*DATABASE_ERRORS, StorageError):  # type: ignore[misc]   # a tuple of exception classes
                 continue   # a busy ledger: try again next time, while the lease still runs
             if not renewed:
                 self.held_until = 0.0

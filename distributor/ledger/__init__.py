@@ -1,1 +1,2 @@
-"""The ledger: the SQLite file that remembers what was sent, to whom, and what must not be sent."""
+"""The ledger: the SQLite file or PostgreSQL database that remembers what was sent, to whom, and what
+must not be sent."""

@@ -13,7 +13,6 @@ reading the same message again (a crash before it was moved) counts nothing twic
 """
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 from distributor.feedback.reports import Failure, FailureKind, FeedbackReport
 
 if TYPE_CHECKING:
-    from distributor.ledger.store import Ledger
+    from distributor.ledger.store import Connection, Ledger
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -32,6 +31,7 @@ CREATE INDEX IF NOT EXISTS feedback_by_address ON feedback (address, kind, recei
 CREATE INDEX IF NOT EXISTS feedback_by_issue ON feedback (issue_key, channel, kind);
 CREATE INDEX IF NOT EXISTS deliveries_by_message_id ON deliveries (message_id);
 """
+TABLES = ("feedback",)
 _MAX_DETAIL = 500
 
 
@@ -73,7 +73,7 @@ class FeedbackLedger:
 
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
-        self.db: sqlite3.Connection = ledger.db
+        self.db: Connection = ledger.db
 
     def record(self, report: FeedbackReport, rule: SoftBounceRule) -> Recorded:
         """Record the report's failures and apply the rules, in one transaction."""
@@ -136,7 +136,7 @@ class FeedbackLedger:
         """Whether the ledger has mailed `address` or holds it (a subscriber id, a reader)."""
         folded = address.lower()
         return bool(self.db.execute("SELECT 1 FROM subscriber_ids WHERE address = ?", (folded,)).fetchone()
-                    or self.db.execute("SELECT 1 FROM deliveries WHERE lower(recipient) = +? LIMIT 1",
+                    or self.db.execute("SELECT 1 FROM deliveries WHERE lower(recipient) = ? LIMIT 1",
                                        (folded,)).fetchone())
 
     def counts(self, issue_key: str) -> dict[str, dict[str, int]]:

@@ -1,4 +1,5 @@
-"""The ledger: one SQLite file that remembers what was sent, to whom, and what must not be sent.
+"""The ledger: one SQLite file (or one PostgreSQL database) that remembers what was sent, to whom, and
+what must not be sent.
 
 It holds the deliveries (one row per issue key, channel and recipient), the suppression list,
 the subscriber store (readers, their lists and history: distributor/ledger/subscribers.py), the
@@ -15,6 +16,10 @@ mode with synchronous=NORMAL: a commit costs tens of microseconds and survives a
 `uncertain`, not lost). Opening runs quick_check; every SQLite fault (locked past
 ledger.lock_timeout_seconds, damaged, full, read-only) is a `StorageError`. Commands open it
 with `open_ledger`, which honours the settings.
+
+On PostgreSQL (`ledger.url`, distributor/ledger/postgres.py) the same statements run, and the same
+tables, versioned as `ledger_layout`; its layout is made and upgraded only by `distributor migrate`.
+The drains, batch claims and relay state that workers share are in distributor/ledger/work.py.
 """
 from __future__ import annotations
 
@@ -27,23 +32,32 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar, Union
+
+import psycopg
 
 from distributor.audience.standing import READER_SOURCES
 from distributor.errors import StorageError
-from distributor.ledger import feedback, subscribers
+from distributor.ledger import feedback, subscribers, work
+from distributor.validate.addresses import domain_of
 
 if TYPE_CHECKING:
+    from distributor.ledger.postgres import PostgresConnection
     from distributor.settings import LedgerSettings
 
 T = TypeVar("T")
+# The connection a ledger runs on: SQLite's own, or the PostgreSQL one that speaks like it.
+Connection = Union[sqlite3.Connection, "PostgresConnection"]
+# What a database call may raise: SQLite's errors and psycopg's.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     issue_key TEXT NOT NULL, channel TEXT NOT NULL, recipient TEXT NOT NULL,
     name TEXT, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT, reply TEXT, message_id TEXT, content_hash TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, lease_owner TEXT, lease_until REAL, domain TEXT,
+    relay TEXT,
     PRIMARY KEY (issue_key, channel, recipient)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriber_ids (
     id TEXT PRIMARY KEY, address TEXT NOT NULL UNIQUE);
@@ -60,14 +74,38 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE TABLE IF NOT EXISTS issue_identities (
     issue_key TEXT PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, source_path TEXT NOT NULL,
     recorded_at REAL NOT NULL) WITHOUT ROWID;
-""" + subscribers.SCHEMA + feedback.SCHEMA
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, issue_path TEXT NOT NULL, channels TEXT NOT NULL,
+    run_at REAL NOT NULL, zone TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'scheduled',
+    lease_owner TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, started_at REAL,
+    finished_at REAL, reason TEXT, issue_key TEXT, content_hash TEXT, exit_status INTEGER,
+    created_at REAL NOT NULL, early_stops INTEGER NOT NULL DEFAULT 0, retry_at REAL, title TEXT);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, run_at);
+""" + subscribers.SCHEMA + feedback.SCHEMA + work.SCHEMA
+# Columns that ledgers of earlier layouts lack, added in place by `migrate`: (table, column) -> declaration.
+_LATER_COLUMNS = {
+    ("jobs", "early_stops"): "INTEGER NOT NULL DEFAULT 0", ("jobs", "retry_at"): "REAL", ("jobs", "title"): "TEXT",
+    ("deliveries", "lease_owner"): "TEXT", ("deliveries", "lease_until"): "REAL", ("deliveries", "domain"): "TEXT",
+    ("deliveries", "relay"): "TEXT"}
+# Indexes on the columns of _LATER_COLUMNS: made once those columns exist.
+_LATER_INDEXES = """
+CREATE INDEX IF NOT EXISTS deliveries_by_lease ON deliveries (lease_owner, status);
+"""
+# The recipient's domain (after the last @), as each engine says it: filled in rows of earlier layouts.
+_DOMAIN = {"sqlite": "lower(substr(recipient, instr(recipient, '@') + 1))",
+           "postgresql": "lower(split_part(recipient, '@', -1))"}
+# Every table of the ledger, in the order a copy is made (distributor/ledger/store.py `snapshot_of`).
+TABLES = ("deliveries", "subscriber_ids", "suppressions", "checkpoints", "cache", "leases", "issue_identities",
+          "jobs") + subscribers.TABLES + feedback.TABLES + work.TABLES
 STATUSES = ("pending", "uncertain", "sent", "failed")
-# The ledger's layout as this code writes it (PRAGMA user_version). 0: before versions, when the
-# uncertain state was called `sending`. 2: the subscriber store (distributor/ledger/subscribers.py).
-# 3: bounces and complaints (distributor/ledger/feedback.py).
-SCHEMA_VERSION = 3
+# The ledger's layout as this code writes it (SQLite: PRAGMA user_version; PostgreSQL: the
+# ledger_layout table). 0: before versions, when the uncertain state was called `sending`. 2: the
+# subscriber store (distributor/ledger/subscribers.py). 3: bounces and complaints
+# (distributor/ledger/feedback.py). 4: rows claimed by workers under a lease, each with its
+# recipient's domain for the relay routes (distributor/workers/).
+SCHEMA_VERSION = 4
 _PLAN_BATCH = 2000      # addresses inserted per statement while a plan streams the subscriber file
-_IN_PLAN = " AND EXISTS (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
+_IN_PLAN = " AND EXISTS (SELECT 1 FROM planned p WHERE p.channel = ? AND p.address = lower(d.recipient))"
 
 
 class Suppression(NamedTuple):
@@ -205,6 +243,7 @@ class Ledger:
     def __init__(self, path: str | Path, *, clock=time.time, lock_timeout_seconds: float = 10.0):
         self.clock = clock
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.dialect = "sqlite"
         target = str(path)
         if target != ":memory:":
             target_path = Path(target).expanduser()
@@ -219,8 +258,8 @@ class Ledger:
         try:
             # Blocking channel calls run in worker threads and reach the ledger from there (the WeChat
             # token store); SQLite's serialized mode makes one shared connection safe for that.
-            self.db = sqlite3.connect(target, isolation_level=None, timeout=lock_timeout_seconds,
-                                      check_same_thread=False)
+            self.db: Connection = sqlite3.connect(target, isolation_level=None, timeout=lock_timeout_seconds,
+                                                  check_same_thread=False)
         except sqlite3.Error as exc:
             raise StorageError(_problem(exc, lock_timeout_seconds, target), path=target) from exc
         with self.storage_errors():
@@ -229,11 +268,32 @@ class Ledger:
                     _check_integrity(self.db)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
-                self.db.executescript(_SCHEMA)
-                _upgrade(self.db, target)
+                migrate(self.db, "sqlite", target)
             except BaseException:
                 self.db.close()
                 raise
+
+    @classmethod
+    def on_postgres(cls, url: str, *, password: str | None = None, clock=time.time,
+                    lock_timeout_seconds: float = 10.0) -> Ledger:
+        """Open the ledger in the PostgreSQL database at `url` (its password, when the server asks for
+        one, from `password`). Its layout must be this code's: `distributor migrate` makes or upgrades
+        it, deliberately, as every machine's workers share it."""
+        from distributor.ledger.postgres import PostgresConnection, describe_url
+        ledger = cls.__new__(cls)
+        ledger.clock, ledger.lock_timeout_seconds, ledger.dialect = clock, lock_timeout_seconds, "postgresql"
+        ledger.path = describe_url(url)
+        with ledger.storage_errors():
+            ledger.db = PostgresConnection(url, password=password, connect_timeout=lock_timeout_seconds)
+            try:
+                ledger.db.execute(f"SET lock_timeout = '{int(lock_timeout_seconds * 1000)}ms'")
+                found = layout_version(ledger.db, "postgresql")
+                if found != SCHEMA_VERSION:
+                    raise StorageError(_layout_problem(found), path=ledger.path)
+            except BaseException:
+                ledger.db.close()
+                raise
+        return ledger
 
     @classmethod
     def snapshot(cls, path: str | Path, *, lock_timeout_seconds: float = 10.0) -> Ledger:
@@ -250,19 +310,42 @@ class Ledger:
             original = _open_read_only(source, lock_timeout_seconds)
             try:
                 _check_integrity(original)
+                assert isinstance(copy.db, sqlite3.Connection)     # made above, in memory
                 original.backup(copy.db)
             finally:
                 original.close()
-            copy.db.executescript(_SCHEMA)     # an empty file, or one from before a table was added
-            _upgrade(copy.db, str(source))
-            # A dry run holds no one's lease and waits for none: the copy would never see it released.
-            copy.db.execute("DELETE FROM leases")
+            migrate(copy.db, "sqlite", str(source))     # an empty file, or one of an earlier layout
+            copy.forget_leases()
         return copy
+
+    @classmethod
+    def snapshot_of(cls, ledger: Ledger) -> Ledger:
+        """Return an in-memory SQLite copy of `ledger` (on PostgreSQL), for a dry run: table by table, in
+        one read-only transaction, so the copy is of one moment."""
+        copy = cls(":memory:", lock_timeout_seconds=ledger.lock_timeout_seconds)
+        copy.path = ledger.path
+        with ledger.storage_errors(), copy.storage_errors():
+            ledger.db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                for table in TABLES:
+                    cursor = ledger.db.execute(f"SELECT * FROM {table}")
+                    columns = [column[0] for column in cursor.description]
+                    copy.db.executemany(f"INSERT INTO {table} ({', '.join(columns)})"
+                                        f" VALUES ({', '.join('?' * len(columns))})", cursor)
+            finally:
+                ledger.db.execute("ROLLBACK")
+            copy.forget_leases()
+        return copy
+
+    def forget_leases(self) -> None:
+        """A dry run's copy holds no one's lease and waits for none: it would never see one released."""
+        self.db.execute("DELETE FROM leases")
+        self.db.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
 
     @contextlib.contextmanager
     def storage_errors(self) -> Iterator[None]:
-        """Turn an SQLite failure inside the block into a `StorageError` that says what it means
-        (locked, disk full, damaged, read-only) in one line, naming the ledger file."""
+        """Turn a database failure inside the block into a `StorageError` that says what it means
+        (locked, disk full, damaged, read-only, unreachable) in one line, naming the ledger."""
         try:
             yield
         except StorageError as exc:
@@ -275,6 +358,9 @@ class Ledger:
                     and self.path != ":memory:":
                 problem += self._lock_holders()
             raise StorageError(problem, path=self.path) from exc
+        except DATABASE_ERRORS as exc:
+            from distributor.ledger.postgres import problem as postgres_problem
+            raise StorageError(postgres_problem(exc, self.lock_timeout_seconds), path=self.path) from exc
 
     def _lock_holders(self) -> str:
         """Say what may be holding the write lock, when the ledger knows: a scheduled job a runner is
@@ -321,7 +407,7 @@ class Ledger:
             self.commit()
         except BaseException:
             if self.db.in_transaction:          # SQLite has already rolled back after some errors
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*DATABASE_ERRORS):
                     self.db.execute("ROLLBACK")
             raise
 
@@ -398,28 +484,30 @@ class Ledger:
         connection, so `rows(..., only_planned=True)` leaves out those that left the file."""
         now, added = self.clock(), 0
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS planned (channel TEXT NOT NULL, address TEXT NOT NULL,"
-                        " PRIMARY KEY (channel, address)) WITHOUT ROWID")
+                        " PRIMARY KEY (channel, address))")
         with self.transaction():
-            self.db.execute("DELETE FROM temp.planned WHERE channel = ?", (channel,))
+            self.db.execute("DELETE FROM planned WHERE channel = ?", (channel,))
             resumed = self.db.execute("SELECT 1 FROM deliveries WHERE issue_key = ? AND channel = ? LIMIT 1",
                                       (issue_key, channel)).fetchone() is not None
             for batch in _batches(recipients, _PLAN_BATCH):
                 added += self._insert(issue_key, channel, content_hash, now, batch)
             removed = self.db.execute(
                 "DELETE FROM deliveries WHERE issue_key = ? AND channel = ? AND status = 'pending' AND NOT EXISTS"
-                " (SELECT 1 FROM temp.planned p WHERE p.channel = ? AND p.address = lower(recipient))",
+                " (SELECT 1 FROM planned p WHERE p.channel = ? AND p.address = lower(recipient))",
                 (issue_key, channel, channel)).rowcount
         return PlanResult(added, removed, resumed)
 
     def _insert(self, issue_key: str, channel: str, content_hash: str, now: float,
                 batch: list[tuple[str, str | None]]) -> int:
         """Note a batch of the file's addresses and add the rows that are new; return how many."""
-        self.db.executemany("INSERT OR IGNORE INTO temp.planned VALUES (?, lower(?))",
+        self.db.executemany("INSERT OR IGNORE INTO planned VALUES (?, lower(?))",
                             [(channel, address) for address, _ in batch])
         added = self.db.executemany(
             "INSERT OR IGNORE INTO deliveries (issue_key, channel, recipient, name, content_hash, created_at,"
-            " updated_at) SELECT ?, ?, ?, ?, ?, ?, ? WHERE lower(?) NOT IN (SELECT address FROM suppressions)",
-            [(issue_key, channel, address, name, content_hash, now, now, address) for address, name in batch]).rowcount
+            " updated_at, domain) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE lower(?) NOT IN (SELECT address FROM suppressions)",
+            [(issue_key, channel, address, name, content_hash, now, now, domain_of(address), address)
+             for address, name in batch]).rowcount
         self.db.executemany("INSERT OR IGNORE INTO subscriber_ids (id, address) VALUES (?, lower(?))",
                             [(secrets.token_urlsafe(12), address) for address, _ in batch])
         return added
@@ -458,6 +546,18 @@ class Ledger:
             f"{_IN_PLAN if only_planned else ''}",
             (issue_key, channel, *wanted, *((channel,) if only_planned else ()))).fetchone()[0]
 
+    def requeue(self, issue_key: str, channel: str, statuses: Iterable[str]) -> int:
+        """Put the rows in `statuses` that the last `plan` read back to `pending`, to be sent again
+        (`publish --resend-failed` through the workers); return how many."""
+        wanted = tuple(statuses)
+        if not wanted:
+            return 0
+        return self.db.execute(
+            f"UPDATE deliveries SET status = 'pending', updated_at = ? WHERE issue_key = ? AND channel = ? AND status"
+            f" IN ({','.join('?' * len(wanted))}) AND EXISTS (SELECT 1 FROM planned p WHERE p.channel = ?"
+            " AND p.address = lower(deliveries.recipient))",
+            (self.clock(), issue_key, channel, *wanted, channel)).rowcount
+
     def sent_since(self, since: float, channels: Iterable[str]) -> int:
         """Count the messages of `channels` handed over (or being handed over) since `since`, for the
         caps of the transport they share."""
@@ -487,8 +587,9 @@ class Ledger:
             raise ValueError(status)
         self.db.execute(
             "UPDATE deliveries SET status = ?, reply = COALESCE(?, reply), last_error = ?,"
-            " attempts = MAX(attempts - ?, 0), updated_at = ? WHERE issue_key = ? AND channel = ? AND recipient = ?",
-            (status, reply, error, int(uncount), self.clock(), issue_key, channel, recipient))
+            " attempts = CASE WHEN attempts > ? THEN attempts - ? ELSE 0 END, updated_at = ?"
+            " WHERE issue_key = ? AND channel = ? AND recipient = ?",
+            (status, reply, error, int(uncount), int(uncount), self.clock(), issue_key, channel, recipient))
 
     def counts(self, issue_key: str) -> dict[str, dict[str, int]]:
         """Return {channel: {status: count}} for the issue."""
@@ -512,7 +613,8 @@ class Ledger:
         return row[0] if row else None
 
     def save_checkpoint(self, issue_key: str, channel: str, step: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT (issue_key, channel, step)"
+                        " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                         (issue_key, channel, step, value, self.clock()))
 
     def checkpoints(self, issue_key: str, channel: str) -> dict[str, str]:
@@ -533,7 +635,9 @@ class Ledger:
         return row[0]
 
     def cache(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
-        self.db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (kind, key, value, expires_at))
+        self.db.execute("INSERT INTO cache VALUES (?, ?, ?, ?) ON CONFLICT (kind, key)"
+                        " DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                        (kind, key, value, expires_at))
 
     def uncache(self, kind: str, key: str) -> None:
         self.db.execute("DELETE FROM cache WHERE kind = ? AND key = ?", (kind, key))
@@ -611,10 +715,8 @@ class Ledger:
             "SELECT DISTINCT content_hash FROM deliveries WHERE issue_key = ? AND content_hash IS NOT NULL"
             " UNION SELECT value FROM checkpoints WHERE issue_key = ? AND step = 'draft_hash'",
             (issue_key, issue_key))}
-        paths: set[str] = set()
-        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
-            paths = {row[0] for row in self.db.execute("SELECT DISTINCT issue_path FROM jobs WHERE issue_key = ?",
-                                                       (issue_key,))}
+        paths = {row[0] for row in self.db.execute("SELECT DISTINCT issue_path FROM jobs WHERE issue_key = ?",
+                                                   (issue_key,))}
         return rows, hashes, paths
 
     def adopt_issue_rows(self, old_key: str, new_key: str) -> int:
@@ -624,22 +726,70 @@ class Ledger:
         with self.transaction():
             moved = sum(self.db.execute(f"UPDATE {table} SET issue_key = ? WHERE issue_key = ?",
                                         (new_key, old_key)).rowcount for table in ("deliveries", "checkpoints"))
-            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
-                self.db.execute("UPDATE jobs SET issue_key = ? WHERE issue_key = ?", (new_key, old_key))
+            self.db.execute("UPDATE jobs SET issue_key = ? WHERE issue_key = ?", (new_key, old_key))
         return moved
 
 
 def open_ledger(settings: LedgerSettings, *, create: bool = True) -> Ledger:
-    """Open the ledger that `settings` (the `ledger` section) name, waiting for another process's
-    write lock `lock_timeout_seconds` at most. A command that only reads (`create=False`) gets an
-    empty in-memory one when no file exists yet, rather than making one."""
+    """Open the ledger that `settings` (the `ledger` section) name: the PostgreSQL database of
+    `ledger.url` when set (its password from the environment variable `ledger.password_env`), else
+    the SQLite file `ledger.path`, waiting for another process's write lock `lock_timeout_seconds` at
+    most. A command that only reads (`create=False`) gets an empty in-memory one when no file exists
+    yet, rather than making one."""
+    if settings.url:
+        return Ledger.on_postgres(settings.url, password=os.environ.get(settings.password_env),
+                                  lock_timeout_seconds=settings.lock_timeout_seconds)
     if not create and not Path(settings.path).expanduser().exists():
         return Ledger(":memory:", lock_timeout_seconds=settings.lock_timeout_seconds)
     return Ledger(settings.path, lock_timeout_seconds=settings.lock_timeout_seconds)
 
 
+def migrate_ledger(settings: LedgerSettings) -> tuple[str, int, int]:
+    """Make or upgrade the ledger that `settings` name (`distributor migrate`); return where it is, the
+    layout found (0: none) and the layout it is in now."""
+    if not settings.url:
+        path = str(Path(settings.path).expanduser())
+        existed = Path(path).exists() and Path(path).stat().st_size > 0
+        found = _file_layout(path) if existed else 0
+        with Ledger(path, lock_timeout_seconds=settings.lock_timeout_seconds):
+            return path, found, SCHEMA_VERSION
+    from distributor.ledger.postgres import PostgresConnection, describe_url
+    where = describe_url(settings.url)
+    try:
+        db = PostgresConnection(settings.url, password=os.environ.get(settings.password_env),
+                                connect_timeout=settings.lock_timeout_seconds)
+    except DATABASE_ERRORS as exc:
+        from distributor.ledger.postgres import problem
+        raise StorageError(problem(exc, settings.lock_timeout_seconds), path=where) from exc
+    try:
+        found, now = migrate(db, "postgresql", where)
+    except DATABASE_ERRORS as exc:
+        from distributor.ledger.postgres import problem
+        raise StorageError(problem(exc, settings.lock_timeout_seconds), path=where) from exc
+    finally:
+        db.close()
+    return where, found, now
+
+
+def _file_layout(path: str) -> int:
+    """Return the layout of the SQLite ledger at `path`, read without changing it."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return layout_version(db, "sqlite")
+    except sqlite3.Error as exc:
+        raise StorageError(_problem(exc, 0, path), path=path) from exc
+
+
+def snapshot_ledger(settings: LedgerSettings) -> Ledger:
+    """Return an in-memory copy of the ledger that `settings` name, for a dry run."""
+    if settings.url:
+        with open_ledger(settings) as ledger:
+            return Ledger.snapshot_of(ledger)
+    return Ledger.snapshot(settings.path, lock_timeout_seconds=settings.lock_timeout_seconds)
+
+
 @contextlib.contextmanager
-def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+def write_transaction(db: Connection) -> Iterator[None]:
     """Run the block as one write transaction on `db`, a connection in autocommit mode with none open
     (the jobs' own connection, or one being opened): under the write lock from its start (BEGIN
     IMMEDIATE), committed when it ends, rolled back when the block or the commit raises."""
@@ -653,15 +803,75 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _upgrade(db: sqlite3.Connection, path: str) -> None:
-    """Bring a ledger of an earlier layout up to SCHEMA_VERSION in one transaction; refuse one written
-    by a newer version, whose rows this code could misread."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StorageError(f"the ledger was written by a newer distributor (layout {version}; this one "
-                           f"knows up to {SCHEMA_VERSION}): upgrade the distributor", path=path)
-    if version == SCHEMA_VERSION:
-        return
+def layout_version(db: Connection, dialect: str) -> int:
+    """Return the layout the ledger on `db` was written in (0: none yet, or from before versions)."""
+    if dialect == "sqlite":
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    if db.execute("SELECT to_regclass('ledger_layout')").fetchone()[0] is None:
+        return 0
+    row = db.execute("SELECT version FROM ledger_layout").fetchone()
+    return row[0] if row else 0
+
+
+def _layout_problem(found: int) -> str:
+    """Say why a ledger of layout `found` cannot be used by this code, and what to run."""
+    if found > SCHEMA_VERSION:
+        return (f"the ledger was written by a newer distributor (layout {found}; this one knows up to "
+                f"{SCHEMA_VERSION}): upgrade the distributor")
+    if found == 0:
+        return "the database holds no ledger yet: run `distributor migrate` to make one"
+    return (f"the ledger is of an earlier layout ({found}; this distributor needs {SCHEMA_VERSION}): "
+            "stop the workers and run `distributor migrate`")
+
+
+def migrate(db: Connection, dialect: str, where: str) -> tuple[int, int]:
+    """Bring the ledger on `db` to SCHEMA_VERSION in one transaction, making its tables where there
+    are none; refuse one written by a newer version, whose rows this code could misread. Return the
+    layout found and the one it is in now. SQLite ledgers are migrated whenever they are opened; a
+    PostgreSQL one only by `distributor migrate`, since workers of several machines share it."""
+    found = layout_version(db, dialect)
+    if found > SCHEMA_VERSION:
+        raise StorageError(_layout_problem(found), path=where)
+    if found == SCHEMA_VERSION:
+        if dialect == "sqlite":
+            _run_script(db, _SCHEMA)        # a table that was dropped by hand comes back, empty
+        if not _missing_columns(db, dialect):
+            return found, found
     with write_transaction(db):
+        if dialect == "sqlite":
+            _run_script(db, _SCHEMA)
+        else:
+            from distributor.ledger.postgres import schema
+            _run_script(db, schema(_SCHEMA))
+            db.execute("CREATE TABLE IF NOT EXISTS ledger_layout (version INTEGER NOT NULL)")
+        for table, column in _missing_columns(db, dialect):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_LATER_COLUMNS[table, column]}")
+        _run_script(db, _LATER_INDEXES)
         db.execute("UPDATE deliveries SET status = 'uncertain' WHERE status = 'sending'")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute(f"UPDATE deliveries SET domain = {_DOMAIN[dialect]} WHERE domain IS NULL")
+        if dialect == "sqlite":
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        else:
+            db.execute("DELETE FROM ledger_layout")
+            db.execute("INSERT INTO ledger_layout VALUES (?)", (SCHEMA_VERSION,))
+    return found, SCHEMA_VERSION
+
+
+def _run_script(db: Connection, script: str) -> None:
+    """Run each statement of `script` inside the transaction open on `db` (sqlite3's executescript
+    would commit it first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _missing_columns(db: Connection, dialect: str) -> list[tuple[str, str]]:
+    """Return the (table, column) of _LATER_COLUMNS that the ledger's tables lack."""
+    return [(table, column) for table, column in _LATER_COLUMNS if column not in _columns(db, dialect, table)]
+
+
+def _columns(db: Connection, dialect: str, table: str) -> set[str]:
+    if dialect == "sqlite":
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return {row[0] for row in db.execute("SELECT column_name FROM information_schema.columns"
+                                         " WHERE table_name = ? AND table_schema = current_schema()", (table,))}

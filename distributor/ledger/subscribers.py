@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -28,7 +27,7 @@ from distributor.audience.lists import Route
 from distributor.audience.standing import READER_SOURCES, STATUSES
 
 if TYPE_CHECKING:
-    from distributor.ledger.store import Ledger
+    from distributor.ledger.store import Connection, Ledger
 
 # The list status that a suppression's source stands for.
 _SUPPRESSED_STATUS = {"bounce": "bounced", "complaint": "complained"}
@@ -62,6 +61,7 @@ CREATE INDEX IF NOT EXISTS signup_mails_by_address ON signup_mails (address, que
 CREATE INDEX IF NOT EXISTS signup_mails_pending ON signup_mails (status, id);
 CREATE INDEX IF NOT EXISTS deliveries_by_address ON deliveries (lower(recipient));
 """
+TABLES = ("subscribers", "subscriptions", "subscription_history", "consents", "signup_requests", "signup_mails")
 # signup_mails.status: pending (to send), sending (claimed for a hand-over: if it is still so when an
 # outbox looks, that hand-over's outcome is unknown), sent, failed.
 
@@ -170,7 +170,7 @@ class SubscriberStore:
 
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
-        self.db: sqlite3.Connection = ledger.db
+        self.db: Connection = ledger.db
 
     # --- readers ---------------------------------------------------------------------------------
 
@@ -505,7 +505,7 @@ class SubscriberStore:
         return self.db.execute("DELETE FROM signup_requests WHERE at < ?", (made_before,)).rowcount
 
 
-def mark_suppressed(db: sqlite3.Connection, address: str, source: str, reason: str | None, now: float) -> None:
+def mark_suppressed(db: Connection, address: str, source: str, reason: str | None, now: float) -> None:
     """Mark the lists of a suppressed address (lower-cased) that still mail it: `bounced` for a bounce,
     `complained` for a complaint, else `unsubscribed`; each change goes into the history, with the
     suppression's reason (a bounce's reply) as its detail."""

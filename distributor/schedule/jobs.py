@@ -1,4 +1,4 @@
-"""Scheduled jobs: the `jobs` table in the ledger's SQLite file, claimed by runners under a lease.
+"""Scheduled jobs: the `jobs` table in the ledger, claimed by runners under a lease.
 
 A job moves scheduled → running → done, failed or missed (or cancelled). A runner claims a due
 job in one write transaction, as a lease it keeps renewing; once the lease lapses any runner may
@@ -8,25 +8,12 @@ take the job over. A job that stopped early (relay unreachable, a rate cap) goes
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from distributor.ledger.store import Ledger, write_transaction
+from distributor.ledger.store import Connection, Ledger, write_transaction
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, issue_path TEXT NOT NULL, channels TEXT NOT NULL,
-    run_at REAL NOT NULL, zone TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'scheduled',
-    lease_owner TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, started_at REAL,
-    finished_at REAL, reason TEXT, issue_key TEXT, content_hash TEXT, exit_status INTEGER,
-    created_at REAL NOT NULL, early_stops INTEGER NOT NULL DEFAULT 0, retry_at REAL, title TEXT);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, run_at);
-"""
-# Columns that ledgers made before job retries (and --title) lack; added in place when such a ledger is opened.
-_LATER_COLUMNS = {"early_stops": "INTEGER NOT NULL DEFAULT 0", "retry_at": "REAL", "title": "TEXT"}
 _COLUMNS = ("id, issue_path, channels, run_at, zone, state, lease_owner, lease_until, attempts, started_at,"
             " finished_at, reason, issue_key, content_hash, exit_status, early_stops, retry_at, title")
 # When a scheduled job may be claimed: its next try once it stopped early, else its time.
@@ -77,33 +64,15 @@ class Job:
 
 
 class JobStore:
-    """The jobs in the ledger's SQLite file, on the connection `db` (creating their table if need be)."""
+    """The jobs in the ledger (its `jobs` table), on the ledger's connection."""
 
-    def __init__(self, db: sqlite3.Connection, *, clock: Callable[[], float] = time.time, owned: bool = False):
-        self.db, self.clock, self._owned = db, clock, owned
-        self.db.executescript(_SCHEMA)
-        present = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-        for name, declaration in _LATER_COLUMNS.items():
-            if name not in present:
-                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+    def __init__(self, db: Connection, *, clock: Callable[[], float] = time.time):
+        self.db, self.clock = db, clock
 
     @classmethod
     def of(cls, ledger: Ledger) -> JobStore:
         """Return the jobs of `ledger`, sharing its connection (closing the ledger closes it)."""
         return cls(ledger.db, clock=ledger.clock)
-
-    @classmethod
-    def open(cls, path: str | Path, *, busy_timeout: float = 30.0) -> JobStore:
-        """Open the ledger file at `path` on a connection of its own, which waits at most
-        `busy_timeout` seconds for another writer; `close` closes it."""
-        db = sqlite3.connect(str(Path(path).expanduser()), isolation_level=None, timeout=busy_timeout,
-                             check_same_thread=False)
-        db.execute("PRAGMA synchronous=NORMAL")
-        return cls(db, owned=True)
-
-    def close(self) -> None:
-        if self._owned:
-            self.db.close()
 
     def add(self, issue_path: str, channels: Iterable[str], run_at: float, zone: str, *,
             title: str | None = None) -> Job:

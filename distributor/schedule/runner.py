@@ -10,10 +10,10 @@ later, backing off (see `jobs.retry_delay`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -26,12 +26,12 @@ from distributor.delivery.publish import PublishOptions, publish
 from distributor.delivery.run_report import PublishResult
 from distributor.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, InputError, StorageError
 from distributor.ledger.status import problems
-from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.store import DATABASE_ERRORS, Ledger, open_ledger
 from distributor.render.issue import load_issue
 from distributor.schedule import timezones
 from distributor.schedule.jobs import MAX_TRIES, Job, JobStore, retry_delay
 from distributor.schedule.operator_report import JobReport, deliver_report
-from distributor.settings import Settings
+from distributor.settings import LedgerSettings, Settings
 
 # A job started later than this after its time gets a warning (cron runs once a minute).
 _ON_TIME_SECONDS = 60.0
@@ -55,9 +55,9 @@ class LeaseKeeper:
     could not be renewed before it ran out (`held_until`), the lease is `lost` and the job is stopped:
     another runner may take it from then on."""
 
-    def __init__(self, ledger_path: str, job_id: int, owner: str, lease_seconds: float, held_until: float,
-                 now: Callable[[], float], stop_requested: threading.Event):
-        self.ledger_path, self.job_id, self.owner = ledger_path, job_id, owner
+    def __init__(self, ledger_settings: LedgerSettings, job_id: int, owner: str, lease_seconds: float,
+                 held_until: float, now: Callable[[], float], stop_requested: threading.Event):
+        self.ledger_settings, self.job_id, self.owner = ledger_settings, job_id, owner
         self.lease_seconds, self.held_until, self.now = lease_seconds, held_until, now
         self.stop_requested = stop_requested
         self.job_stop = threading.Event()    # what the job's publish watches
@@ -76,7 +76,14 @@ class LeaseKeeper:
     def _run(self) -> None:
         interval = self.lease_seconds / 3
         # A renewal waits for a busy ledger no longer than until the next one is due.
-        jobs = JobStore.open(self.ledger_path, busy_timeout=interval)
+        try:
+            ledger = open_ledger(dataclasses.replace(self.ledger_settings, lock_timeout_seconds=interval))
+        except StorageError as exc:          # no renewal can be made: the job stops, as with a lease lost
+            print(f"distributor: warning: cannot keep the lease on job {self.job_id}: {exc}", file=sys.stderr)
+            self.lost = True
+            self.job_stop.set()
+            return
+        jobs = JobStore.of(ledger)
         next_renewal = time.monotonic() + interval
         try:
             while not self._done.wait(min(_TICK_SECONDS, interval)):
@@ -90,13 +97,13 @@ class LeaseKeeper:
                     self.job_stop.set()
                     return
         finally:
-            jobs.close()
+            ledger.close()
 
     def _renew(self, jobs: JobStore) -> None:
         until = self.now() + self.lease_seconds
         try:
             renewed = jobs.renew_lease(self.job_id, self.owner, until)
-        except sqlite3.Error as exc:     # a busy ledger: try again next time, while the lease still holds
+        except DATABASE_ERRORS as exc:     # a busy ledger: try again next time, while the lease still holds
             print(f"distributor: warning: could not renew the lease on job {self.job_id}: {exc}", file=sys.stderr)
             return
         if renewed:
@@ -112,7 +119,6 @@ class Scheduler:
                  out: TextIO = sys.stdout, err: TextIO = sys.stderr):
         self.settings, self.now, self.out, self.err = settings, now, out, err
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.ledger_path = settings.ledger.path
 
     def run_due(self, interrupt: threading.Event) -> int:
         """Run every job that is due (or abandoned by a dead runner) and return the worst exit status;
@@ -183,7 +189,7 @@ class Scheduler:
         print(f"job {job.id}: publishing {job.issue_path} on {', '.join(job.channels) or 'every channel'}",
               file=self.out)
         assert job.lease_until is not None, "a claimed job is leased"
-        with LeaseKeeper(self.ledger_path, job.id, self.owner, self.settings.schedule.lease_seconds,
+        with LeaseKeeper(self.settings.ledger, job.id, self.owner, self.settings.schedule.lease_seconds,
                          job.lease_until, self.now, interrupt) as keeper:
             outcome, issue_key, content_hash = self._publish(job, keeper.job_stop)
         if keeper.lost:

@@ -34,6 +34,11 @@ _NAME_SPECIALS = frozenset('"(),:;<>@[\\]')
 MAX_TEXT = 256
 
 
+def domain_of(address: str) -> str:
+    """Return the domain of `address` (after its last @), lower-cased: what relay routes and DNS checks match."""
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
 def address_problem(address: str) -> str | None:
     """Say why `address` is not one plain ASCII addr-spec, else None."""
     if not address.isascii():

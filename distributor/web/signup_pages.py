@@ -20,7 +20,6 @@ import ipaddress
 import logging
 import re
 import secrets
-import sqlite3
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from distributor import registry
 from distributor.audience import signup, tokens
 from distributor.audience.lists import formats_offered, known_lists, lists_by_channel
-from distributor.ledger.store import Ledger
+from distributor.ledger.store import DATABASE_ERRORS, Ledger
 from distributor.ledger.subscribers import SubscriberStore
 from distributor.render.templating import environment
 from distributor.settings import Settings
@@ -211,7 +210,7 @@ class SignupPages:
             token = CONFIRM_PATH.fullmatch(path)
             assert token is not None, path
             return self._confirm(environ, token[1], post=method == "POST")
-        except sqlite3.Error:
+        except DATABASE_ERRORS:
             _log.exception("the ledger cannot answer")
             return self._message("503 Service Unavailable", "unavailable", self.language,
                                  headers=(("Retry-After", "30"),))

@@ -16,14 +16,13 @@ import email.policy
 import logging
 import os
 import re
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from distributor.audience import unsubscribe
-from distributor.ledger.store import Ledger, open_ledger
+from distributor.ledger.store import DATABASE_ERRORS, Ledger, open_ledger
 from distributor.ledger.subscribers import SubscriberStore
 from distributor.render.templating import environment
 from distributor.settings import Settings, load_settings, secret_from_env
@@ -121,7 +120,7 @@ class UnsubscribeApp:
             if method == "POST":
                 return self._unsubscribe(environ, *subscriber)
             return self._page_for(subscriber[0])
-        except sqlite3.Error:
+        except DATABASE_ERRORS:
             _log.exception("the ledger cannot answer")
             return self._page("503 Service Unavailable", "unavailable", headers=(("Retry-After", "30"),))
 

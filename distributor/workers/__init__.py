@@ -1,0 +1,1 @@
+"""Sending by workers: drains in the ledger, claimed in batches by `distributor worker` on any machine."""
