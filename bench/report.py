@@ -77,4 +77,9 @@ def targets(publish: Row, anchor: Row, bare: Row) -> str:
             continue
         ratio = publish.rate / reference.rate
         checks.append(f"publish / {name} = {ratio:.2f} (>= {wanted}: {'met' if ratio >= wanted else 'NOT MET'})")
+    if not publish.problems() and publish.run.process_seconds and anchor.run.process_seconds:
+        # Whole processes, start-up and planning included: messages over each process's life.
+        whole = anchor.run.process_seconds / publish.run.process_seconds
+        verdict = "met" if whole >= 0.6 else "NOT MET"
+        checks.append(f"whole-process publish / smtp-source = {whole:.2f} (>= 0.6: {verdict})")
     return "targets: " + "; ".join(checks)

@@ -61,8 +61,9 @@ class FaultySmtpServer:
       rcpt_replies          {address: [reply or None, ...]} consumed per RCPT attempt (None = accept)
       rejected_recipients   {address: reply} given to every RCPT attempt (e.g. "550 5.1.1 no such user")
       data_replies          {address: [reply or None, ...]} consumed per end-of-DATA (None = accept)
-      drop_on_data          {address: n} close the connection on the DATA command, before 354, n times
-      drop_in_data          {address: n} reply 354, read the first 4 KiB of the body, then reset the
+      drop_on_data          {address: n} close the connection on the DATA (or BDAT) command, before 354
+                            (or before reading the chunk), n times
+      drop_in_data          {address: n} reply 354 (or take BDAT), read the first 4 KiB of the body, then reset the
                             connection, n times; a client notices before its final '.' only if the message
                             is larger than the socket buffers (several MB on loopback)
       withhold_after_dot    {address: seconds} receive the whole message (recorded in `withheld`), then
@@ -76,6 +77,9 @@ class FaultySmtpServer:
                             '421 4.7.0 too many connections' and the connection closes (Postfix's limit)
       certificate           (certificate, key) PEM paths to serve instead of the throwaway CA's certificate
       accepted_logins       accept the right credentials this many times; later logins get 535 all the same
+      extensions            offer these in EHLO besides aiosmtpd's own: PIPELINING (commands of a
+                            transaction read in one go, as aiosmtpd always reads them) and CHUNKING
+                            (BDAT, RFC 3030, answered here)
     """
 
     def __init__(self, *, username: str | None = None, password: str | None = None, tls: str = "none",
@@ -86,7 +90,8 @@ class FaultySmtpServer:
                  drop_on_data: Mapping[str, int] | None = None, drop_in_data: Mapping[str, int] | None = None,
                  withhold_after_dot: Mapping[str, float] | None = None, command_delay_seconds: float = 0.0,
                  max_connections: int | None = None, certificate: tuple[Path, Path] | None = None,
-                 hold_after_messages: int | None = None, accepted_logins: int | None = None):
+                 hold_after_messages: int | None = None, accepted_logins: int | None = None,
+                 extensions: Sequence[str] = ()):
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
         self.host = HOST
@@ -117,6 +122,10 @@ class FaultySmtpServer:
         self._rcpt_attempts: collections.Counter[str] = collections.Counter()
         self._auth_attempts = 0
         self._logins_left = accepted_logins
+        self._extensions = tuple(extensions)
+        # MAIL commands read with the rest of their transaction already waiting: the client pipelined.
+        self.pipelined_mails = 0
+        self.chunked_messages = 0       # messages that came as BDAT
         self._tmpdir: Path | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -269,6 +278,7 @@ class _FaultySMTP(SMTP):
         self._greeted = False
         self._counted = False
         self.connection_number = 0
+        self._chunks = bytearray()
         handler = _Handler(owner)
         super().__init__(handler, hostname="smtp.test", ident="FaultySmtpServer",
                          tls_context=tls_context, require_starttls=tls_context is not None,
@@ -329,6 +339,45 @@ class _FaultySMTP(SMTP):
             self._owner._ehlo_names.append(hostname)
         await super().smtp_HELO(hostname)
 
+    async def smtp_MAIL(self, arg: str) -> None:
+        if self._reader._buffer:        # type: ignore[attr-defined]   # bytes read past this command line
+            with self._owner._lock:
+                self._owner.pipelined_mails += 1
+        await super().smtp_MAIL(arg)
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        """BDAT <size> [LAST] (RFC 3030), when CHUNKING is offered: the chunk is read whole whatever the
+        reply, and the LAST one ends the message as the end of DATA does."""
+        parts = arg.split()
+        if "CHUNKING" not in self._owner._extensions or not 1 <= len(parts) <= 2 or not parts[0].isdigit() \
+                or parts[1:] not in ([], ["LAST"]):
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        recipients = list(self.envelope.rcpt_tos) if self.envelope is not None else []
+        if self.transport is not None and self._owner._take_drop(self._owner._drops_on_data, recipients):
+            await self.abort_connection()
+            return
+        if self.transport is not None and self._owner._take_drop(self._owner._drops_in_data, recipients):
+            await asyncio.wait_for(self._reader.read(_IN_DATA_READ_BYTES), _STOP_SECONDS)
+            await self.abort_connection()
+            return
+        chunk = await self._reader.readexactly(int(parts[0]))
+        if self.envelope is None or not self.envelope.rcpt_tos:
+            self._chunks = bytearray()
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        self._chunks += chunk
+        if not parts[1:]:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        self.envelope.original_content = self.envelope.content = bytes(self._chunks)
+        self._chunks = bytearray()
+        with self._owner._lock:
+            self._owner.chunked_messages += 1
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
     async def smtp_DATA(self, arg: str) -> None:
         recipients = list(self.envelope.rcpt_tos) if self.envelope is not None else []
         if self.transport is not None and self._owner._take_drop(self._owner._drops_on_data, recipients):
@@ -353,6 +402,10 @@ class _Handler:
 
     def __init__(self, owner: FaultySmtpServer):
         self._owner = owner
+
+    async def handle_EHLO(self, server: SMTP, session, envelope, hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return responses[:-1] + [f"250-{extension}" for extension in self._owner._extensions] + responses[-1:]
 
     def authenticate(self, server: SMTP, session, envelope, mechanism: str, auth_data: object) -> AuthResult:
         owner = self._owner
