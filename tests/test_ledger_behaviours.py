@@ -141,7 +141,7 @@ def test_two_workers_claim_disjoint_batches_and_a_lapsed_lease_frees_its_rows(le
     assert second.claim_batch(DRAIN, everyone(), 100).rows == ()
     ledger.claim(DRAIN.issue_key, "email", a.rows[0].recipient, "<m@example.org>", ("pending",))   # handed over
     clock.now += 20
-    assert first.renew() == 3
+    assert first.renew() == 4             # the 3 it holds, and the one it is handing over
     clock.now += 20                       # b's lease lapsed (not renewed); a's runs to now + 10
     taken = first.claim_batch(DRAIN, everyone(), 100)
     assert {row.recipient for row in taken.rows} == {row.recipient for row in b.rows}
@@ -196,3 +196,18 @@ def test_a_drain_is_done_when_no_row_is_pending_and_a_paused_relay_is_seen_by_al
     assert WorkLedger(ledger, "other", 30).paused_relays() == {"qq": "554 no service"}
     clock.now += 61
     assert work.paused_relays() == {}
+
+
+def test_a_drain_counts_hand_overs_in_flight_until_their_outcome_or_their_lease_ends(ledger: Ledger,
+                                                                                   clock: Clock) -> None:
+    ledger.plan(DRAIN.issue_key, "email", "hash-1", READERS[:2])
+    work = WorkLedger(ledger, "worker", 30)
+    first, second = work.claim_batch(DRAIN, everyone(), 2).rows
+    ledger.claim(DRAIN.issue_key, "email", first.recipient, "<m1@example.org>", ("pending",))
+    assert work.remaining(DRAIN.issue_key, "email") == 2         # one pending, one on its way
+    ledger.mark(DRAIN.issue_key, "email", first.recipient, "sent", reply="250")
+    ledger.claim(DRAIN.issue_key, "email", second.recipient, "<m2@example.org>", ("pending",))
+    assert work.remaining(DRAIN.issue_key, "email") == 1 and work.renew() == 1
+    clock.now += 31                      # the worker died during the hand-over: its row stays uncertain
+    assert work.remaining(DRAIN.issue_key, "email") == 0
+    assert ledger.counts(DRAIN.issue_key) == {"email": {"sent": 1, "uncertain": 1}}

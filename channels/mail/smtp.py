@@ -129,7 +129,8 @@ class _Session(asyncio.Protocol):
 
     One task uses a session at a time (the pool hands each connection to one sender), so commands never
     interleave. The write buffer's high-water mark is 0: `drain()` returns only once everything written
-    was handed to the socket, so the final '.' is written strictly after the whole body. Over TLS it is
+    was handed to the socket, so a message counts as complete only once all of it, its final '.' (or
+    the last byte of its BDAT chunk) included, has left the process. Over TLS it is
     handed to the TLS layer, which may still hold the body's last few dozen KB: a connection lost then is
     reported uncertain, never transient, so the error stays on the side that sends no duplicate.
     """
@@ -476,9 +477,10 @@ async def _transact(session: _Session, mail: bytes, recipient: str, wire: bytes)
             await _expect(session, "MAIL FROM", recipient, mail, (250,))
             await _expect(session, "RCPT TO", recipient, rcpt, (250, 251))
             await _expect(session, "DATA", recipient, b"DATA\r\n", (354,))
-        session.write(wire)
+        # One write: the final '.' goes after the whole body, so a connection lost before the write
+        # was handed over whole (drain) left the message incomplete, and one lost after it may not have.
+        session.write(wire + b".\r\n")
         await session.drain()
-        session.write(b".\r\n")
     except (ConnectionError, TimeoutError) as exc:
         session.abort()
         raise _lost_before_complete(recipient)(exc) from exc
@@ -533,8 +535,7 @@ async def _transact_chunked(session: _Session, envelope: bytes, recipient: str, 
     """MAIL FROM, RCPT TO and `BDAT <size> LAST` with the message, in one write, then their three replies."""
     body = _unstuffed(wire)
     try:
-        session.write(envelope + b"BDAT %d LAST\r\n" % len(body))
-        session.write(body)
+        session.write(envelope + b"BDAT %d LAST\r\n" % len(body) + body)
         await session.drain()
     except (ConnectionError, TimeoutError) as exc:
         session.abort()

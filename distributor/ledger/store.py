@@ -89,7 +89,7 @@ _LATER_COLUMNS = {
     ("deliveries", "relay"): "TEXT"}
 # Indexes on the columns of _LATER_COLUMNS: made once those columns exist.
 _LATER_INDEXES = """
-CREATE INDEX IF NOT EXISTS deliveries_by_lease ON deliveries (lease_owner, status);
+CREATE INDEX IF NOT EXISTS deliveries_by_lease ON deliveries (lease_owner, status) WHERE lease_owner IS NOT NULL;
 """
 # The recipient's domain (after the last @), as each engine says it: filled in rows of earlier layouts.
 _DOMAIN = {"sqlite": "lower(substr(recipient, instr(recipient, '@') + 1))",
@@ -582,14 +582,18 @@ class Ledger:
              reply: str | None = None, error: str | None = None, uncount: bool = False) -> None:
         """Set the row's status with what the other side said (`sent`, `failed`, or back to `pending`).
         `uncount` takes back the attempt that `claim` counted, when the refusal was about the
-        sender or the session and nothing was tried for this recipient."""
+        sender or the session and nothing was tried for this recipient. An outcome ends a worker's
+        lease on the row (distributor/ledger/work.py); a row back to `pending` keeps it, for its retry."""
         if status not in STATUSES:
             raise ValueError(status)
+        kept = status == "pending"
         self.db.execute(
             "UPDATE deliveries SET status = ?, reply = COALESCE(?, reply), last_error = ?,"
-            " attempts = CASE WHEN attempts > ? THEN attempts - ? ELSE 0 END, updated_at = ?"
+            " attempts = CASE WHEN attempts > ? THEN attempts - ? ELSE 0 END, updated_at = ?,"
+            " lease_owner = CASE WHEN ? THEN lease_owner END, lease_until = CASE WHEN ? THEN lease_until END"
             " WHERE issue_key = ? AND channel = ? AND recipient = ?",
-            (status, reply, error, int(uncount), int(uncount), self.clock(), issue_key, channel, recipient))
+            (status, reply, error, int(uncount), int(uncount), self.clock(), kept, kept, issue_key, channel,
+             recipient))
 
     def counts(self, issue_key: str) -> dict[str, dict[str, int]]:
         """Return {channel: {status: count}} for the issue."""

@@ -17,7 +17,6 @@ turn; without either, they run side by side.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -106,8 +105,13 @@ class WorkLedger:
         return not left
 
     def remaining(self, issue_key: str, channel: str) -> int:
-        """Count the drain's rows still to send: pending, not suppressed, claimed or not."""
-        return self.ledger.count(issue_key, channel, ("pending",))
+        """Count the drain's rows not done yet: pending (not suppressed, claimed or not), and those a live
+        worker is handing over (uncertain under a lease that runs: its outcome is on the way). A dead
+        worker's hand-overs stay uncertain once its lease has run out."""
+        in_flight = self.db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE issue_key = ? AND channel = ? AND status = 'uncertain'"
+            " AND lease_until > ?", (issue_key, channel, self.ledger.clock())).fetchone()[0]
+        return self.ledger.count(issue_key, channel, ("pending",)) + in_flight
 
     # --- claims ------------------------------------------------------------------------------
 
@@ -185,11 +189,12 @@ class WorkLedger:
             (drain.issue_key, drain.channel, *claimed)))
 
     def renew(self) -> int:
-        """Extend the lease of every row this worker holds and has not handed over; return how many."""
+        """Extend the lease of every row this worker holds: those it has not handed over, and those it
+        is handing over (an outcome ends the lease: `Ledger.mark`); return how many."""
         now = self.ledger.clock()
         return self.db.execute(
             "UPDATE deliveries SET lease_until = CASE WHEN lease_until > ? THEN lease_until ELSE ? END"
-            " WHERE lease_owner = ? AND status = 'pending'",
+            " WHERE lease_owner = ? AND status IN ('pending', 'uncertain')",
             (now + self.lease_seconds, now + self.lease_seconds, self.holder)).rowcount
 
     def release(self, relay: str | None = None) -> int:
@@ -233,13 +238,3 @@ class _PlainTransaction:
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         self.ledger.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def shares(relays: Iterable[tuple[str, tuple[str, ...], float, int | None, int | None]],
-           channels: tuple[str, ...]) -> list[RelayShare]:
-    """Return one share per relay (name, domains, rate, hourly cap, daily cap), the relay without domains
-    taking every domain no other relay names."""
-    listed = list(relays)
-    routed = tuple(domain for _, domains, *_ in listed for domain in domains)
-    return [RelayShare(name, domains, () if domains else routed, channels, per_second, hourly, daily)
-            for name, domains, per_second, hourly, daily in listed]

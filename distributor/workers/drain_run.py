@@ -28,7 +28,7 @@ from distributor.settings import Settings, relay_routes, through_relay
 
 
 @dataclass(frozen=True)
-class Route:
+class RelayRoute:
     """A relay a drain's rows go through: its share of the rows, the settings its transport is made
     with, and its limits."""
 
@@ -48,13 +48,13 @@ class DrainOutcome:
     stopped: str | None
 
 
-def routes(channel: RowChannel, settings: Settings, group_channels: tuple[str, ...]) -> list[Route]:
+def routes(channel: RowChannel, settings: Settings, group_channels: tuple[str, ...]) -> list[RelayRoute]:
     """Return the relays `channel`'s rows go through: every relay of `smtp.relays` (or `smtp` itself)
     for the mail channels, the channel's own transport for any other."""
     if channel.transport_group != "smtp":
         limits = channel.limits(settings)
         group = channel.transport_group or channel.name
-        return [Route(RelayShare(group, (), (), group_channels, limits.per_second, limits.hourly_cap,
+        return [RelayRoute(RelayShare(group, (), (), group_channels, limits.per_second, limits.hourly_cap,
                                  limits.daily_cap), settings, limits)]
     relays = relay_routes(settings)
     routed = tuple(domain.lower() for relay in relays for domain in relay.domains)
@@ -65,7 +65,7 @@ def routes(channel: RowChannel, settings: Settings, group_channels: tuple[str, .
         share = RelayShare(relay.name, tuple(domain.lower() for domain in relay.domains),
                            () if relay.domains else routed, group_channels, limits.per_second,
                            limits.hourly_cap, limits.daily_cap)
-        found.append(Route(share, relayed, limits))
+        found.append(RelayRoute(share, relayed, limits))
     return found
 
 
@@ -90,8 +90,8 @@ class SharedRateLimiter(RateLimiter):
         await super().acquire(counted=counted)
 
 
-async def drain_through(drain: Drain, route: Route, channel: RowChannel, renditions: Renditions, work: WorkLedger,
-                        links: Callable[[Recipient], str], policy: RetryPolicy, progress: Progress, *,
+async def drain_through(drain: Drain, route: RelayRoute, channel: RowChannel, renditions: Renditions,
+                        work: WorkLedger, links: Callable[[Recipient], str], policy: RetryPolicy, progress: Progress, *,
                         batch_size: int, pause_seconds: float, interrupt: threading.Event) -> DrainOutcome:
     """Send the drain's rows of `route`'s relay that this worker can claim, until none is left to claim,
     the relay stops or `interrupt` is set."""
@@ -108,13 +108,16 @@ async def drain_through(drain: Drain, route: Route, channel: RowChannel, renditi
     capped: list[str] = []
 
     def claimed() -> Iterator[DeliveryRow]:
+        """Claim batch after batch, each once the run has taken the last; end when none is left to
+        claim (the rest is sent, or held by live workers) or a cap is reached."""
         while not interrupt.is_set():
             batch = work.claim_batch(drain, route.share, batch_size)
             limiter.reserve(batch.slots)
             yield from batch.rows
             if batch.capped:
                 capped.append(batch.capped)
-            if len(batch.rows) < batch_size:
+                return
+            if not batch.rows:
                 return
 
     sender = channel.sender(renditions[channel.name], renditions.issue, route.settings, transport, links)
