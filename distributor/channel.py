@@ -189,6 +189,11 @@ class RowSender(Protocol):
 
     async def deliver(self, message: PreparedMessage) -> str: ...
 
+    # Optional: `async def deliver_handing_over(message, hand_over) -> str` delivers like `deliver` and
+    # awaits `hand_over()` (the row run's claim of the row) itself, just before its first write that could
+    # deliver the message, so that a message waiting for a connection holds no claim. Without it, the
+    # row run claims the row before `deliver`.
+
 
 class RowTransport(Protocol):
     """What carries a row channel's messages: a pool of sessions, or a sink that stands in for it."""
@@ -201,8 +206,10 @@ class RowTransport(Protocol):
 @dataclass(frozen=True)
 class SendLimits:
     """How fast a row channel may send: messages per second (0: no spacing), hourly and daily caps
-    (counted over every channel's sends in the ledger), how many hand-overs run at once, and how many
-    refusals of the sender in a row (`SenderRefusedError`) stop the channel."""
+    (counted over every channel's sends in the ledger), how many messages the row run has in hand at
+    once (each waiting for its transport or being handed over; a row is claimed only once its
+    hand-over starts), and how many refusals of the sender in a row (`SenderRefusedError`) stop the
+    channel."""
 
     per_second: float = 0.0
     hourly_cap: int | None = None

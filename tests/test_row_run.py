@@ -36,7 +36,9 @@ class LedgerWatchingTransport:
     async def close(self) -> None:
         self.db.close()
 
-    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
+    async def send(self, envelope_from: str, recipient: str, wire: bytes, hand_over=None) -> str:
+        if hand_over is not None:       # the row run's claim, awaited before anything could deliver it
+            await hand_over()
         (status,) = self.db.execute("SELECT status FROM deliveries WHERE recipient = ?", (recipient,)).fetchone()
         self.seen.append((recipient, status))
         await asyncio.sleep(0)          # let the other workers (and runs) interleave

@@ -493,3 +493,83 @@ def test_the_transport_uses_no_private_name_of_aiosmtplib() -> None:
     private = {node.attr for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)
                and node.attr.startswith("_") and not node.attr.startswith("__") and node.attr not in own}
     assert private == set()
+
+
+CHUNKING = WAYS["chunking"]
+
+
+async def send_concurrently_counting(config: SmtpConfig, recipients: list[str], *, in_hand: int,
+                                     refuse_hand_over: set[str] = frozenset()) -> tuple[list[object], list[str], int]:
+    """Send to `recipients` with `in_hand` sends at a time over one pool, as the row run does; return each
+    outcome (or error), the order of the hand-overs, and how many envelopes went ahead."""
+    handed: list[str] = []
+
+    class NotOurs(Exception):
+        pass
+
+    async with SmtpPool(config) as pool:
+        queue = list(recipients)
+        outcomes: dict[str, object] = {}
+
+        async def worker() -> None:
+            while queue:
+                recipient = queue.pop(0)
+
+                async def hand_over(recipient: str = recipient) -> None:
+                    if recipient in refuse_hand_over:
+                        raise NotOurs(recipient)
+                    handed.append(recipient)
+
+                try:
+                    outcomes[recipient] = await pool.send(SENDER, recipient, SMALL, hand_over)
+                except Exception as exc:  # noqa: BLE001 - the outcome under test
+                    outcomes[recipient] = exc
+
+        await asyncio.gather(*(worker() for _ in range(in_hand)))
+        return [outcomes[r] for r in recipients], handed, pool.sent_ahead
+
+
+def test_with_chunking_a_waiting_send_goes_behind_the_message_in_flight_and_each_arrives_once() -> None:
+    recipients = [f"r{n}@x.test" for n in range(30)]
+    with FaultySmtpServer(extensions=CHUNKING) as server:
+        outcomes, handed, ahead = run(send_concurrently_counting(config_for(server, pool_size=2), recipients,
+                                                                 in_hand=4))
+        received = sorted(m.rcpt_tos[0] for m in server.messages)
+        assert server.connections_opened == 2
+    assert all(isinstance(outcome, str) and outcome.startswith("250 ") for outcome in outcomes)
+    assert received == sorted(recipients) and sorted(handed) == sorted(recipients)
+    assert ahead >= 10                  # most envelopes went ahead, behind the message before them
+
+
+def test_an_envelope_sent_ahead_that_fails_is_reset_and_the_send_made_the_plain_way() -> None:
+    recipients = [f"r{n}@x.test" for n in range(16)]
+    faults = dict(rejected_recipients={"r5@x.test": "550 5.1.1 unknown"},
+                  data_replies={"r8@x.test": ["554 5.6.0 content rejected"]},
+                  rcpt_replies={"r11@x.test": ["451 4.3.0 later", "451 4.3.0 later"]})    # ahead, then plain
+    with FaultySmtpServer(**faults, extensions=CHUNKING) as server:
+        outcomes, handed, _ = run(send_concurrently_counting(config_for(server, pool_size=2), recipients,
+                                                             in_hand=4, refuse_hand_over={"r13@x.test"}))
+        received = sorted(m.rcpt_tos[0] for m in server.messages)
+    by_recipient = dict(zip(recipients, outcomes, strict=True))
+    assert isinstance(by_recipient["r5@x.test"], PermanentDeliveryError) and by_recipient["r5@x.test"].suppress
+    assert isinstance(by_recipient["r8@x.test"], PermanentDeliveryError)
+    assert isinstance(by_recipient["r11@x.test"], TransientDeliveryError)
+    assert type(by_recipient["r13@x.test"]).__name__ == "NotOurs"
+    failed = {"r5@x.test", "r8@x.test", "r11@x.test", "r13@x.test"}
+    assert received == sorted(set(recipients) - failed)       # nobody twice, nobody lost behind a failure
+    assert "r13@x.test" not in handed and len(handed) == len(set(handed))
+    assert all(isinstance(by_recipient[r], str) for r in set(recipients) - failed)
+
+
+def test_a_connection_lost_after_a_message_leaves_only_that_message_uncertain() -> None:
+    recipients = [f"r{n}@x.test" for n in range(10)]
+    with FaultySmtpServer(withhold_after_dot={"r4@x.test": 2.0}, extensions=CHUNKING) as server:
+        outcomes, handed, _ = run(send_concurrently_counting(config_for(server, pool_size=1, timeout_seconds=0.5),
+                                                             recipients, in_hand=2))
+        received = sorted(m.rcpt_tos[0] for m in server.messages)
+    by_recipient = dict(zip(recipients, outcomes, strict=True))
+    assert isinstance(by_recipient["r4@x.test"], UncertainDeliveryError)
+    # The envelope behind it went for nothing: that send was made again on a new connection, once.
+    assert received == sorted(set(recipients) - {"r4@x.test"})
+    assert all(isinstance(by_recipient[r], str) for r in set(recipients) - {"r4@x.test"})
+    assert sorted(handed) == sorted(recipients)

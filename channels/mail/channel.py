@@ -44,7 +44,8 @@ class MailChannel(RowChannel):
 
     def limits(self, settings: Settings) -> SendLimits:
         smtp = settings.smtp
-        return SendLimits(smtp.per_second, smtp.hourly_cap, smtp.daily_cap, concurrency=smtp.pool_size,
+        # Two messages per connection: one on it, and one whose envelope can go ahead behind it (SmtpPool).
+        return SendLimits(smtp.per_second, smtp.hourly_cap, smtp.daily_cap, concurrency=2 * smtp.pool_size,
                           sender_refusals_to_stop=smtp.policy_refusals_to_stop)
 
     def sender(self, rendition: Any, issue: Issue, settings: Settings, transport: RowTransport,

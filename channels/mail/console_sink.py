@@ -5,6 +5,7 @@ plan, rate limit, retry, personalise) and only the hand-over differs.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -20,7 +21,10 @@ class ConsoleSink:
     async def open(self) -> None:
         return None
 
-    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
+    async def send(self, envelope_from: str, recipient: str, wire: bytes,
+                   hand_over: Callable[[], Awaitable[None]] | None = None) -> str:
+        if hand_over is not None:
+            await hand_over()
         self.count += 1
         if self.count <= self.shown:
             print(f"  would send {len(wire) / 1024:.1f} KB to {recipient}", file=self.stream)

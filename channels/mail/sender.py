@@ -1,7 +1,7 @@
 """One mail channel's messages for one issue: built per recipient from a template, one attempt each."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,7 +16,8 @@ class MailTransport(Protocol):
 
     async def close(self) -> None: ...
 
-    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str: ...
+    async def send(self, envelope_from: str, recipient: str, wire: bytes,
+                   hand_over: Callable[[], Awaitable[None]] | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -48,5 +49,12 @@ class MailSender:
 
     async def deliver(self, message: PreparedMessage) -> str:
         """Hand the message to the transport; return the server's reply."""
+        return await self.deliver_handing_over(message, None)
+
+    async def deliver_handing_over(self, message: PreparedMessage,
+                                   hand_over: Callable[[], Awaitable[None]] | None) -> str:
+        """Hand the message to the transport, which awaits `hand_over` (the row run's claim) once it
+        holds a connection and before it writes anything that could deliver the message (see
+        `SmtpPool`); return the server's reply."""
         assert isinstance(message, MailMessage), "a mail sender delivers the messages it prepared"
-        return await self.transport.send(message.envelope_from, message.recipient, message.payload)
+        return await self.transport.send(message.envelope_from, message.recipient, message.payload, hand_over)

@@ -22,7 +22,7 @@ import collections
 import ipaddress
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -456,7 +456,8 @@ def _rcpt_command(recipient: str) -> bytes:
 _ENVELOPE = (("MAIL FROM", (250,)), ("RCPT TO", (250, 251)))     # 251: user not local, will forward
 
 
-async def _transact(session: _Session, mail: bytes, recipient: str, wire: bytes) -> str:
+async def _transact(session: _Session, mail: bytes, recipient: str, wire: bytes,
+                    behind: Callable[[], bytes] = bytes) -> str:
     """Run one mail transaction on an open session and return the server's final reply; `mail` is the
     MAIL FROM command line (`_mail_from_command`). Where the relay offers them, PIPELINING sends the
     envelope and DATA in one write (two round trips a message), and CHUNKING the message too, as
@@ -467,7 +468,7 @@ async def _transact(session: _Session, mail: bytes, recipient: str, wire: bytes)
     already read refused the envelope."""
     rcpt = _rcpt_command(recipient)
     if session.chunking:
-        return await _transact_chunked(session, mail + rcpt, recipient, wire)
+        return await _transact_chunked(session, mail + rcpt, recipient, wire, behind)
     try:
         if session.pipelining:
             session.write(mail + rcpt + b"DATA\r\n")
@@ -488,11 +489,11 @@ async def _transact(session: _Session, mail: bytes, recipient: str, wire: bytes)
 
 
 async def _pipelined_replies(session: _Session, recipient: str, stages: tuple[tuple[str, tuple[int, ...]], ...],
-                             lost: Callable[[Exception], DeliveryError]) -> SMTPResponse:
+                             lost: Callable[[Exception], DeliveryError], *, reset: bool = True) -> SMTPResponse:
     """Read one reply per pipelined command, in order, and return the last. At a refusal the rest are
-    read too (the relay answers every command of the group), the transaction is reset and the first
-    refusal raised, classified. A connection lost on the way raises the refusal already read, if any
-    (the relay took no message then), else `lost(error)`."""
+    read too (the relay answers every command of the group), the transaction is reset (unless not
+    `reset`) and the first refusal raised, classified. A connection lost on the way raises the refusal
+    already read, if any (the relay took no message then), else `lost(error)`."""
     refused: tuple[str, SMTPResponse] | None = None
     last = None
     for stage, codes in stages:
@@ -512,7 +513,8 @@ async def _pipelined_replies(session: _Session, recipient: str, stages: tuple[tu
     if last.code == 354:            # DATA accepted after a refusal: end an empty message, sent to no one
         session.write(b".\r\n")
         await session.reply()
-    await _reset_after(session, reply.code, stage)
+    if reset or reply.code == _SERVICE_CLOSING:
+        await _reset_after(session, reply.code, stage)
     raise _refusal(stage, recipient, reply.code, reply.message)
 
 
@@ -531,17 +533,23 @@ def _unstuffed(wire: bytes) -> bytes:
     return body.replace(b"\r\n..", b"\r\n.")
 
 
-async def _transact_chunked(session: _Session, envelope: bytes, recipient: str, wire: bytes) -> str:
-    """MAIL FROM, RCPT TO and `BDAT <size> LAST` with the message, in one write, then their three replies."""
+async def _transact_chunked(session: _Session, envelope: bytes, recipient: str, wire: bytes,
+                            behind: Callable[[], bytes], *, stages: tuple[tuple[str, tuple[int, ...]], ...] = _ENVELOPE
+                            ) -> str:
+    """`envelope` (MAIL FROM and RCPT TO; nothing when they went ahead and were accepted) and `BDAT <size>
+    LAST` with the message, in one write, then their replies. `behind()` gives the envelope of the next
+    send, booked meanwhile, to go in the same write (see `SmtpPool`); when one went, a refusal here
+    resets nothing: that send resets the session itself before it goes on."""
     body = _unstuffed(wire)
     try:
-        session.write(envelope + b"BDAT %d LAST\r\n" % len(body) + body)
+        ahead = behind()
+        session.write(envelope + b"BDAT %d LAST\r\n" % len(body) + body + ahead)
         await session.drain()
     except (ConnectionError, TimeoutError) as exc:
         session.abort()
         raise _lost_before_complete(recipient)(exc) from exc
-    final = await _pipelined_replies(session, recipient, (*_ENVELOPE, ("end of DATA", (250,))),
-                                     _lost_after_complete(recipient))
+    final = await _pipelined_replies(session, recipient, (*stages, ("end of DATA", (250,))),
+                                     _lost_after_complete(recipient), reset=not ahead)
     return _reply(final.code, final.message)
 
 
@@ -559,12 +567,41 @@ async def _final_reply(session: _Session, recipient: str) -> str:
     return _reply(final.code, final.message)
 
 
+@dataclass
+class _Booking:
+    """A send waiting for a busy connection of a relay with CHUNKING: its envelope goes out behind the
+    message in flight there, in the same write, and the send takes the connection over after it."""
+
+    envelope: bytes                 # its MAIL FROM and RCPT TO lines
+    handoff: asyncio.Future[None]   # done when the send before it is over: the connection is this one's
+    written: bool = False           # the envelope went out behind the message before it
+    clean: bool = False             # that message ended with 250: the envelope met no open transaction
+
+
 class _PooledConnection:
-    """One persistent session, reopened before use whenever it was closed or lost."""
+    """One persistent session, reopened before use whenever it was closed or lost; `owned` while a send
+    uses it, with at most one send booked `next` (see `SmtpPool`)."""
 
     def __init__(self, config: SmtpConfig):
         self._config = config
         self._session: _Session | None = None
+        self.owned = False
+        self.next: _Booking | None = None
+
+    @property
+    def session(self) -> _Session | None:
+        return self._session
+
+    def bookable(self) -> bool:
+        return self.owned and self.next is None and self._session is not None and self._session.is_open \
+            and self._session.chunking
+
+    def behind(self) -> bytes:
+        """The booked send's envelope, to go out once, behind the message being written now."""
+        if self.next is None or self.next.written:
+            return b""
+        self.next.written = True
+        return self.next.envelope
 
     async def ensure_open(self) -> _Session:
         if self._session is None or not self._session.is_open:
@@ -576,8 +613,17 @@ class _PooledConnection:
 
     async def send(self, mail: bytes, recipient: str, wire: bytes) -> str:
         session = await self.ensure_open()
+        return await self.guarded(session, _transact(session, mail, recipient, wire, self.behind))
+
+    async def send_accepted(self, session: _Session, recipient: str, wire: bytes) -> str:
+        """Send the message whose envelope went ahead and was accepted: BDAT LAST, and its reply."""
+        return await self.guarded(session, _transact_chunked(session, b"", recipient, wire, self.behind, stages=()))
+
+    @staticmethod
+    async def guarded(session: _Session, transaction: Awaitable[str]) -> str:
+        """Run a transaction; drop the session when it can no longer be trusted."""
         try:
-            return await _transact(session, mail, recipient, wire)
+            return await transaction
         except TransientDeliveryError as exc:
             if exc.reconnect:
                 session.abort()
@@ -594,15 +640,31 @@ class _PooledConnection:
             await session.quit()
 
 
+HandOver = Callable[[], Awaitable[None]]
+
+
 class SmtpPool:
-    """Up to `pool_size` persistent relay sessions shared by concurrent `send` calls."""
+    """Up to `pool_size` persistent relay sessions shared by concurrent `send` calls.
+
+    A send records its attempt (`hand_over`: the ledger's claim) once it holds a connection, before
+    any byte of its transaction is written. Where the relay offers CHUNKING, a send that finds every
+    connection busy books one instead: its envelope (MAIL FROM, RCPT TO) goes out behind the message
+    written there next, in the same write, and it takes the connection over once that message's reply
+    has come. Then the relay answers the message and the next envelope in one go — one round trip a
+    message, even with a relay that answers a chunk apart from the envelope before it (Postfix does,
+    and without TCP_NODELAY its second answer waits for the first one's ACK). An envelope sent ahead
+    hands nothing over: the attempt is recorded only once it was accepted, just before the message is
+    written. If anything is wrong with it (refused, the connection lost, the message before it not
+    ending with 250) it is reset (RSET) and the send made the plain way, its attempt recorded first."""
 
     def __init__(self, config: SmtpConfig):
         self._config = config
         self._connections = [_PooledConnection(config) for _ in range(config.pool_size)]
-        self._idle: asyncio.Queue[_PooledConnection] = asyncio.Queue()
+        self._idle: list[_PooledConnection] = []
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._mail_from: tuple[str, bytes] | None = None     # the last envelope sender and its MAIL FROM line
         self.opened = 0     # sessions that `open` opened (the relay may allow fewer than pool_size)
+        self.sent_ahead = 0     # messages whose envelope went ahead and was accepted
 
     async def open(self) -> int:
         """Open the sessions now (EHLO, STARTTLS or TLS, AUTH) rather than on first use; return how many
@@ -630,8 +692,7 @@ class SmtpPool:
                                           reply=failure.reply) from failure
             raise failure
         opened = [first] + [c for c, r in zip(others, results, strict=True) if not isinstance(r, BaseException)]
-        for connection in opened:
-            self._idle.put_nowait(connection)
+        self._idle.extend(opened)
         self.opened = len(opened)
         return self.opened
 
@@ -646,18 +707,118 @@ class SmtpPool:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def send(self, envelope_from: str, recipient: str, wire: bytes) -> str:
+    async def send(self, envelope_from: str, recipient: str, wire: bytes, hand_over: HandOver | None = None) -> str:
         """Send one message to one recipient over a pooled connection; return the server's final reply text
         (e.g. '250 2.0.0 Ok: queued as X'). `wire` is the message as SMTP carries it: CRLF line ends and
-        dot-stuffed, ending in CRLF (what `to_wire` makes of any message, and what MessageTemplate builds)."""
-        if self._mail_from is None or self._mail_from[0] != envelope_from:
-            self._mail_from = (envelope_from, _mail_from_command(envelope_from))
-        mail = self._mail_from[1]
-        connection = await self._idle.get()
+        dot-stuffed, ending in CRLF (what `to_wire` makes of any message, and what MessageTemplate builds).
+        `hand_over` is awaited before the attempt writes anything that could deliver the message; what it
+        raises ends the send with nothing handed over."""
         try:
-            return await connection.send(mail, recipient, wire)
+            if self._mail_from is None or self._mail_from[0] != envelope_from:
+                self._mail_from = (envelope_from, _mail_from_command(envelope_from))
+        except ChannelStoppedError:         # an attempt all the same, recorded as the plain way records it
+            if hand_over is not None:
+                await hand_over()
+            raise
+        mail = self._mail_from[1]
+        try:
+            envelope: bytes | None = mail + _rcpt_command(recipient)
+        except PermanentDeliveryError:
+            envelope = None                 # never sent ahead: the plain way records the attempt, then refuses it
+        connection, booking = await self._acquire(envelope)
+        if booking is None:
+            return await self._send_on(connection, mail, recipient, wire, hand_over)
+        return await self._send_booked(connection, booking, mail, recipient, wire, hand_over)
+
+    async def _acquire(self, envelope: bytes | None) -> tuple[_PooledConnection, _Booking | None]:
+        """Wait for an idle connection, or book a busy one (with CHUNKING) for `envelope`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._idle:
+                connection = self._idle.pop()
+                connection.owned = True
+                return connection, None
+            if envelope is not None:
+                for connection in self._connections:
+                    if connection.bookable():
+                        connection.next = _Booking(envelope, loop.create_future())
+                        return connection, connection.next
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def _release(self, connection: _PooledConnection, *, clean: bool) -> None:
+        """The send on `connection` is over (`clean`: its message ended with 250): the send booked next
+        takes the connection over, else it is idle again."""
+        booking, connection.next = connection.next, None
+        if booking is not None and not booking.handoff.done():
+            booking.clean = clean
+            booking.handoff.set_result(None)
+            return
+        connection.owned = False
+        self._idle.append(connection)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _send_on(self, connection: _PooledConnection, mail: bytes, recipient: str, wire: bytes,
+                       hand_over: HandOver | None) -> str:
+        """The plain way: record the attempt, then the whole transaction on `connection`."""
+        clean = False
+        try:
+            if hand_over is not None:
+                await hand_over()
+            reply = await connection.send(mail, recipient, wire)
+            clean = True
+            return reply
         finally:
-            self._idle.put_nowait(connection)
+            self._release(connection, clean=clean)
+
+    async def _send_booked(self, connection: _PooledConnection, booking: _Booking, mail: bytes, recipient: str,
+                           wire: bytes, hand_over: HandOver | None) -> str:
+        """Wait for the connection booked; send the message behind its envelope if that went ahead and was
+        accepted after a clean transaction, else reset and send the plain way."""
+        try:
+            await asyncio.shield(booking.handoff)
+        except asyncio.CancelledError:
+            booking.handoff.add_done_callback(lambda _: self._abandon(connection))
+            raise
+        session = connection.session
+        if not booking.written or session is None or not session.is_open:
+            return await self._send_on(connection, mail, recipient, wire, hand_over)
+        try:
+            await _pipelined_replies(session, recipient, _ENVELOPE, _lost_before_complete(recipient), reset=False)
+            accepted = booking.clean
+        except DeliveryError:
+            accepted = False
+        if not accepted:
+            if session.is_open:
+                await _reset_after(session, 0, "RCPT TO")
+            return await self._send_on(connection, mail, recipient, wire, hand_over)
+        try:
+            if hand_over is not None:
+                await hand_over()
+        except BaseException:               # not this run's to send: the accepted envelope is reset
+            if session.is_open:
+                await _reset_after(session, 0, "RCPT TO")
+            self._release(connection, clean=False)
+            raise
+        self.sent_ahead += 1
+        clean = False
+        try:
+            reply = await connection.send_accepted(session, recipient, wire)
+            clean = True
+            return reply
+        finally:
+            self._release(connection, clean=clean)
+
+    def _abandon(self, connection: _PooledConnection) -> None:
+        """A send that had booked `connection` was cancelled: its envelope may be on the wire, so the
+        session is dropped and the connection goes on to the next send."""
+        if connection.session is not None:
+            connection.session.abort()
+        self._release(connection, clean=False)
 
 
 async def check_relay(config: SmtpConfig) -> str:

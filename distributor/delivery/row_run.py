@@ -75,9 +75,7 @@ class RowRun:
             source = self.source if self.source is not None else \
                 self.ledger.rows(self.issue_key, self.channel.name, statuses, only_planned=self.only_planned)
             for row in source:
-                if self.interrupt.is_set() and not self.stopped:
-                    self.stopped = ChannelStoppedError("interrupted; publish again to send the rest")
-                if self.stopped:
+                if self.stopping():
                     break
                 await queue.put(row)
             for _ in range(self.concurrency):
@@ -85,7 +83,7 @@ class RowRun:
 
         async def work() -> None:
             while (row := await queue.get()) is not None:
-                if not self.stopped and not self.interrupt.is_set():
+                if not self.stopping():
                     await self.deliver_row(row)
 
         try:
@@ -95,6 +93,13 @@ class RowRun:
         counts = self.progress.counts(self.channel.name)
         return ChannelOutcome(self.channel.name, counts.sent, counts.failed, counts.uncertain,
                               str(self.stopped) if self.stopped else None)
+
+    def stopping(self) -> bool:
+        """Whether no new message may start: the channel stopped, or the run was interrupted (which
+        stops it from now on)."""
+        if self.interrupt.is_set() and not self.stopped:
+            self.stopped = ChannelStoppedError("interrupted; publish again to send the rest")
+        return self.stopped is not None
 
     async def committed(self) -> None:
         """Return once this round's writes are committed; one commit serves every caller of the round."""
@@ -208,17 +213,16 @@ class _Attempts:
     async def make(self) -> str:
         run, address = self.run, self.message.recipient
         if self.claim_from is not run.statuses:
-            if run.stopped or run.interrupt.is_set():
+            if run.stopping():
                 raise _NotOurs          # the row waits as `pending` for a later run
             await run.limiter.acquire(counted=False)
-        run.ledger.begin()
-        if not run.ledger.claim(run.issue_key, run.channel.name, address, self.message.message_id,
-                                       self.claim_from):
-            raise _NotOurs
-        self.made += 1
-        self.claim_from = ("pending",)
-        await run.committed()
+        # A sender that can says itself when the hand-over starts (`deliver_handing_over`: the mail
+        # channels, once their transport holds a connection); for any other the claim comes first.
+        handing_over = getattr(run.channel, "deliver_handing_over", None)
         try:
+            if handing_over is not None:
+                return await handing_over(self.message, self.claim)
+            await self.claim()
             return await run.channel.deliver(self.message)
         except TransientDeliveryError as exc:
             throttled = isinstance(exc, SenderThrottledError)
@@ -227,3 +231,17 @@ class _Attempts:
                 run.limiter.throttled(run.policy.delay_seconds(run.limiter.throttles + 1, exc.retry_after_seconds))
             run.record(address, "pending", reply=exc.reply, error=str(exc), uncount=throttled)
             raise
+
+    async def claim(self) -> None:
+        """Mark the row `uncertain`, counted and committed, before its message can leave; raise `_NotOurs`
+        when another run has moved it on (it is theirs to send)."""
+        run = self.run
+        if run.stopping():              # waited for a connection while the run stopped: it starts no more
+            raise _NotOurs
+        run.ledger.begin()
+        if not run.ledger.claim(run.issue_key, run.channel.name, self.message.recipient, self.message.message_id,
+                                self.claim_from):
+            raise _NotOurs
+        self.made += 1
+        self.claim_from = ("pending",)
+        await run.committed()
