@@ -754,13 +754,15 @@ class SmtpPool:
         if booking is not None and not booking.handoff.done():
             booking.clean = clean
             booking.handoff.set_result(None)
-            return
-        connection.owned = False
-        self._idle.append(connection)
+        else:
+            connection.owned = False
+            self._idle.append(connection)
+        # Either way one waiting send can go on now: on the idle connection, or booking this one.
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                break
 
     async def _send_on(self, connection: _PooledConnection, mail: bytes, recipient: str, wire: bytes,
                        hand_over: HandOver | None) -> str:
