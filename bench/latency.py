@@ -1,7 +1,8 @@
 """Send benchmark over a link with latency: `distributor publish` through `../shared/bench/delay_proxy.py`
 (every chunk held 10 ms each way: a 20 ms round trip) into Postfix's smtp-sink (PIPELINING, no
 CHUNKING) and into a real Postfix smtpd that discards the mail (PIPELINING and CHUNKING), next to
-`smtp-source -d` over the same proxy and number of sessions.
+`smtp-source -d` over the same proxy and number of sessions, and next to the floor of that link and
+server (`round_trip_floor.py`: the fewest round trips a message, nothing else).
 
     .venv/bin/python bench/latency.py                     # pool 5, 500 recipients, 20 ms
     .venv/bin/python bench/latency.py --count 1000 --sessions 10 --delay-ms 25
@@ -10,12 +11,15 @@ On such a link the round trips set the rate: pool / (round trips a message x RTT
 4 round trips one command at a time (MAIL, RCPT, DATA, end of data), 2 with PIPELINING, 1 with
 CHUNKING (MAIL, RCPT and BDAT LAST with the message in one write). publish's rate is read from the
 ledger (the span of the rows' final marks), so start-up and the connections' set-up are left out;
-smtp-source's from its whole process. Postfix keeps its queue in /dev/shm where there is one, so
-its fsync of each queue file does not stand in for the link.
+the floor's once its sessions are open; smtp-source's from its whole process. The floor shows what
+pool/RTT leaves out: the server's own time per message and what the proxy adds to each hop. Postfix
+keeps its queue in /dev/shm where there is one, so its fsync of each queue file does not stand in
+for the link.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import subprocess
 import sys
@@ -81,6 +85,15 @@ def smtp_source_rate(message: Message, port: int, count: int, sessions: int) -> 
     return count / (time.monotonic() - started)
 
 
+def floor_rate(message: Message, port: int, count: int, sessions: int, chunking: bool) -> float:
+    """The link's and server's ceiling: round_trip_floor.py, as its own process."""
+    command = [python_executable(), str(Path(__file__).with_name("round_trip_floor.py")), str(port),
+               "--message", str(message.crlf_path), "--count", str(count), "--sessions", str(sessions)]
+    done = subprocess.run(command + (["--chunking"] if chunking else []), check=True, capture_output=True,
+                          timeout=900)
+    return float(json.loads(done.stdout)["msgs_per_s"])
+
+
 def _memory_folder() -> str | None:
     return "/dev/shm" if Path("/dev/shm").is_dir() else None
 
@@ -104,7 +117,7 @@ def main() -> None:
         print(machine_line())
         print(f"# issue={message.issue.name}  message={message.wire_bytes:,} B  pool={args.sessions}  "
               f"recipients={args.count}  RTT={rtt * 1000:.0f} ms")
-        print(f"{'server':<34}{'client':<22}{'msgs/s':>8}{'limit':>8}{'ratio':>7}  target")
+        print(f"{'server':<38}{'client':<24}{'msgs/s':>8}{'limit':>8}{'ratio':>7}  target")
         sink_port = free_port(2700)
         with SmtpSink(sink_port, workdir, max_seconds=3600) as _, \
                 PostfixSmtpd(free_port(2800), Path(queue) / "postfix") as postfix:
@@ -114,11 +127,15 @@ def main() -> None:
                 limit = args.sessions / (round_trips * rtt)
                 with DelayProxy(free_port(2900), port, args.delay_ms, 3600) as proxy:
                     source = smtp_source_rate(message, proxy.listen, args.count, args.sessions)
+                    floor = floor_rate(message, proxy.listen, args.count, args.sessions, round_trips == 1)
                     rate, whole, sent = publish_rate(message, proxy.listen, args.count, args.sessions, workdir)
                 verdict = "met" if rate >= 0.8 * limit else "NOT MET"
-                print(f"{name:<34}{'smtp-source -d':<22}{source:>8.1f}{limit:>8.0f}{source / limit:>7.2f}")
-                print(f"{name:<34}{'publish':<22}{rate:>8.1f}{limit:>8.0f}{rate / limit:>7.2f}  "
-                      f">= 0.8 of pool/({round_trips}·RTT): {verdict}  ({sent} sent, {whole:.1f} s whole process)")
+                print(f"{name:<38}{'smtp-source -d':<24}{source:>8.1f}{limit:>8.0f}{source / limit:>7.2f}")
+                floor_client = f"floor, {round_trips} round trip{'s' if round_trips > 1 else ''}"
+                print(f"{name:<38}{floor_client:<24}{floor:>8.1f}{limit:>8.0f}{floor / limit:>7.2f}")
+                print(f"{name:<38}{'publish':<24}{rate:>8.1f}{limit:>8.0f}{rate / limit:>7.2f}  "
+                      f">= 0.8 of pool/({round_trips}·RTT): {verdict}; {rate / floor:.2f} of the floor"
+                      f"  ({sent} sent, {whole:.1f} s whole process)")
             print(f"# Postfix's discard transport took {postfix.messages_taken()} messages")
 
 
